@@ -1,0 +1,36 @@
+-- mart_abc: Pareto (ABC) class per ERP customer by net revenue in the window.
+-- Columns: mart_abc.yml.
+WITH revenue AS (
+    SELECT
+        o.customer_id,
+        coalesce(sum(CASE
+            WHEN CAST(o.order_date AS INT) > CAST($as_of AS INT) - $window_days THEN l.net_amount
+        END), 0.0) AS revenue
+    FROM stg_orders o
+    JOIN stg_order_lines l ON l.order_id = o.order_id
+    WHERE o.status = 'completed'
+      AND o.order_date <= $as_of
+    GROUP BY o.customer_id
+),
+ranked AS (
+    SELECT
+        customer_id,
+        revenue,
+        row_number() OVER (ORDER BY revenue DESC, customer_id) AS revenue_rank,
+        sum(revenue) OVER (ORDER BY revenue DESC, customer_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumulative_revenue,
+        sum(revenue) OVER () AS total_revenue
+    FROM revenue
+)
+SELECT
+    customer_id,
+    round(revenue, 2) AS revenue,
+    revenue_rank,
+    CASE WHEN total_revenue > 0 THEN revenue / total_revenue ELSE 0.0 END AS revenue_share,
+    CASE WHEN total_revenue > 0 THEN cumulative_revenue / total_revenue ELSE 0.0 END AS cumulative_share,
+    CASE
+        WHEN total_revenue > 0 AND (cumulative_revenue - revenue) / total_revenue < $abc_a_cutoff THEN 'A'
+        WHEN total_revenue > 0 AND (cumulative_revenue - revenue) / total_revenue < $abc_b_cutoff THEN 'B'
+        ELSE 'C'
+    END AS abc_class,
+    $as_of AS as_of_date
+FROM ranked

@@ -1,0 +1,68 @@
+-- mart_rfm: recency, frequency and monetary value per ERP customer, scored 1-5 by
+-- quintile, with the named segment from the rfm_segments seed. Columns: mart_rfm.yml.
+WITH order_values AS (
+    SELECT
+        o.order_id,
+        o.customer_id,
+        o.order_date,
+        sum(l.net_amount) AS order_revenue
+    FROM stg_orders o
+    JOIN stg_order_lines l ON l.order_id = o.order_id
+    WHERE o.status = 'completed'
+      AND o.order_date <= $as_of
+    GROUP BY o.order_id, o.customer_id, o.order_date
+),
+per_customer AS (
+    SELECT
+        customer_id,
+        min(order_date) AS first_order_date,
+        max(order_date) AS last_order_date,
+        count(DISTINCT CASE
+            WHEN CAST(order_date AS INT) > CAST($as_of AS INT) - $window_days THEN order_id
+        END) AS frequency,
+        coalesce(sum(CASE
+            WHEN CAST(order_date AS INT) > CAST($as_of AS INT) - $window_days THEN order_revenue
+        END), 0.0) AS monetary
+    FROM order_values
+    GROUP BY customer_id
+),
+scored AS (
+    SELECT
+        customer_id,
+        first_order_date,
+        last_order_date,
+        CAST($as_of AS INT) - CAST(last_order_date AS INT) AS recency_days,
+        frequency,
+        round(monetary, 2) AS monetary,
+        CAST(ntile(5) OVER (ORDER BY CAST($as_of AS INT) - CAST(last_order_date AS INT) DESC, customer_id) AS INT) AS r_score,
+        CAST(ntile(5) OVER (ORDER BY frequency, customer_id) AS INT) AS f_score,
+        CAST(ntile(5) OVER (ORDER BY monetary, customer_id) AS INT) AS m_score
+    FROM per_customer
+),
+segmented AS (
+    SELECT
+        s.*,
+        CAST(ceil((s.f_score + s.m_score) / 2.0) AS INT) AS fm_score,
+        seg.segment,
+        row_number() OVER (PARTITION BY s.customer_id ORDER BY seg.priority) AS rule_rank
+    FROM scored s
+    LEFT JOIN rfm_segments seg
+      ON s.r_score BETWEEN seg.r_min AND seg.r_max
+     AND CAST(ceil((s.f_score + s.m_score) / 2.0) AS INT) BETWEEN seg.fm_min AND seg.fm_max
+)
+SELECT
+    customer_id,
+    first_order_date,
+    last_order_date,
+    recency_days,
+    frequency,
+    monetary,
+    r_score,
+    f_score,
+    m_score,
+    fm_score,
+    CAST(r_score AS VARCHAR) || CAST(f_score AS VARCHAR) || CAST(m_score AS VARCHAR) AS rfm_cell,
+    coalesce(segment, 'Unclassified') AS rfm_segment,
+    $as_of AS as_of_date
+FROM segmented
+WHERE rule_rank = 1

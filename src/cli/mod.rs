@@ -1,0 +1,282 @@
+//! Command-line interface: what the user typed is parsed by clap, then resolved into
+//! compiled configuration before anything runs.
+
+mod bench;
+mod demo;
+mod logging;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crm_marts::config::environment::StoreSpec;
+use crm_marts::config::{Diagnostics, Environment, Pipeline};
+use crm_marts::manifest::Manifest;
+use crm_marts::run::{self, RunError};
+use crm_marts::storage::Stores;
+
+use logging::{LogFormat, Spinner};
+
+#[derive(Debug, Parser)]
+#[command(name = "crm-marts", version, about = "Customer-analytics marts from a retailer's raw exports")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "human", global = true)]
+    log_format: LogFormat,
+    /// More log detail (-v, -vv).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a pipeline.
+    Run {
+        /// Pipeline file, e.g. pipelines/customer_marts.yaml.
+        pipeline: PathBuf,
+        /// Environment file with stores and limits.
+        #[arg(long, default_value = "config/local.yaml")]
+        config: PathBuf,
+        /// The as-of date (sets the `as_of` parameter).
+        #[arg(long)]
+        as_of: Option<String>,
+        /// A parameter value, `name=value` (repeatable).
+        #[arg(long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// Replace a store's location, `name=url-or-path` (repeatable).
+        #[arg(long = "store", value_name = "NAME=URL")]
+        stores: Vec<String>,
+    },
+    /// Check pipelines and environment files without touching storage; reports every problem.
+    Validate {
+        /// Pipeline and environment files; pipelines are checked against the environments given.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Write realistic, messy sample exports (deterministic for a seed).
+    Generate {
+        #[arg(long, default_value_t = 1000)]
+        customers: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Where to write: a local folder or a store URL.
+        #[arg(long)]
+        out: String,
+        /// Last day of the generated history.
+        #[arg(long, default_value = "2026-11-22")]
+        as_of: String,
+        /// Mean orders per buying customer over the history.
+        #[arg(long, default_value_t = 6.0)]
+        orders_per_customer: f64,
+        /// Share of rows made deliberately malformed.
+        #[arg(long, default_value_t = 0.001)]
+        bad_row_rate: f64,
+    },
+    /// Generate sample data and run the customer-marts pipeline on it, in local folders.
+    Demo {
+        /// Folder for the sample exports and marts.
+        #[arg(long, default_value = "demo")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        customers: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Time each stage on generated data and print rows, seconds and peak memory.
+    Bench(bench::BenchArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    logging::init(cli.log_format, cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(diags) = e.downcast_ref::<Diagnostics>() {
+                eprint!("error: {diags}");
+                return ExitCode::from(2);
+            }
+            if let Some(RunError::Config(diags)) = e.downcast_ref::<RunError>() {
+                eprint!("error: {diags}");
+                return ExitCode::from(2);
+            }
+            if e.downcast_ref::<UsageError>().is_some() {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(2);
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A mistake in what the user typed (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(String);
+
+async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run { pipeline, config, as_of, params, stores } => {
+            let env = load_environment(&config, &stores)?;
+            let mut given = parse_pairs(&params, "--param")?;
+            if let Some(as_of) = as_of {
+                given.insert("as_of".into(), as_of);
+            }
+            let manifest = run_pipeline(&pipeline, &env, &given, cli.log_format).await?;
+            print_summary(&manifest);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { files } => validate(&files),
+        Command::Generate { customers, seed, out, as_of, orders_per_customer, bad_row_rate } => {
+            let as_of = chrono::NaiveDate::parse_from_str(&as_of, "%Y-%m-%d")
+                .map_err(|_| UsageError(format!("--as-of {as_of:?} is not a date (YYYY-MM-DD)")))?;
+            let options = crm_marts::generate::GenerateOptions {
+                customers,
+                seed,
+                as_of,
+                orders_per_customer,
+                bad_row_rate,
+                ..Default::default()
+            };
+            demo::generate_to(&options, &out).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { dir, customers, seed } => demo::run(&dir, customers, seed, cli.log_format).await,
+        Command::Bench(args) => bench::run(args).await,
+    }
+}
+
+/// Loads an environment and applies `--store name=url` overrides.
+pub fn load_environment(config: &Path, overrides: &[String]) -> Result<Environment> {
+    let mut env = Environment::load(config)?;
+    for (name, location) in parse_pairs(overrides, "--store")? {
+        let spec = StoreSpec::from_location(&name, &location).map_err(|e| UsageError(format!("--store {name}: {e}")))?;
+        env.stores.insert(name, spec);
+    }
+    Ok(env)
+}
+
+fn parse_pairs(pairs: &[String], flag: &str) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for p in pairs {
+        let Some((k, v)) = p.split_once('=') else {
+            return Err(UsageError(format!("{flag} {p:?}: expected NAME=VALUE")).into());
+        };
+        out.insert(k.trim().to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+pub async fn run_pipeline(
+    pipeline_file: &Path,
+    env: &Environment,
+    given: &BTreeMap<String, String>,
+    format: LogFormat,
+) -> Result<Manifest> {
+    let pipeline = Pipeline::load(pipeline_file, Some(env))?;
+    let params = run::bind_params(&pipeline, given)?;
+    let stores = Stores::open(&env.stores).context("opening stores")?;
+    let spinner = Spinner::new(format);
+    let manifest = run::run(&pipeline, &env.execution, &stores, params, &spinner).await?;
+    Ok(manifest)
+}
+
+pub fn print_summary(m: &Manifest) {
+    let secs = m.duration_ms.unwrap_or(0) as f64 / 1000.0;
+    println!("run {} of `{}` succeeded in {secs:.1}s", m.run_id, m.pipeline);
+    let width = m.outputs.iter().map(|o| o.mart.len()).max().unwrap_or(4).max(4);
+    println!("  {:<width$}  {:>10}  location", "mart", "rows");
+    for o in &m.outputs {
+        println!("  {:<width$}  {:>10}  {}", o.mart, o.rows, o.published_url);
+    }
+    if m.quarantined_rows > 0 {
+        println!("  quarantined rows: {}", m.quarantined_rows);
+        for q in &m.quarantine {
+            println!("    {:<20} {:>6}  {}", q.source, q.rows, q.file);
+        }
+    }
+}
+
+/// Validates files: environments first, so pipelines can be checked against their stores.
+fn validate(files: &[PathBuf]) -> Result<ExitCode> {
+    let mut diags = Diagnostics::default();
+    let mut envs: Vec<Environment> = Vec::new();
+    let mut pipelines: Vec<&PathBuf> = Vec::new();
+    for file in files {
+        match file_kind(file) {
+            Ok(FileKind::Environment) => match Environment::load(file) {
+                Ok(env) => envs.push(env),
+                Err(d) => diags.extend(d),
+            },
+            Ok(FileKind::Pipeline) => pipelines.push(file),
+            Err(d) => diags.push(d),
+        }
+    }
+    let mut checked = 0;
+    for file in pipelines {
+        if envs.is_empty() {
+            if let Err(d) = Pipeline::load(file, None) {
+                diags.extend(d);
+            }
+        }
+        for env in &envs {
+            if let Err(d) = Pipeline::load(file, Some(env)) {
+                diags.extend(d);
+            }
+        }
+        checked += 1;
+    }
+    if !diags.is_empty() {
+        return Err(diags.into());
+    }
+    println!("{} file{} valid ({checked} pipeline{}, {} environment{})", files.len(), plural(files.len()), plural(checked), envs.len(), plural(envs.len()));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+enum FileKind {
+    Pipeline,
+    Environment,
+}
+
+/// Tells a pipeline from an environment by its top-level keys.
+fn file_kind(file: &Path) -> std::result::Result<FileKind, crm_marts::config::Diagnostic> {
+    use crm_marts::config::Diagnostic;
+    let text = std::fs::read_to_string(file).map_err(|e| Diagnostic::new(file, format!("cannot read file: {e}")))?;
+    let value: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| Diagnostic::from_yaml(file, &e))?;
+    let has = |k: &str| value.get(k).is_some();
+    if has("steps") || has("sources") || has("publish") {
+        Ok(FileKind::Pipeline)
+    } else if has("stores") || has("execution") {
+        Ok(FileKind::Environment)
+    } else {
+        Err(Diagnostic::new(file, "not a pipeline (sources, steps, publish) or an environment (stores, execution)").at(1, 1))
+    }
+}
+

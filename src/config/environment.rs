@@ -1,0 +1,332 @@
+//! Environments (`config/*.yaml`): named stores, execution limits. Raw `*Config` structs
+//! mirror the YAML; [`Environment`] is the validated form the runtime uses.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use url::Url;
+
+use super::diag::{locate, Diagnostic, Diagnostics};
+
+/// An environment file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentConfig {
+    /// Named stores: where exports are read and marts are published.
+    #[serde(default)]
+    pub stores: BTreeMap<String, StoreConfig>,
+    /// Limits for the query engine.
+    #[serde(default)]
+    pub execution: ExecutionConfig,
+}
+
+/// One store: a URL (`file://`, `memory://`, `s3://`, `gs://`, `az://`, or a local path)
+/// and options passed to object_store (region, endpoint, credentials as `${ENV_VAR}`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub url: String,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutionConfig {
+    /// Memory the query engine may use, e.g. `4GiB`; past it operators spill to disk.
+    pub memory_limit: Option<String>,
+    /// Where spill files and staged sources go (default: the system temp folder).
+    pub spill_dir: Option<PathBuf>,
+    /// Parallelism of query plans (default: the number of cores).
+    pub target_partitions: Option<usize>,
+    /// Rows per Arrow batch (default 8192).
+    pub batch_size: Option<usize>,
+}
+
+/// A validated environment.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    pub file: Option<PathBuf>,
+    pub stores: BTreeMap<String, StoreSpec>,
+    pub execution: Execution,
+}
+
+#[derive(Debug, Clone)]
+pub struct Execution {
+    pub memory_limit: Option<usize>,
+    pub spill_dir: PathBuf,
+    pub target_partitions: usize,
+    pub batch_size: usize,
+}
+
+impl Default for Execution {
+    fn default() -> Self {
+        Self {
+            memory_limit: None,
+            spill_dir: std::env::temp_dir().join("crm-marts"),
+            target_partitions: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            batch_size: 8192,
+        }
+    }
+}
+
+/// A store with its URL resolved and its options expanded. Option values may be
+/// secrets, so `Debug` and `Display` never show them.
+#[derive(Clone)]
+pub struct StoreSpec {
+    pub name: String,
+    pub url: Url,
+    pub options: Vec<(String, String)>,
+}
+
+impl fmt::Debug for StoreSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys: Vec<&str> = self.options.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("StoreSpec")
+            .field("name", &self.name)
+            .field("url", &self.url.as_str())
+            .field("options", &keys)
+            .finish()
+    }
+}
+
+impl fmt::Display for StoreSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name, self.url)
+    }
+}
+
+impl StoreSpec {
+    /// A store from a URL or local path, with no options.
+    pub fn from_location(name: &str, location: &str) -> Result<Self, String> {
+        Ok(Self { name: name.to_string(), url: resolve_url(location)?, options: Vec::new() })
+    }
+}
+
+impl Environment {
+    /// An environment with no stores and default limits.
+    pub fn empty() -> Self {
+        Self { file: None, stores: BTreeMap::new(), execution: Execution::default() }
+    }
+
+    /// Reads and compiles an environment file, reporting every problem.
+    pub fn load(path: &Path) -> Result<Self, Diagnostics> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Diagnostics(vec![Diagnostic::new(path, format!("cannot read file: {e}"))])
+        })?;
+        let raw: EnvironmentConfig = serde_yaml::from_str(&text)
+            .map_err(|e| Diagnostics(vec![Diagnostic::from_yaml(path, &e)]))?;
+        compile(path, &text, raw, &|name| std::env::var(name).ok())
+    }
+}
+
+/// Compiles a parsed environment; `env` looks up environment variables.
+pub fn compile(
+    file: &Path,
+    text: &str,
+    raw: EnvironmentConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Environment, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let mut stores = BTreeMap::new();
+    for (name, store) in raw.stores {
+        let at = |key: &str| locate(text, &["stores", &name, key]);
+        let url = match expand_env(&store.url, env) {
+            Ok(expanded) => match resolve_url(&expanded) {
+                Ok(url) => Some(url),
+                Err(e) => {
+                    diags.push(Diagnostic::new(file, format!("stores.{name}.url: {e}")).at_opt(at("url")));
+                    None
+                }
+            },
+            Err(e) => {
+                diags.push(Diagnostic::new(file, format!("stores.{name}.url: {e}")).at_opt(at("url")));
+                None
+            }
+        };
+        let mut options = Vec::new();
+        for (key, value) in store.options {
+            match expand_env(&value, env) {
+                Ok(v) => options.push((key, v)),
+                Err(e) => diags.push(
+                    Diagnostic::new(file, format!("stores.{name}.options.{key}: {e}"))
+                        .at_opt(locate(text, &["stores", &name, "options", &key])),
+                ),
+            }
+        }
+        if let Some(url) = url {
+            stores.insert(name.clone(), StoreSpec { name, url, options });
+        }
+    }
+
+    let mut execution = Execution::default();
+    if let Some(limit) = &raw.execution.memory_limit {
+        match parse_bytes(limit) {
+            Ok(bytes) => execution.memory_limit = Some(bytes),
+            Err(e) => diags.push(
+                Diagnostic::new(file, format!("execution.memory_limit: {e}"))
+                    .at_opt(locate(text, &["execution", "memory_limit"])),
+            ),
+        }
+    }
+    if let Some(dir) = raw.execution.spill_dir {
+        execution.spill_dir = dir;
+    }
+    if let Some(n) = raw.execution.target_partitions {
+        if n == 0 {
+            diags.push(
+                Diagnostic::new(file, "execution.target_partitions: must be at least 1")
+                    .at_opt(locate(text, &["execution", "target_partitions"])),
+            );
+        } else {
+            execution.target_partitions = n;
+        }
+    }
+    if let Some(n) = raw.execution.batch_size {
+        if n == 0 {
+            diags.push(
+                Diagnostic::new(file, "execution.batch_size: must be at least 1")
+                    .at_opt(locate(text, &["execution", "batch_size"])),
+            );
+        } else {
+            execution.batch_size = n;
+        }
+    }
+    diags.into_result(Environment { file: Some(file.to_path_buf()), stores, execution })
+}
+
+/// Expands `${VAR}` and `${VAR:-default}`; a missing variable without default is an error
+/// that names the variable (never its value).
+pub fn expand_env(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}').ok_or_else(|| format!("unclosed `${{` in {value:?}"))?;
+        let inner = &after[..end];
+        let (name, default) = match inner.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (inner, None),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("`${{{inner}}}` is not a valid environment variable reference"));
+        }
+        match (env(name), default) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => return Err(format!("environment variable {name} is not set")),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A store location as a URL: URLs with a scheme are kept, local paths become absolute
+/// `file://` URLs (relative to the working directory).
+pub fn resolve_url(location: &str) -> Result<Url, String> {
+    const SCHEMES: [&str; 8] = ["file", "memory", "s3", "s3a", "gs", "az", "abfs", "abfss"];
+    if let Some((scheme, _)) = location.split_once("://") {
+        if !SCHEMES.contains(&scheme) {
+            return Err(format!(
+                "unsupported URL scheme `{scheme}://` (expected one of: {})",
+                SCHEMES.map(|s| format!("{s}://")).join(", ")
+            ));
+        }
+        let mut url = Url::parse(location).map_err(|e| format!("invalid URL {location:?}: {e}"))?;
+        if !url.path().ends_with('/') {
+            let path = format!("{}/", url.path());
+            url.set_path(&path);
+        }
+        return Ok(url);
+    }
+    if location.is_empty() {
+        return Err("empty location".into());
+    }
+    let path = Path::new(location);
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().map_err(|e| format!("cannot resolve {location:?}: {e}"))?.join(path)
+    };
+    let abs = normalize(&abs);
+    Url::from_directory_path(&abs).map_err(|_| format!("cannot turn {location:?} into a file URL"))
+}
+
+/// Removes `.` and `..` components without touching the file system.
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Parses sizes such as `4GiB`, `512MiB`, `2GB`, `1048576`.
+pub fn parse_bytes(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("{text:?} is not a size (expected e.g. 4GiB, 512MiB)"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024f64.powi(4),
+        other => return Err(format!("unknown size unit {other:?} in {text:?} (expected B, KiB, MiB, GiB, KB, MB, GB)")),
+    };
+    Ok((n * mult) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_env_with_defaults_and_names_missing_variables() {
+        let env = |k: &str| (k == "A").then(|| "x".to_string());
+        assert_eq!(expand_env("s3://${A}/p", &env).unwrap(), "s3://x/p");
+        assert_eq!(expand_env("${B:-d}", &env).unwrap(), "d");
+        let err = expand_env("${B}", &env).unwrap_err();
+        assert!(err.contains("B is not set"), "{err}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("4GiB").unwrap(), 4 << 30);
+        assert_eq!(parse_bytes("512 MiB").unwrap(), 512 << 20);
+        assert!(parse_bytes("lots").is_err());
+    }
+
+    #[test]
+    fn relative_paths_become_file_urls() {
+        let url = resolve_url("data/marts").unwrap();
+        assert_eq!(url.scheme(), "file");
+        assert!(url.path().ends_with("/data/marts/"));
+        assert!(resolve_url("ftp://x").unwrap_err().contains("unsupported"));
+    }
+
+    #[test]
+    fn debug_hides_option_values() {
+        let s = StoreSpec {
+            name: "s".into(),
+            url: Url::parse("s3://b/").unwrap(),
+            options: vec![("aws_secret_access_key".into(), "hunter2".into())],
+        };
+        assert!(!format!("{s:?} {s}").contains("hunter2"));
+    }
+}

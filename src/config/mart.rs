@@ -1,0 +1,267 @@
+//! A mart's sibling YAML (`sql/marts/mart_x.yml`): what each column means and the data
+//! checks that run after the step builds the table.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::diag::{Diagnostic, Diagnostics};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MartConfig {
+    /// The table this file documents; must equal the SQL file's name.
+    pub name: String,
+    pub description: String,
+    /// The grain: what one row is.
+    #[serde(default)]
+    pub grain: Option<String>,
+    #[serde(default)]
+    pub columns: Vec<ColumnDocConfig>,
+    /// Checks on the whole table.
+    #[serde(default)]
+    pub checks: Vec<CheckConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnDocConfig {
+    pub name: String,
+    pub description: String,
+    #[serde(default)]
+    pub checks: Vec<CheckConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    #[default]
+    Error,
+    Warn,
+}
+
+/// One data check. Written as a bare name (`- not_null`) or as a one-key mapping with
+/// arguments (`- accepted_values: { values: [1, 2], severity: warn }`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckConfig {
+    pub kind: CheckKind,
+    pub severity: Severity,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckKind {
+    NotNull,
+    Unique,
+    AcceptedValues(Vec<serde_yaml::Value>),
+    Relationships { to: String, field: String },
+    Range { min: Option<f64>, max: Option<f64> },
+    RowCount { min: Option<u64>, max: Option<u64> },
+}
+
+const CHECK_NAMES: &str = "not_null, unique, accepted_values, relationships, range, row_count";
+
+impl CheckKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CheckKind::NotNull => "not_null",
+            CheckKind::Unique => "unique",
+            CheckKind::AcceptedValues(_) => "accepted_values",
+            CheckKind::Relationships { .. } => "relationships",
+            CheckKind::Range { .. } => "range",
+            CheckKind::RowCount { .. } => "row_count",
+        }
+    }
+}
+
+impl fmt::Display for CheckKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckKind::Relationships { to, field } => write!(f, "relationships({to}.{field})"),
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SeverityOnly {
+    #[serde(default)]
+    severity: Severity,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcceptedValuesArgs {
+    values: Vec<serde_yaml::Value>,
+    #[serde(default)]
+    severity: Severity,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RelationshipsArgs {
+    to: String,
+    field: String,
+    #[serde(default)]
+    severity: Severity,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RangeArgs {
+    min: Option<f64>,
+    max: Option<f64>,
+    #[serde(default)]
+    severity: Severity,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RowCountArgs {
+    min: Option<u64>,
+    max: Option<u64>,
+    #[serde(default)]
+    severity: Severity,
+}
+
+impl<'de> Deserialize<'de> for CheckConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_yaml::Value::deserialize(deserializer)?;
+        let (name, args) = match value {
+            serde_yaml::Value::String(name) => (name, serde_yaml::Value::Null),
+            serde_yaml::Value::Mapping(map) if map.len() == 1 => {
+                let (k, v) = map.into_iter().next().expect("one entry");
+                match k {
+                    serde_yaml::Value::String(name) => (name, v),
+                    _ => return Err(D::Error::custom("a check name must be a string")),
+                }
+            }
+            _ => {
+                return Err(D::Error::custom(format!(
+                    "expected a check: a name or a one-key mapping, one of {CHECK_NAMES}"
+                )))
+            }
+        };
+        let args_or_default = |v: serde_yaml::Value| if v.is_null() { serde_yaml::Value::Mapping(Default::default()) } else { v };
+        let de = |e: serde_yaml::Error| D::Error::custom(format!("check `{name}`: {e}"));
+        let (kind, severity) = match name.as_str() {
+            "not_null" | "unique" => {
+                let a: SeverityOnly = serde_yaml::from_value(args_or_default(args)).map_err(de)?;
+                let kind = if name == "unique" { CheckKind::Unique } else { CheckKind::NotNull };
+                (kind, a.severity)
+            }
+            "accepted_values" => {
+                let a: AcceptedValuesArgs = serde_yaml::from_value(args).map_err(de)?;
+                (CheckKind::AcceptedValues(a.values), a.severity)
+            }
+            "relationships" => {
+                let a: RelationshipsArgs = serde_yaml::from_value(args).map_err(de)?;
+                (CheckKind::Relationships { to: a.to, field: a.field }, a.severity)
+            }
+            "range" => {
+                let a: RangeArgs = serde_yaml::from_value(args).map_err(de)?;
+                (CheckKind::Range { min: a.min, max: a.max }, a.severity)
+            }
+            "row_count" => {
+                let a: RowCountArgs = serde_yaml::from_value(args).map_err(de)?;
+                (CheckKind::RowCount { min: a.min, max: a.max }, a.severity)
+            }
+            other => {
+                return Err(D::Error::custom(format!("unknown check `{other}`, expected one of {CHECK_NAMES}")))
+            }
+        };
+        Ok(CheckConfig { kind, severity })
+    }
+}
+
+/// A check bound to its table and column, ready to run.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub table: String,
+    pub column: Option<String>,
+    pub kind: CheckKind,
+    pub severity: Severity,
+}
+
+impl Check {
+    pub fn label(&self) -> String {
+        match &self.column {
+            Some(c) => format!("{}.{} {}", self.table, c, self.kind),
+            None => format!("{} {}", self.table, self.kind),
+        }
+    }
+}
+
+/// A compiled mart spec.
+#[derive(Debug, Clone)]
+pub struct MartSpec {
+    pub description: String,
+    pub columns: Vec<(String, String)>,
+    pub checks: Vec<Check>,
+}
+
+impl MartSpec {
+    /// Reads `path` as the spec of `table`; problems are reported, not returned early.
+    pub fn load(path: &Path, table: &str) -> Result<Self, Diagnostics> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Diagnostics(vec![Diagnostic::new(path, format!("cannot read file: {e}"))]))?;
+        let raw: MartConfig =
+            serde_yaml::from_str(&text).map_err(|e| Diagnostics(vec![Diagnostic::from_yaml(path, &e)]))?;
+        let mut diags = Diagnostics::default();
+        if raw.name != table {
+            diags.push(
+                Diagnostic::new(path, format!("name `{}` does not match the model `{table}`", raw.name))
+                    .at_opt(super::diag::locate(&text, &["name"])),
+            );
+        }
+        let mut checks = Vec::new();
+        for c in raw.checks {
+            if !matches!(c.kind, CheckKind::RowCount { .. }) {
+                diags.push(
+                    Diagnostic::new(path, format!("check `{}` belongs to a column, not to the table", c.kind.name()))
+                        .at_opt(super::diag::locate(&text, &["checks"])),
+                );
+                continue;
+            }
+            checks.push(Check { table: table.to_string(), column: None, kind: c.kind, severity: c.severity });
+        }
+        let mut columns = Vec::new();
+        for col in raw.columns {
+            for c in col.checks {
+                if matches!(c.kind, CheckKind::RowCount { .. }) {
+                    diags.push(Diagnostic::new(
+                        path,
+                        format!("check `row_count` on column `{}` belongs to the table's `checks`", col.name),
+                    ));
+                    continue;
+                }
+                checks.push(Check {
+                    table: table.to_string(),
+                    column: Some(col.name.clone()),
+                    kind: c.kind,
+                    severity: c.severity,
+                });
+            }
+            columns.push((col.name, col.description));
+        }
+        diags.into_result(MartSpec { description: raw.description, columns, checks })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_parse_in_both_forms() {
+        let yaml = "- not_null\n- unique: { severity: warn }\n- accepted_values: { values: [1, 2] }\n";
+        let checks: Vec<CheckConfig> = serde_yaml::from_str(yaml).unwrap();
+        assert_eq!(checks[0].kind, CheckKind::NotNull);
+        assert_eq!(checks[1].severity, Severity::Warn);
+        assert_eq!(checks[2].kind.name(), "accepted_values");
+        let err = serde_yaml::from_str::<Vec<CheckConfig>>("- not_nul\n").unwrap_err().to_string();
+        assert!(err.contains("unknown check `not_nul`") && err.contains("not_null"), "{err}");
+    }
+}

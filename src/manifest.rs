@@ -1,0 +1,101 @@
+//! The run manifest: what one run read, did and wrote, as JSON next to the marts
+//! (`_runs/<run_id>.json`). It is written when the run starts (status `running`) and
+//! again when it ends, so a killed run is visible as one that never finished.
+
+use chrono::{DateTime, Utc};
+use object_store::{ObjectStoreExt, PutPayload};
+use serde::Serialize;
+
+use crate::checks::CheckResult;
+use crate::config::params::Params;
+use crate::publish::WrittenMart;
+use crate::sources::LoadedSource;
+use crate::storage::{StorageError, Store};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub name: String,
+    /// `sql` or the built-in kind.
+    pub kind: String,
+    pub file: Option<String>,
+    /// `view`, `table` or `mart`.
+    pub output: String,
+    /// Rows built; unknown for views, which are computed where they are read.
+    pub rows: Option<u64>,
+    pub duration_ms: u64,
+    pub checks: Vec<CheckResult>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QuarantineReport {
+    pub source: String,
+    pub rows: u64,
+    pub file: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    pub run_id: String,
+    pub pipeline: String,
+    pub pipeline_file: String,
+    pub status: RunStatus,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<u64>,
+    pub parameters: Params,
+    pub inputs: Vec<LoadedSource>,
+    pub steps: Vec<StepReport>,
+    pub outputs: Vec<WrittenMart>,
+    pub quarantine: Vec<QuarantineReport>,
+    pub quarantined_rows: u64,
+    pub failing_check_rows: u64,
+    pub errors: Vec<String>,
+}
+
+impl Manifest {
+    pub fn new(run_id: &str, pipeline: &str, pipeline_file: &str, parameters: Params) -> Self {
+        Self {
+            run_id: run_id.into(),
+            pipeline: pipeline.into(),
+            pipeline_file: pipeline_file.into(),
+            status: RunStatus::Running,
+            started_at: Utc::now(),
+            finished_at: None,
+            duration_ms: None,
+            parameters,
+            inputs: Vec::new(),
+            steps: Vec::new(),
+            outputs: Vec::new(),
+            quarantine: Vec::new(),
+            quarantined_rows: 0,
+            failing_check_rows: 0,
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn finish(&mut self, status: RunStatus) {
+        let now = Utc::now();
+        self.status = status;
+        self.finished_at = Some(now);
+        self.duration_ms = Some((now - self.started_at).num_milliseconds().max(0) as u64);
+        self.quarantined_rows = self.quarantine.iter().map(|q| q.rows).sum();
+        self.failing_check_rows = self.steps.iter().flat_map(|s| &s.checks).map(|c| c.failing_rows).sum();
+    }
+
+    /// Writes the manifest to `_runs/<run_id>.json` in `store`.
+    pub async fn write(&self, store: &Store) -> Result<String, StorageError> {
+        let path = store.path(&format!("_runs/{}.json", self.run_id))?;
+        let body = serde_json::to_vec_pretty(self).expect("manifest serialises");
+        store.object_store.put(&path, PutPayload::from(body)).await.map_err(|e| store.io_error(&path, e))?;
+        Ok(store.url(&path))
+    }
+}

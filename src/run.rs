@@ -1,0 +1,400 @@
+//! Running a compiled pipeline: bind parameters, load sources, run steps in dependency
+//! order, check and write marts out of readers' sight, then publish them all and write
+//! the manifest. A failed run publishes nothing and removes what it wrote.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::dataframe::DataFrame;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use tracing::{info, warn};
+
+use crate::checks;
+use crate::config::diag::{Diagnostic, Diagnostics};
+use crate::config::environment::Execution;
+use crate::config::mart::Severity;
+use crate::config::params::{ParamValue, Params};
+use crate::config::pipeline::{Pipeline, Step, StepKind};
+use crate::manifest::{Manifest, QuarantineReport, RunStatus, StepReport};
+use crate::publish::{upload_file, Publisher, WrittenMart};
+use crate::sources;
+use crate::sql::error_diagnostic;
+use crate::storage::Stores;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Bad parameters or configuration: nothing was run.
+    #[error("{0}")]
+    Config(Diagnostics),
+    /// The run started and failed; the manifest says how far it got.
+    #[error("run {run_id} failed: {message}")]
+    Failed { run_id: String, message: String, manifest: Box<Manifest> },
+}
+
+/// Something that wants to hear how the run is going (a progress bar, a log).
+pub trait Progress: Send + Sync {
+    fn stage(&self, _message: &str) {}
+    fn done(&self) {}
+}
+
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// Binds command-line values over declared defaults. Every value is parsed as its
+/// declared type; unknown names and missing values are configuration errors.
+pub fn bind_params(pipeline: &Pipeline, given: &BTreeMap<String, String>) -> Result<Params, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let mut params = Params::new();
+    for (name, text) in given {
+        match pipeline.parameters.get(name) {
+            None => {
+                let declared: Vec<&str> = pipeline.parameters.keys().map(String::as_str).collect();
+                diags.push(Diagnostic::new(&pipeline.file, format!("unknown parameter `{name}` (declared: {})", declared.join(", "))));
+            }
+            Some(p) => match ParamValue::parse(p.kind, text) {
+                Ok(v) => {
+                    params.insert(name.clone(), v);
+                }
+                Err(e) => diags.push(Diagnostic::new(&pipeline.file, format!("parameter `{name}`: {e}"))),
+            },
+        }
+    }
+    for (name, p) in &pipeline.parameters {
+        if params.contains_key(name) {
+            continue;
+        }
+        match &p.default {
+            Some(v) => {
+                params.insert(name.clone(), v.clone());
+            }
+            None => diags.push(Diagnostic::new(
+                &pipeline.file,
+                format!("parameter `{name}` ({}) has no default and no value was given (--param {name}=...)", p.kind),
+            )),
+        }
+    }
+    diags.into_result(params)
+}
+
+/// A sortable, path-safe run id: `20261125T083012123Z-1a2b`.
+pub fn new_run_id() -> String {
+    let now = chrono::Utc::now();
+    let salt: u16 = rand::random();
+    format!("{}-{salt:04x}", now.format("%Y%m%dT%H%M%S%3fZ"))
+}
+
+/// The DataFusion session for one run, with the environment's memory limit and spill folder.
+pub fn session(execution: &Execution, spill_dir: PathBuf) -> datafusion::error::Result<SessionContext> {
+    let config = SessionConfig::new()
+        .with_target_partitions(execution.target_partitions)
+        .with_batch_size(execution.batch_size)
+        .with_information_schema(true)
+        .set_bool("datafusion.sql_parser.collect_spans", true);
+    let mut runtime = RuntimeEnvBuilder::new().with_temp_file_path(spill_dir);
+    if let Some(limit) = execution.memory_limit {
+        let pool = TrackConsumersPool::new(FairSpillPool::new(limit), NonZeroUsize::new(5).expect("non-zero"));
+        runtime = runtime.with_memory_pool(Arc::new(pool));
+    }
+    Ok(SessionContext::new_with_config_rt(config, runtime.build_arc()?))
+}
+
+/// Runs `pipeline` with bound `params` on `stores`.
+pub async fn run(
+    pipeline: &Pipeline,
+    execution: &Execution,
+    stores: &Stores,
+    params: Params,
+    progress: &dyn Progress,
+) -> Result<Manifest, RunError> {
+    let run_id = new_run_id();
+    let publish_store = stores.get(&pipeline.publish.store).map_err(|e| {
+        RunError::Config(Diagnostics(vec![Diagnostic::new(&pipeline.file, e.to_string())]))
+    })?;
+    let mut manifest = Manifest::new(&run_id, &pipeline.name, &pipeline.file.display().to_string(), params.clone());
+    let scratch = execution.spill_dir.join(&run_id);
+    let work_dir = scratch.join("work");
+    let failed = |mut manifest: Manifest, message: String| {
+        manifest.errors.push(message.clone());
+        manifest.finish(RunStatus::Failed);
+        RunError::Failed { run_id: run_id.clone(), message, manifest: Box::new(manifest) }
+    };
+    if let Err(e) = std::fs::create_dir_all(&work_dir) {
+        return Err(failed(manifest, format!("cannot create work folder {}: {e}", work_dir.display())));
+    }
+    if let Err(e) = manifest.write(publish_store).await {
+        let _ = std::fs::remove_dir_all(&scratch);
+        return Err(failed(manifest, e.to_string()));
+    }
+    info!(run_id = %run_id, pipeline = %pipeline.name, "run started");
+    let publisher = Publisher { store: publish_store.clone(), run_id: run_id.clone(), keep_versions: pipeline.publish.keep_versions };
+    let mut written: Vec<WrittenMart> = Vec::new();
+    let result = execute(pipeline, execution, stores, &params, &publisher, &work_dir, &mut manifest, &mut written, progress).await;
+    let result = match result {
+        Ok(()) => publish_all(&publisher, &written, &mut manifest, progress).await,
+        Err(e) => Err(e),
+    };
+    let _ = std::fs::remove_dir_all(&scratch);
+    progress.done();
+    match result {
+        Ok(()) => {
+            manifest.outputs = written;
+            manifest.finish(RunStatus::Succeeded);
+            if let Err(e) = manifest.write(publish_store).await {
+                warn!(error = %e, "could not write the final manifest");
+            }
+            info!(
+                run_id = %run_id,
+                marts = manifest.outputs.len(),
+                quarantined_rows = manifest.quarantined_rows,
+                duration_ms = manifest.duration_ms.unwrap_or(0),
+                "run succeeded"
+            );
+            Ok(manifest)
+        }
+        Err(message) => {
+            for w in &written {
+                if !manifest.outputs.iter().any(|o| o.mart == w.mart) {
+                    publisher.discard(w).await;
+                }
+            }
+            let err = failed(manifest, message);
+            if let RunError::Failed { manifest, message, .. } = &err {
+                if let Err(e) = manifest.write(publish_store).await {
+                    warn!(error = %e, "could not write the final manifest");
+                }
+                tracing::error!(run_id = %run_id, error = %message, "run failed");
+            }
+            Err(err)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn execute(
+    pipeline: &Pipeline,
+    execution: &Execution,
+    stores: &Stores,
+    params: &Params,
+    publisher: &Publisher,
+    work_dir: &std::path::Path,
+    manifest: &mut Manifest,
+    written: &mut Vec<WrittenMart>,
+    progress: &dyn Progress,
+) -> Result<(), String> {
+    let ctx = session(execution, work_dir.join("spill")).map_err(|e| e.to_string())?;
+    for store in stores.iter() {
+        store.register(&ctx);
+    }
+
+    // Sources load concurrently; every failure is reported, not only the first.
+    progress.stage(&format!("loading {} sources", pipeline.sources.len()));
+    let loads = pipeline.sources.iter().map(|s| {
+        let ctx = &ctx;
+        async move {
+            let started = Instant::now();
+            let r = sources::load(ctx, s, stores, params, work_dir).await;
+            (s, r, started.elapsed())
+        }
+    });
+    let results = futures::future::join_all(loads).await;
+    let mut errors = Vec::new();
+    for (source, result, elapsed) in results {
+        match result {
+            Ok(loaded) => {
+                info!(
+                    source = %loaded.name,
+                    files = loaded.files.len(),
+                    rows = loaded.rows.unwrap_or(0),
+                    quarantined = loaded.quarantined,
+                    elapsed_ms = elapsed.as_millis() as u64,
+                    "source loaded"
+                );
+                if let Some(file) = &loaded.quarantine_file {
+                    let rel = format!("_quarantine/{}/{}.parquet", manifest.run_id, loaded.name);
+                    let dest = publisher.store.path(&rel).map_err(|e| e.to_string())?;
+                    upload_file(&publisher.store, file, &dest).await.map_err(|e| e.to_string())?;
+                    let url = publisher.store.url(&dest);
+                    warn!(source = %loaded.name, rows = loaded.quarantined, file = %url, "rows quarantined");
+                    manifest.quarantine.push(QuarantineReport { source: loaded.name.clone(), rows: loaded.quarantined, file: url.clone() });
+                    if source.budget.exceeded(loaded.quarantined, loaded.rows.unwrap_or(0)) {
+                        errors.push(
+                            sources::SourceError::BudgetExceeded {
+                                source_name: loaded.name.clone(),
+                                bad: loaded.quarantined,
+                                total: loaded.rows.unwrap_or(0),
+                                budget: budget_text(&source.budget),
+                                quarantine: url,
+                            }
+                            .to_string(),
+                        );
+                    }
+                }
+                manifest.inputs.push(loaded);
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors.join("; "));
+    }
+
+    for (i, step) in pipeline.steps.iter().enumerate() {
+        progress.stage(&format!("step {}/{}: {}", i + 1, pipeline.steps.len(), step.name));
+        let started = Instant::now();
+        let report = run_step(&ctx, pipeline, step, params, publisher, work_dir, written).await;
+        let mut report = match report {
+            Ok(r) => r,
+            Err(message) => return Err(message),
+        };
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        info!(
+            step = %step.name,
+            output = %report.output,
+            rows = report.rows.unwrap_or(0),
+            elapsed_ms = report.duration_ms,
+            "step finished"
+        );
+        let failed_checks: Vec<String> = report
+            .checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| {
+                match c.severity {
+                    Severity::Warn => warn!(check = %c.check, failing_rows = c.failing_rows, "check warned"),
+                    Severity::Error => warn!(check = %c.check, failing_rows = c.failing_rows, "check failed"),
+                }
+                c
+            })
+            .filter(|c| c.severity == Severity::Error)
+            .map(|c| format!("check {} failed on {} rows", c.check, c.failing_rows))
+            .collect();
+        for w in &report.warnings {
+            warn!(step = %step.name, "{w}");
+        }
+        manifest.steps.push(report);
+        if !failed_checks.is_empty() {
+            return Err(failed_checks.join("; "));
+        }
+    }
+    Ok(())
+}
+
+fn budget_text(b: &crate::config::pipeline::ErrorBudget) -> String {
+    let mut parts = Vec::new();
+    if let Some(r) = b.max_rows {
+        parts.push(format!("max_rows {r}"));
+    }
+    if let Some(f) = b.max_fraction {
+        parts.push(format!("max_fraction {f}"));
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+async fn step_frame(ctx: &SessionContext, step: &Step, params: &Params) -> Result<DataFrame, String> {
+    match &step.kind {
+        StepKind::Sql(model) => {
+            let bound = model.bind(params).map_err(|d| d.to_string())?;
+            let statement = datafusion::sql::parser::Statement::Statement(Box::new(bound));
+            let state = ctx.state();
+            let plan = state.statement_to_plan(statement).await.map_err(|e| error_diagnostic(&model.file, &e).to_string())?;
+            Ok(DataFrame::new(state, plan))
+        }
+        StepKind::Builtin { kind, step: builtin } => {
+            builtin.run(ctx, params).await.map_err(|e| format!("step `{}` ({kind}): {e}", step.name))
+        }
+    }
+}
+
+async fn run_step(
+    ctx: &SessionContext,
+    pipeline: &Pipeline,
+    step: &Step,
+    params: &Params,
+    publisher: &Publisher,
+    work_dir: &std::path::Path,
+    written: &mut Vec<WrittenMart>,
+) -> Result<StepReport, String> {
+    let df = step_frame(ctx, step, params).await?;
+    let located = |e: &dyn std::fmt::Display| match step.file() {
+        Some(f) => format!("{}: {e}", f.display()),
+        None => format!("step `{}`: {e}", step.name),
+    };
+    let (output, rows) = if let Some(sink) = &step.publish {
+        let schema = df.schema().as_arrow().clone();
+        let w = publisher
+            .write_version(&pipeline.name, &step.name, df, &sink.partition_by)
+            .await
+            .map_err(|e| located(&e))?;
+        let rows = w.rows;
+        let mut options = ParquetReadOptions::default();
+        let partition_cols: Vec<(String, datafusion::arrow::datatypes::DataType)> = sink
+            .partition_by
+            .iter()
+            .filter_map(|c| schema.field_with_name(c).ok().map(|f| (c.clone(), f.data_type().clone())))
+            .collect();
+        if !partition_cols.is_empty() {
+            options = options.table_partition_cols(partition_cols);
+        }
+        let url = w.version_url.clone();
+        written.push(w);
+        ctx.register_parquet(step.name.as_str(), &url, options).await.map_err(|e| located(&e))?;
+        ("mart", Some(rows))
+    } else if step.materialize {
+        let file = format!("{}.table.parquet", step.name);
+        let local = object_store::local::LocalFileSystem::new_with_prefix(work_dir).map_err(|e| located(&e))?;
+        let props = datafusion::parquet::file::properties::WriterProperties::builder().build();
+        let rows = crate::publish::write_stream(Arc::new(local), object_store::path::Path::from(file.as_str()), df, props)
+            .await
+            .map_err(|e| located(&e))?;
+        let path = work_dir.join(&file);
+        ctx.register_parquet(step.name.as_str(), path.to_string_lossy().as_ref(), ParquetReadOptions::default())
+            .await
+            .map_err(|e| located(&e))?;
+        ("table", Some(rows))
+    } else {
+        ctx.register_table(step.name.as_str(), df.into_view()).map_err(|e| located(&e))?;
+        ("view", None)
+    };
+    let (checks, warnings) = match &step.spec {
+        Some(spec) => checks::run(ctx, &step.name, spec).await.map_err(|e| located(&e))?,
+        None if step.publish.is_some() => (Vec::new(), vec![format!("mart `{}` has no sibling .yml documenting its columns", step.name)]),
+        None => (Vec::new(), Vec::new()),
+    };
+    Ok(StepReport {
+        name: step.name.clone(),
+        kind: match &step.kind {
+            StepKind::Sql(_) => "sql".into(),
+            StepKind::Builtin { kind, .. } => (*kind).into(),
+        },
+        file: step.file().map(|f| f.display().to_string()),
+        output: output.into(),
+        rows,
+        duration_ms: 0,
+        checks,
+        warnings,
+    })
+}
+
+async fn publish_all(
+    publisher: &Publisher,
+    written: &[WrittenMart],
+    manifest: &mut Manifest,
+    progress: &dyn Progress,
+) -> Result<(), String> {
+    progress.stage(&format!("publishing {} marts", written.len()));
+    for w in written {
+        publisher.publish(w).await.map_err(|e| e.to_string())?;
+        info!(mart = %w.mart, rows = w.rows, url = %w.published_url, "mart published");
+        manifest.outputs.push(w.clone());
+    }
+    Ok(())
+}

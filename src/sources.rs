@@ -1,0 +1,758 @@
+//! Loading sources. Exports with a declared schema are read row by row: rows that fit
+//! become typed Arrow batches staged as Parquet in the work folder, rows that do not are
+//! written to a quarantine file with file, line and reason. Parquet exports and sources
+//! without a schema are handed to DataFusion directly. Inputs are only ever read.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use datafusion::arrow::array::{
+    ArrayBuilder, ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder, UInt64Builder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions, SessionContext};
+use futures::StreamExt;
+use globset::Glob;
+use object_store::{GetResultPayload, ObjectMeta, ObjectStoreExt};
+use serde::Serialize;
+
+use crate::config::params::{render_path, Params};
+use crate::config::pipeline::{Column, ColumnType, Source, SourceFormat, SourceLocation};
+use crate::storage::{StorageError, Store, Stores};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("source `{source_name}`: {message}")]
+    Config { source_name: String, message: String },
+    #[error("source `{source_name}`: no files found at {location}")]
+    NoFiles { source_name: String, location: String },
+    #[error("source `{source_name}`: {0}", source_name = .1)]
+    Storage(#[source] StorageError, String),
+    #[error("source `{source_name}`: {file}: {message}")]
+    File { source_name: String, file: String, message: String },
+    #[error(
+        "source `{source_name}`: {bad} of {total} rows quarantined, over the error budget ({budget}); see {quarantine}"
+    )]
+    BudgetExceeded { source_name: String, bad: u64, total: u64, budget: String, quarantine: String },
+    #[error("source `{source_name}`: {0}", source_name = .1)]
+    DataFusion(#[source] datafusion::error::DataFusionError, String),
+}
+
+/// One input file as the manifest records it.
+#[derive(Debug, Clone, Serialize)]
+pub struct InputFile {
+    pub path: String,
+    pub size: u64,
+    pub etag: Option<String>,
+    pub last_modified: DateTime<Utc>,
+    pub rows: Option<u64>,
+    pub quarantined: u64,
+}
+
+/// What loading one source did.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadedSource {
+    pub name: String,
+    pub files: Vec<InputFile>,
+    /// Rows read (good and bad), when the rows were read one by one.
+    pub rows: Option<u64>,
+    pub quarantined: u64,
+    /// Quarantined rows by reason kind, e.g. `orders.quantity: not an integer`.
+    pub reasons: BTreeMap<String, u64>,
+    /// Local quarantine file to publish, when rows were quarantined.
+    #[serde(skip)]
+    pub quarantine_file: Option<PathBuf>,
+}
+
+/// Lists the files of a source: one file, every file under a prefix, or a glob.
+pub async fn list_files(source: &Source, stores: &Stores, params: &Params) -> Result<(Store, Vec<ObjectMeta>), SourceError> {
+    let name = &source.name;
+    let (store, rel) = match &source.location {
+        SourceLocation::Store { store, path } => {
+            let store = stores.get(store).map_err(|e| SourceError::Storage(e, name.clone()))?.clone();
+            let rel = render_path(path, params).map_err(|message| SourceError::Config { source_name: name.clone(), message })?;
+            (store, rel)
+        }
+        SourceLocation::Seed(file) => {
+            let dir = file.parent().unwrap_or(Path::new("."));
+            let dir = std::fs::canonicalize(dir).map_err(|e| SourceError::Config {
+                source_name: name.clone(),
+                message: format!("seed folder {}: {e}", dir.display()),
+            })?;
+            let local = object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(|e| {
+                SourceError::Storage(StorageError::Io { store: "seeds".into(), path: dir.display().to_string(), source: e }, name.clone())
+            })?;
+            let base = url::Url::from_directory_path(&dir).expect("absolute dir");
+            let mut store = Store::from_object_store("seeds", "file://", Arc::new(local), "");
+            store.display_url = base.to_string();
+            let file_name = file.file_name().and_then(|f| f.to_str()).unwrap_or_default().to_string();
+            (store, file_name)
+        }
+    };
+    let is_glob = rel.contains(['*', '?', '[']);
+    let mut files = Vec::new();
+    if is_glob {
+        let static_part: Vec<&str> = rel.split('/').take_while(|s| !s.contains(['*', '?', '['])).collect();
+        let prefix = store.path(&static_part.join("/")).map_err(|e| SourceError::Storage(e, name.clone()))?;
+        let full_glob = format!("{}/{}", store.prefix.as_ref(), rel.trim_start_matches('/'));
+        let full_glob = full_glob.trim_start_matches('/');
+        let matcher = Glob::new(full_glob)
+            .map_err(|e| SourceError::Config { source_name: name.clone(), message: format!("bad glob {rel:?}: {e}") })?
+            .compile_matcher();
+        let mut listing = store.object_store.list(Some(&prefix));
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(|e| SourceError::Storage(store.io_error(&prefix, e), name.clone()))?;
+            if matcher.is_match(meta.location.as_ref()) {
+                files.push(meta);
+            }
+        }
+    } else {
+        let path = store.path(&rel).map_err(|e| SourceError::Storage(e, name.clone()))?;
+        match store.object_store.head(&path).await {
+            Ok(meta) => files.push(meta),
+            Err(object_store::Error::NotFound { .. }) => {
+                let mut listing = store.object_store.list(Some(&path));
+                while let Some(meta) = listing.next().await {
+                    files.push(meta.map_err(|e| SourceError::Storage(store.io_error(&path, e), name.clone()))?);
+                }
+            }
+            Err(e) => return Err(SourceError::Storage(store.io_error(&path, e), name.clone())),
+        }
+    }
+    // Hidden and in-progress files are never inputs.
+    files.retain(|m| {
+        m.location.filename().is_some_and(|f| !f.starts_with('.') && !f.starts_with('_') && !f.contains('#'))
+    });
+    files.sort_by(|a, b| a.location.cmp(&b.location));
+    if files.is_empty() {
+        return Err(SourceError::NoFiles { source_name: name.clone(), location: format!("{}{}", store.display_url, rel) });
+    }
+    Ok((store, files))
+}
+
+/// Loads a source and registers it as a table named like the source.
+pub async fn load(
+    ctx: &SessionContext,
+    source: &Source,
+    stores: &Stores,
+    params: &Params,
+    work_dir: &Path,
+) -> Result<LoadedSource, SourceError> {
+    let name = source.name.clone();
+    let (store, metas) = list_files(source, stores, params).await?;
+    store.register(ctx);
+    let mut files: Vec<InputFile> = metas
+        .iter()
+        .map(|m| InputFile {
+            path: store.url(&m.location),
+            size: m.size,
+            etag: m.e_tag.clone(),
+            last_modified: m.last_modified,
+            rows: None,
+            quarantined: 0,
+        })
+        .collect();
+    let urls: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+    let df_err = |e| SourceError::DataFusion(e, name.clone());
+
+    let schema = match (&source.schema, source.format) {
+        (Some(schema), SourceFormat::Csv | SourceFormat::Ndjson) => schema,
+        (declared, format) => {
+            let df = match format {
+                SourceFormat::Parquet => ctx.read_parquet(urls, ParquetReadOptions::default()).await,
+                SourceFormat::Csv => {
+                    let opts = CsvReadOptions::new()
+                        .has_header(source.csv.header)
+                        .delimiter(source.csv.delimiter)
+                        .quote(source.csv.quote)
+                        .file_extension("");
+                    ctx.read_csv(urls, opts).await
+                }
+                SourceFormat::Ndjson => ctx.read_json(urls, JsonReadOptions::default().file_extension("")).await,
+            }
+            .map_err(df_err)?;
+            let df = match declared {
+                Some(cols) => project_declared(df, cols).map_err(df_err)?,
+                None => df,
+            };
+            ctx.register_table(name.as_str(), df.into_view()).map_err(df_err)?;
+            return Ok(LoadedSource { name, files, rows: None, quarantined: 0, reasons: BTreeMap::new(), quarantine_file: None });
+        }
+    };
+
+    let staged = work_dir.join(format!("{name}.parquet"));
+    let quarantine_path = work_dir.join(format!("{name}.quarantine.parquet"));
+    let mut stager = Stager::new(&name, schema, &staged, &quarantine_path).map_err(|message| SourceError::File {
+        source_name: name.clone(),
+        file: staged.display().to_string(),
+        message,
+    })?;
+    for (meta, file) in metas.iter().zip(files.iter_mut()) {
+        let local = local_copy(&store, meta, work_dir).await.map_err(|e| SourceError::Storage(e, name.clone()))?;
+        let url = file.path.clone();
+        let format = source.format;
+        let csv = source.csv.clone();
+        let (returned, result) = tokio::task::spawn_blocking(move || {
+            let mut stager = stager;
+            let result = match format {
+                SourceFormat::Csv => stager.read_csv(&local.path, &url, &csv),
+                _ => stager.read_ndjson(&local.path, &url),
+            };
+            drop(local);
+            (stager, result)
+        })
+        .await
+        .expect("source reader panicked");
+        stager = returned;
+        let (rows, bad) = result.map_err(|message| SourceError::File {
+            source_name: name.clone(),
+            file: file.path.clone(),
+            message,
+        })?;
+        file.rows = Some(rows);
+        file.quarantined = bad;
+    }
+    let summary = stager.finish().map_err(|message| SourceError::File {
+        source_name: name.clone(),
+        file: staged.display().to_string(),
+        message,
+    })?;
+    let options = ParquetReadOptions::default();
+    ctx.register_parquet(name.as_str(), staged.to_string_lossy().as_ref(), options).await.map_err(df_err)?;
+    Ok(LoadedSource {
+        name,
+        files,
+        rows: Some(summary.rows),
+        quarantined: summary.bad,
+        reasons: summary.reasons,
+        quarantine_file: (summary.bad > 0).then_some(quarantine_path),
+    })
+}
+
+/// Keeps the declared columns of a typed source, cast to the declared types.
+fn project_declared(
+    df: datafusion::dataframe::DataFrame,
+    cols: &[Column],
+) -> datafusion::error::Result<datafusion::dataframe::DataFrame> {
+    use datafusion::prelude::{cast, ident};
+    let exprs: Vec<_> = cols.iter().map(|c| cast(ident(&c.name), arrow_type(c.kind)).alias(&c.name)).collect();
+    df.select(exprs)
+}
+
+/// A local readable copy of an object: the file itself for local stores, otherwise a
+/// download into the work folder that is removed when dropped.
+struct LocalFile {
+    path: PathBuf,
+    temporary: bool,
+}
+
+impl Drop for LocalFile {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+async fn local_copy(store: &Store, meta: &ObjectMeta, work_dir: &Path) -> Result<LocalFile, StorageError> {
+    let result = store.object_store.get(&meta.location).await.map_err(|e| store.io_error(&meta.location, e))?;
+    match result.payload {
+        GetResultPayload::File(_, path) => Ok(LocalFile { path, temporary: false }),
+        GetResultPayload::Stream(mut stream) => {
+            use tokio::io::AsyncWriteExt;
+            let name = meta.location.as_ref().replace('/', "_");
+            let path = work_dir.join(format!("download-{name}"));
+            let local = LocalFile { path: path.clone(), temporary: true };
+            let mut out = tokio::fs::File::create(&path).await.map_err(|e| store.local_error(&path, e))?;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| store.io_error(&meta.location, e))?;
+                out.write_all(&chunk).await.map_err(|e| store.local_error(&path, e))?;
+            }
+            out.flush().await.map_err(|e| store.local_error(&path, e))?;
+            Ok(local)
+        }
+    }
+}
+
+pub fn arrow_type(kind: ColumnType) -> DataType {
+    match kind {
+        ColumnType::String => DataType::Utf8,
+        ColumnType::Int => DataType::Int64,
+        ColumnType::Float => DataType::Float64,
+        ColumnType::Bool => DataType::Boolean,
+        ColumnType::Date => DataType::Date32,
+        ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+    }
+}
+
+const BATCH_ROWS: usize = 65_536;
+
+/// A parsed cell, borrowed from the row being read.
+enum Cell<'a> {
+    Null,
+    Str(&'a str),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Date(i32),
+    Timestamp(i64),
+}
+
+struct StageSummary {
+    rows: u64,
+    bad: u64,
+    reasons: BTreeMap<String, u64>,
+}
+
+/// Validates rows against the declared columns and writes good rows to the staged
+/// Parquet file and bad rows to the quarantine file.
+struct Stager {
+    source: String,
+    columns: Vec<Column>,
+    schema: SchemaRef,
+    builders: Vec<Box<dyn ArrayBuilder>>,
+    pending: usize,
+    writer: ArrowWriter<File>,
+    quarantine: Quarantine,
+    rows: u64,
+    bad: u64,
+    reasons: BTreeMap<String, u64>,
+}
+
+impl Stager {
+    fn new(source: &str, columns: &[Column], staged: &Path, quarantine: &Path) -> Result<Self, String> {
+        let fields: Vec<Field> = columns.iter().map(|c| Field::new(&c.name, arrow_type(c.kind), !c.required)).collect();
+        let schema = Arc::new(Schema::new(fields));
+        let file = File::create(staged).map_err(|e| format!("cannot create staging file: {e}"))?;
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(staging_props())).map_err(|e| e.to_string())?;
+        Ok(Self {
+            source: source.to_string(),
+            columns: columns.to_vec(),
+            builders: new_builders(columns),
+            schema,
+            pending: 0,
+            writer,
+            quarantine: Quarantine::new(quarantine)?,
+            rows: 0,
+            bad: 0,
+            reasons: BTreeMap::new(),
+        })
+    }
+
+    fn read_csv(&mut self, path: &Path, url: &str, csv: &crate::config::pipeline::CsvOptions) -> Result<(u64, u64), String> {
+        let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+        let mut reader = csv::ReaderBuilder::new()
+            .delimiter(csv.delimiter)
+            .quote(csv.quote)
+            .has_headers(csv.header)
+            .flexible(true)
+            .from_reader(BufReader::with_capacity(1 << 20, file));
+        // Where each declared column sits in the file.
+        let positions: Vec<Option<usize>> = if csv.header {
+            let header = reader.byte_headers().map_err(|e| format!("cannot read header: {e}"))?.clone();
+            let names: Vec<String> = header.iter().map(|h| String::from_utf8_lossy(h).trim().trim_start_matches('\u{feff}').to_string()).collect();
+            let mut positions = Vec::new();
+            for c in &self.columns {
+                let pos = names.iter().position(|n| n == &c.name);
+                if pos.is_none() && c.required {
+                    return Err(format!("required column `{}` is missing from the header (header has: {})", c.name, names.join(", ")));
+                }
+                positions.push(pos);
+            }
+            positions
+        } else {
+            (0..self.columns.len()).map(Some).collect()
+        };
+        let (mut rows, mut bad) = (0u64, 0u64);
+        let mut record = csv::ByteRecord::new();
+        let expected_fields = if csv.header { reader.byte_headers().map(|h| h.len()).unwrap_or(0) } else { self.columns.len() };
+        loop {
+            match reader.read_byte_record(&mut record) {
+                Ok(false) => break,
+                Ok(true) => {}
+                Err(e) => {
+                    let line = e.position().map(|p| p.line()).unwrap_or(0);
+                    rows += 1;
+                    bad += 1;
+                    self.reject(url, line, "unreadable CSV record", format!("unreadable CSV record: {e}"), "")?;
+                    if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+                        return Err(format!("read error at line {line}: {e}"));
+                    }
+                    continue;
+                }
+            }
+            rows += 1;
+            let line = record.position().map(|p| p.line()).unwrap_or(0);
+            if record.len() != expected_fields && csv.header {
+                bad += 1;
+                let raw = raw_record(&record, csv.delimiter);
+                let reason = format!("expected {expected_fields} fields, found {}", record.len());
+                self.reject(url, line, "wrong number of fields", reason, &raw)?;
+                continue;
+            }
+            let mut cells: Vec<Cell> = Vec::with_capacity(self.columns.len());
+            let mut failure: Option<(String, String)> = None;
+            for (c, pos) in self.columns.iter().zip(&positions) {
+                let raw = match pos.and_then(|p| record.get(p)) {
+                    None => None,
+                    Some(bytes) => match std::str::from_utf8(bytes) {
+                        Ok(s) => Some(s),
+                        Err(_) => {
+                            failure = Some((format!("{}: invalid UTF-8", c.name), format!("column `{}`: invalid UTF-8", c.name)));
+                            break;
+                        }
+                    },
+                };
+                match parse_cell(c, raw) {
+                    Ok(cell) => cells.push(cell),
+                    Err((kind, reason)) => {
+                        failure = Some((kind, reason));
+                        break;
+                    }
+                }
+            }
+            match failure {
+                None => self.accept(&cells)?,
+                Some((kind, reason)) => {
+                    drop(cells);
+                    bad += 1;
+                    let raw = raw_record(&record, csv.delimiter);
+                    self.reject(url, line, &kind, reason, &raw)?;
+                }
+            }
+        }
+        Ok((rows, bad))
+    }
+
+    fn read_ndjson(&mut self, path: &Path, url: &str) -> Result<(u64, u64), String> {
+        let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let (mut rows, mut bad) = (0u64, 0u64);
+        let mut buf = Vec::new();
+        let mut line_no = 0u64;
+        loop {
+            buf.clear();
+            let n = reader.by_ref().read_until(b'\n', &mut buf).map_err(|e| format!("read error after line {line_no}: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            line_no += 1;
+            let text = match std::str::from_utf8(&buf) {
+                Ok(t) => t.trim(),
+                Err(_) => {
+                    rows += 1;
+                    bad += 1;
+                    self.reject(url, line_no, "invalid UTF-8", "invalid UTF-8".into(), &String::from_utf8_lossy(&buf))?;
+                    continue;
+                }
+            };
+            if text.is_empty() {
+                continue;
+            }
+            rows += 1;
+            let object: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(text) {
+                Ok(o) => o,
+                Err(e) => {
+                    bad += 1;
+                    self.reject(url, line_no, "invalid JSON", format!("invalid JSON: {e}"), text)?;
+                    continue;
+                }
+            };
+            let mut texts: Vec<Option<String>> = Vec::with_capacity(self.columns.len());
+            for c in &self.columns {
+                texts.push(match object.get(&c.name) {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(serde_json::Value::String(s)) => Some(s.clone()),
+                    Some(other) => Some(other.to_string()),
+                });
+            }
+            let mut cells: Vec<Cell> = Vec::with_capacity(self.columns.len());
+            let mut failure = None;
+            for (c, t) in self.columns.iter().zip(&texts) {
+                match parse_cell(c, t.as_deref()) {
+                    Ok(cell) => cells.push(cell),
+                    Err(f) => {
+                        failure = Some(f);
+                        break;
+                    }
+                }
+            }
+            match failure {
+                None => self.accept(&cells)?,
+                Some((kind, reason)) => {
+                    drop(cells);
+                    bad += 1;
+                    self.reject(url, line_no, &kind, reason, text)?;
+                }
+            }
+        }
+        Ok((rows, bad))
+    }
+
+    fn accept(&mut self, cells: &[Cell]) -> Result<(), String> {
+        self.rows += 1;
+        for (builder, cell) in self.builders.iter_mut().zip(cells) {
+            append(builder.as_mut(), cell);
+        }
+        self.pending += 1;
+        if self.pending >= BATCH_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn reject(&mut self, file: &str, line: u64, kind: &str, reason: String, raw: &str) -> Result<(), String> {
+        self.rows += 1;
+        self.bad += 1;
+        *self.reasons.entry(format!("{}: {kind}", self.source)).or_default() += 1;
+        self.quarantine.push(&self.source, file, line, &reason, raw)
+    }
+
+    fn flush(&mut self) -> Result<(), String> {
+        if self.pending == 0 {
+            return Ok(());
+        }
+        let arrays: Vec<ArrayRef> = self.builders.iter_mut().map(|b| b.finish()).collect();
+        let batch = RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| e.to_string())?;
+        self.writer.write(&batch).map_err(|e| e.to_string())?;
+        self.pending = 0;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<StageSummary, String> {
+        self.flush()?;
+        self.writer.close().map_err(|e| e.to_string())?;
+        self.quarantine.finish()?;
+        Ok(StageSummary { rows: self.rows, bad: self.bad, reasons: self.reasons })
+    }
+}
+
+fn staging_props() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
+        .set_max_row_group_row_count(Some(1 << 20))
+        .build()
+}
+
+fn raw_record(record: &csv::ByteRecord, delimiter: u8) -> String {
+    let parts: Vec<String> = record.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect();
+    parts.join(&(delimiter as char).to_string())
+}
+
+fn new_builders(columns: &[Column]) -> Vec<Box<dyn ArrayBuilder>> {
+    columns
+        .iter()
+        .map(|c| -> Box<dyn ArrayBuilder> {
+            match c.kind {
+                ColumnType::String => Box::new(StringBuilder::new()),
+                ColumnType::Int => Box::new(Int64Builder::new()),
+                ColumnType::Float => Box::new(Float64Builder::new()),
+                ColumnType::Bool => Box::new(BooleanBuilder::new()),
+                ColumnType::Date => Box::new(Date32Builder::new()),
+                ColumnType::Timestamp => Box::new(TimestampMicrosecondBuilder::new().with_timezone("UTC")),
+            }
+        })
+        .collect()
+}
+
+fn append(builder: &mut dyn ArrayBuilder, cell: &Cell) {
+    let any = builder.as_any_mut();
+    match cell {
+        Cell::Null => {
+            if let Some(b) = any.downcast_mut::<StringBuilder>() {
+                b.append_null()
+            } else if let Some(b) = any.downcast_mut::<Int64Builder>() {
+                b.append_null()
+            } else if let Some(b) = any.downcast_mut::<Float64Builder>() {
+                b.append_null()
+            } else if let Some(b) = any.downcast_mut::<BooleanBuilder>() {
+                b.append_null()
+            } else if let Some(b) = any.downcast_mut::<Date32Builder>() {
+                b.append_null()
+            } else if let Some(b) = any.downcast_mut::<TimestampMicrosecondBuilder>() {
+                b.append_null()
+            }
+        }
+        Cell::Str(s) => any.downcast_mut::<StringBuilder>().expect("string column").append_value(s),
+        Cell::Int(v) => any.downcast_mut::<Int64Builder>().expect("int column").append_value(*v),
+        Cell::Float(v) => any.downcast_mut::<Float64Builder>().expect("float column").append_value(*v),
+        Cell::Bool(v) => any.downcast_mut::<BooleanBuilder>().expect("bool column").append_value(*v),
+        Cell::Date(v) => any.downcast_mut::<Date32Builder>().expect("date column").append_value(*v),
+        Cell::Timestamp(v) => any.downcast_mut::<TimestampMicrosecondBuilder>().expect("timestamp column").append_value(*v),
+    }
+}
+
+/// Parses one cell as its declared type. Errors carry a short kind (for counting) and a
+/// reason that quotes the value.
+fn parse_cell<'a>(c: &Column, raw: Option<&'a str>) -> Result<Cell<'a>, (String, String)> {
+    let value = match raw {
+        Some(v) if !v.trim().is_empty() => v,
+        _ => {
+            if c.required {
+                return Err((format!("{}: missing", c.name), format!("required column `{}` is empty", c.name)));
+            }
+            return Ok(Cell::Null);
+        }
+    };
+    let t = value.trim();
+    let fail = |what: &str| {
+        let shown: String = t.chars().take(60).collect();
+        (format!("{}: not {what}", c.name), format!("column `{}`: {shown:?} is not {what}", c.name))
+    };
+    match c.kind {
+        ColumnType::String => Ok(Cell::Str(value)),
+        ColumnType::Int => t.parse().map(Cell::Int).map_err(|_| fail("an integer")),
+        ColumnType::Float => match t.parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(Cell::Float(v)),
+            _ => Err(fail("a number")),
+        },
+        ColumnType::Bool => match t.to_ascii_lowercase().as_str() {
+            "true" | "t" | "yes" | "y" | "1" => Ok(Cell::Bool(true)),
+            "false" | "f" | "no" | "n" | "0" => Ok(Cell::Bool(false)),
+            _ => Err(fail("a boolean")),
+        },
+        ColumnType::Date => parse_date(t, &c.formats).map(Cell::Date).ok_or_else(|| fail("a date")),
+        ColumnType::Timestamp => parse_timestamp(t, &c.formats).map(Cell::Timestamp).ok_or_else(|| fail("a timestamp")),
+    }
+}
+
+const EPOCH_DAYS_CE: i32 = 719_163;
+
+fn parse_date(t: &str, formats: &[String]) -> Option<i32> {
+    let default = ["%Y-%m-%d".to_string()];
+    let formats = if formats.is_empty() { &default[..] } else { formats };
+    formats.iter().find_map(|f| NaiveDate::parse_from_str(t, f).ok()).map(|d| {
+        use chrono::Datelike;
+        d.num_days_from_ce() - EPOCH_DAYS_CE
+    })
+}
+
+/// Timestamps become UTC microseconds. Without formats, RFC 3339 is expected; a format
+/// without an offset is read as UTC.
+fn parse_timestamp(t: &str, formats: &[String]) -> Option<i64> {
+    if formats.is_empty() {
+        return DateTime::parse_from_rfc3339(t).ok().map(|d| d.timestamp_micros());
+    }
+    formats.iter().find_map(|f| {
+        if f.contains("%z") || f.contains("%:z") || f.contains("%#z") {
+            DateTime::parse_from_str(t, f).ok().map(|d| d.timestamp_micros())
+        } else {
+            NaiveDateTime::parse_from_str(t, f).ok().map(|d| d.and_utc().timestamp_micros())
+        }
+    })
+}
+
+/// Quarantined rows: source, file, line, reason and the raw record.
+struct Quarantine {
+    path: PathBuf,
+    writer: Option<ArrowWriter<File>>,
+    schema: SchemaRef,
+    source: StringBuilder,
+    file: StringBuilder,
+    line: UInt64Builder,
+    reason: StringBuilder,
+    record: StringBuilder,
+    pending: usize,
+}
+
+impl Quarantine {
+    fn new(path: &Path) -> Result<Self, String> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("source", DataType::Utf8, false),
+            Field::new("file", DataType::Utf8, false),
+            Field::new("line", DataType::UInt64, false),
+            Field::new("reason", DataType::Utf8, false),
+            Field::new("record", DataType::Utf8, false),
+        ]));
+        Ok(Self {
+            path: path.to_path_buf(),
+            writer: None,
+            schema,
+            source: StringBuilder::new(),
+            file: StringBuilder::new(),
+            line: UInt64Builder::new(),
+            reason: StringBuilder::new(),
+            record: StringBuilder::new(),
+            pending: 0,
+        })
+    }
+
+    fn push(&mut self, source: &str, file: &str, line: u64, reason: &str, record: &str) -> Result<(), String> {
+        self.source.append_value(source);
+        self.file.append_value(file);
+        self.line.append_value(line);
+        self.reason.append_value(reason);
+        self.record.append_value(record);
+        self.pending += 1;
+        if self.pending >= BATCH_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), String> {
+        if self.pending == 0 {
+            return Ok(());
+        }
+        if self.writer.is_none() {
+            let file = File::create(&self.path).map_err(|e| format!("cannot create quarantine file: {e}"))?;
+            self.writer = Some(ArrowWriter::try_new(file, self.schema.clone(), Some(staging_props())).map_err(|e| e.to_string())?);
+        }
+        let arrays: Vec<ArrayRef> = vec![
+            Arc::new(self.source.finish()),
+            Arc::new(self.file.finish()),
+            Arc::new(self.line.finish()),
+            Arc::new(self.reason.finish()),
+            Arc::new(self.record.finish()),
+        ];
+        let batch = RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| e.to_string())?;
+        self.writer.as_mut().expect("writer").write(&batch).map_err(|e| e.to_string())?;
+        self.pending = 0;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(), String> {
+        self.flush()?;
+        if let Some(w) = self.writer.take() {
+            w.close().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(name: &str, kind: ColumnType, required: bool) -> Column {
+        Column { name: name.into(), kind, required, formats: vec![] }
+    }
+
+    #[test]
+    fn cells_parse_or_say_why() {
+        assert!(matches!(parse_cell(&col("q", ColumnType::Int, false), Some(" 3 ")), Ok(Cell::Int(3))));
+        let (_, reason) = parse_cell(&col("q", ColumnType::Int, false), Some("two")).err().unwrap();
+        assert_eq!(reason, "column `q`: \"two\" is not an integer");
+        assert!(matches!(parse_cell(&col("q", ColumnType::Int, false), Some("")), Ok(Cell::Null)));
+        assert!(parse_cell(&col("id", ColumnType::String, true), Some(" ")).is_err());
+        assert!(parse_cell(&col("d", ColumnType::Date, false), Some("2025-13-45")).is_err());
+        let d = Column { formats: vec!["%Y-%m-%d".into(), "%d-%m-%Y".into()], ..col("d", ColumnType::Date, false) };
+        assert!(matches!(parse_cell(&d, Some("12-03-1985")), Ok(Cell::Date(_))));
+        assert!(parse_cell(&col("p", ColumnType::Float, false), Some("12,50,0")).is_err());
+    }
+
+    #[test]
+    fn timestamps_keep_their_offset() {
+        let a = parse_timestamp("2026-03-29T03:30:00+02:00", &[]).unwrap();
+        let b = parse_timestamp("2026-03-29T01:30:00Z", &[]).unwrap();
+        assert_eq!(a, b);
+    }
+}

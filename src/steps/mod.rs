@@ -1,0 +1,53 @@
+//! Built-in steps: Rust code behind a name in a pipeline (`- builtin: describe`). Each
+//! kind compiles its own `with:` block and returns a DataFrame; the runner materialises,
+//! checks and publishes it exactly like the result of a SQL model.
+
+mod describe;
+
+use std::fmt::Debug;
+
+use datafusion::dataframe::DataFrame;
+use datafusion::prelude::SessionContext;
+use futures::future::BoxFuture;
+
+use crate::config::params::Params;
+
+/// A configured built-in step.
+pub trait BuiltinStep: Send + Sync + Debug {
+    /// Tables the step reads; they must be built before it runs.
+    fn inputs(&self) -> Vec<String>;
+
+    /// Builds the step's table.
+    fn run<'a>(
+        &'a self,
+        ctx: &'a SessionContext,
+        params: &'a Params,
+    ) -> BoxFuture<'a, datafusion::error::Result<DataFrame>>;
+}
+
+/// A kind of built-in step, found by name.
+pub struct BuiltinKind {
+    pub name: &'static str,
+    pub summary: &'static str,
+    /// Validates the step's `with:` block.
+    pub compile: fn(&serde_yaml::Value) -> Result<Box<dyn BuiltinStep>, String>,
+}
+
+/// Every built-in step kind.
+pub fn kinds() -> &'static [BuiltinKind] {
+    &[BuiltinKind {
+        name: "describe",
+        summary: "column profile of a table: count, nulls, mean, std, min, median, max",
+        compile: describe::compile,
+    }]
+}
+
+pub fn find(name: &str) -> Option<&'static BuiltinKind> {
+    kinds().iter().find(|k| k.name == name)
+}
+
+/// Deserialises a `with:` block into a step's own config type.
+pub fn with_block<T: serde::de::DeserializeOwned>(with: &serde_yaml::Value) -> Result<T, String> {
+    let value = if with.is_null() { serde_yaml::Value::Mapping(Default::default()) } else { with.clone() };
+    serde_yaml::from_value(value).map_err(|e| e.to_string())
+}

@@ -1,0 +1,150 @@
+//! Test harness: a temporary project folder, the real binary, and readers that BI
+//! stacks use (pyarrow and DuckDB in a virtualenv the suite creates itself).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, OnceLock};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A scratch folder with helpers to write files and run `crm-marts` inside it.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+impl Project {
+    pub fn new() -> Self {
+        Self { dir: tempfile::tempdir().expect("temp dir") }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, content: &str) -> PathBuf {
+        let path = self.path(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    /// Runs the binary with the project folder as working directory.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let output = Command::new(env!("CARGO_BIN_EXE_crm-marts"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("CRM_MARTS_LOG", "info")
+            .env_remove("CRM_DATA_DIR")
+            .output()
+            .expect("run crm-marts");
+        Run(output)
+    }
+}
+
+pub struct Run(pub Output);
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.0.status.code().unwrap_or(-1)
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+    /// Asserts the exit code, showing both streams when it differs.
+    pub fn expect_code(self, code: i32) -> Self {
+        assert_eq!(self.code(), code, "exit code\n--- stdout\n{}\n--- stderr\n{}", self.stdout(), self.stderr());
+        self
+    }
+}
+
+/// Python with pyarrow and DuckDB, installed once into `target/bi-readers`.
+pub fn python() -> PathBuf {
+    static READY: OnceLock<PathBuf> = OnceLock::new();
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    READY
+        .get_or_init(|| {
+            let venv = repo().join("target").join("bi-readers");
+            let py = venv.join("bin").join("python");
+            let ok = |py: &Path| {
+                Command::new(py).args(["-c", "import pyarrow, duckdb"]).status().map(|s| s.success()).unwrap_or(false)
+            };
+            if !ok(&py) {
+                let status = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().expect("python3 -m venv");
+                assert!(status.success(), "cannot create a virtualenv at {}", venv.display());
+                let status = Command::new(venv.join("bin").join("pip"))
+                    .args(["install", "--quiet", "pyarrow", "duckdb"])
+                    .status()
+                    .expect("pip install");
+                assert!(status.success(), "cannot install pyarrow and duckdb");
+            }
+            assert!(ok(&py), "pyarrow and duckdb are not importable from {}", py.display());
+            py
+        })
+        .clone()
+}
+
+/// Runs a Python snippet with the BI readers; returns stdout, panics with stderr on failure.
+pub fn run_python(code: &str) -> String {
+    let out = Command::new(python()).args(["-c", code]).output().expect("run python");
+    assert!(out.status.success(), "python failed:\n{}\n--- code\n{code}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Reads every row of a Parquet file or folder with the parquet crate, as (column, value text) maps.
+pub fn read_parquet_rows(path: &Path) -> Vec<std::collections::BTreeMap<String, String>> {
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let mut files = Vec::new();
+    if path.is_dir() {
+        for entry in walk(path) {
+            if entry.extension().is_some_and(|e| e == "parquet") {
+                files.push(entry);
+            }
+        }
+    } else {
+        files.push(path.to_path_buf());
+    }
+    let mut rows = Vec::new();
+    for f in files {
+        let file = std::fs::File::open(&f).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let schema = batch.schema();
+            let opts = FormatOptions::default().with_null("");
+            let formatters: Vec<_> = batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap()).collect();
+            for r in 0..batch.num_rows() {
+                let mut row = std::collections::BTreeMap::new();
+                for (i, f) in formatters.iter().enumerate() {
+                    row.insert(schema.field(i).name().clone(), f.value(r).to_string());
+                }
+                rows.push(row);
+            }
+        }
+    }
+    rows
+}
+
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,202 @@
+//! Bad input gives a clear error naming the file (and line and column where it has
+//! one) and the right exit code: 2 for configuration, 1 for a failed run.
+
+mod common;
+
+use common::{read_parquet_rows, Project};
+
+const ENV: &str = "stores:\n  exports:\n    url: exports\n  marts:\n    url: marts\n";
+
+const PIPELINE: &str = r#"name: mini
+parameters:
+  as_of: { type: date }
+  min_qty: { type: int, default: 1 }
+sources:
+  orders:
+    store: exports
+    path: orders.csv
+    format: csv
+    error_budget: { max_rows: 10 }
+    schema:
+      - { name: order_id, type: string, required: true }
+      - { name: customer_id, type: string, required: true }
+      - { name: order_date, type: date, required: true }
+      - { name: quantity, type: int }
+steps:
+  - sql: staging/stg_orders.sql
+  - sql: marts/mart_totals.sql
+publish:
+  store: marts
+"#;
+
+const STG: &str = "SELECT order_id, customer_id, order_date, quantity\nFROM orders\nWHERE order_date <= $as_of\n";
+const MART: &str = "SELECT customer_id, sum(quantity) AS quantity\nFROM stg_orders\nWHERE quantity >= $min_qty\nGROUP BY customer_id\n";
+const ORDERS: &str = "order_id,customer_id,order_date,quantity\nO1,C1,2026-01-01,2\nO2,C1,2026-02-01,3\nO3,C2,2026-13-01,1\nO4,C2,2026-03-01,two\n,C3,2026-03-02,1\nO6,C3,2026-03-03\nO7,C3,2026-03-04,4\n";
+
+fn mini() -> Project {
+    let p = Project::new();
+    p.write("config/env.yaml", ENV);
+    p.write("pipelines/mini.yaml", PIPELINE);
+    p.write("sql/staging/stg_orders.sql", STG);
+    p.write("sql/marts/mart_totals.sql", MART);
+    p.write("exports/orders.csv", ORDERS);
+    p
+}
+
+fn run_mini(p: &Project) -> common::Run {
+    p.run(&["run", "pipelines/mini.yaml", "--config", "config/env.yaml", "--as-of", "2026-11-22"])
+}
+
+#[test]
+fn the_mini_pipeline_runs_and_quarantines_bad_rows_with_reasons() {
+    let p = mini();
+    let run = run_mini(&p).expect_code(0);
+    assert!(run.stdout().contains("mart_totals"), "{}", run.stdout());
+    // C1: 2 + 3; C3: 4 (the row without quantity has NULL and is filtered by >=).
+    let rows = read_parquet_rows(&p.path("marts/mart_totals.parquet"));
+    let mut got: Vec<(String, String)> = rows.iter().map(|r| (r["customer_id"].clone(), r["quantity"].clone())).collect();
+    got.sort();
+    assert_eq!(got, vec![("C1".into(), "5".into()), ("C3".into(), "4".into())]);
+
+    let manifests: Vec<_> = common::walk(&p.path("marts/_runs"));
+    assert_eq!(manifests.len(), 1);
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifests[0]).unwrap()).unwrap();
+    assert_eq!(manifest["status"], "succeeded");
+    assert_eq!(manifest["quarantined_rows"], 4);
+    assert_eq!(manifest["inputs"][0]["rows"], 7);
+    assert_eq!(manifest["inputs"][0]["files"][0]["size"], ORDERS.len());
+
+    let q = common::walk(&p.path("marts/_quarantine"));
+    assert_eq!(q.len(), 1);
+    let mut bad: Vec<(String, String)> = read_parquet_rows(&q[0]).iter().map(|r| (r["line"].clone(), r["reason"].clone())).collect();
+    bad.sort();
+    assert_eq!(
+        bad,
+        vec![
+            ("4".to_string(), "column `order_date`: \"2026-13-01\" is not a date".to_string()),
+            ("5".to_string(), "column `quantity`: \"two\" is not an integer".to_string()),
+            ("6".to_string(), "required column `order_id` is empty".to_string()),
+            ("7".to_string(), "expected 4 fields, found 3".to_string()),
+        ]
+    );
+    // Inputs are never modified or deleted.
+    assert_eq!(std::fs::read_to_string(p.path("exports/orders.csv")).unwrap(), ORDERS);
+}
+
+#[test]
+fn bad_rows_past_the_budget_fail_the_run() {
+    let p = mini();
+    p.write("pipelines/mini.yaml", &PIPELINE.replace("max_rows: 10", "max_rows: 3"));
+    let run = run_mini(&p).expect_code(1);
+    let err = run.stderr();
+    assert!(err.contains("4 of 7 rows quarantined, over the error budget (max_rows 3)"), "{err}");
+    assert!(!p.path("marts/mart_totals.parquet").exists(), "nothing is published by a failed run");
+}
+
+#[test]
+fn malformed_yaml_names_file_line_and_column() {
+    let p = mini();
+    p.write("pipelines/mini.yaml", "name: mini\nsources:\n  orders:\n    store: [exports\n");
+    let run = p.run(&["validate", "pipelines/mini.yaml"]).expect_code(2);
+    assert!(run.stderr().contains("pipelines/mini.yaml:5:1:"), "{}", run.stderr());
+}
+
+#[test]
+fn unknown_keys_are_named_with_the_allowed_ones() {
+    let p = mini();
+    p.write("pipelines/mini.yaml", &PIPELINE.replace("error_budget:", "error_budgt:"));
+    let run = p.run(&["validate", "pipelines/mini.yaml"]).expect_code(2);
+    let err = run.stderr();
+    assert!(err.contains("pipelines/mini.yaml:10:5: sources.orders: unknown field `error_budgt`"), "{err}");
+    assert!(err.contains("expected one of `store`, `path`, `seed`, `format`, `csv`, `schema`, `error_budget`"), "{err}");
+}
+
+#[test]
+fn validate_reports_every_problem_at_once() {
+    let p = mini();
+    let broken = PIPELINE
+        .replace("store: exports", "store: exprots")
+        .replace("staging/stg_orders.sql", "staging/stg_missing.sql")
+        .replace("min_qty: { type: int, default: 1 }", "min_qty: { type: int, default: lots }");
+    p.write("pipelines/mini.yaml", &broken);
+    let run = p.run(&["validate", "pipelines/mini.yaml", "config/env.yaml"]).expect_code(2);
+    let err = run.stderr();
+    assert!(err.contains("configuration problems found"), "{err}");
+    assert!(err.contains("pipelines/mini.yaml:7:5: unknown store `exprots`"), "{err}");
+    assert!(err.contains("pipelines/mini.yaml:16:1: steps[0]: SQL file sql/staging/stg_missing.sql cannot be read"), "{err}");
+    assert!(err.contains("parameters.min_qty.default: \"lots\" is not an integer"), "{err}");
+    // The mart reads stg_orders, which no longer exists.
+    assert!(err.contains("\n  sql/marts/mart_totals.sql:2:6: unknown table `stg_orders`"), "{err}");
+}
+
+#[test]
+fn sql_syntax_errors_name_file_line_and_column() {
+    let p = mini();
+    p.write("sql/marts/mart_totals.sql", "SELECT customer_id,\n  sum(quantity) AS\nFROM stg_orders GROUP BY customer_id\n");
+    let run = p.run(&["validate", "pipelines/mini.yaml"]).expect_code(2);
+    let err = run.stderr();
+    assert!(err.contains("sql/marts/mart_totals.sql:3:6: SQL syntax error"), "{err}");
+}
+
+#[test]
+fn unknown_parameters_in_sql_are_located() {
+    let p = mini();
+    p.write("sql/marts/mart_totals.sql", &MART.replace("$min_qty", "$min_quantity"));
+    let run = p.run(&["validate", "pipelines/mini.yaml"]).expect_code(2);
+    let err = run.stderr();
+    assert!(err.contains("sql/marts/mart_totals.sql:3:19: unknown parameter `$min_quantity` (declared: as_of, min_qty)"), "{err}");
+}
+
+#[test]
+fn dependency_cycles_name_the_files() {
+    let p = mini();
+    p.write("sql/staging/stg_orders.sql", "SELECT * FROM mart_totals\n");
+    let run = p.run(&["validate", "pipelines/mini.yaml"]).expect_code(2);
+    let err = run.stderr();
+    assert!(err.contains("dependency cycle: stg_orders ("), "{err}");
+    assert!(err.contains("stg_orders.sql) -> mart_totals ("), "{err}");
+    assert!(err.contains("mart_totals.sql) -> stg_orders"), "{err}");
+}
+
+#[test]
+fn planning_errors_point_into_the_sql_file() {
+    let p = mini();
+    p.write("sql/marts/mart_totals.sql", "SELECT customer_id,\n       sum(quantiy) AS quantity\nFROM stg_orders\nGROUP BY customer_id\n");
+    let run = run_mini(&p).expect_code(1);
+    let err = run.stderr();
+    assert!(err.contains("sql/marts/mart_totals.sql:2:12"), "{err}");
+    assert!(err.contains("quantiy"), "{err}");
+}
+
+#[test]
+fn a_store_location_that_does_not_exist_is_a_clear_run_error() {
+    let p = mini();
+    let run = p
+        .run(&["run", "pipelines/mini.yaml", "--config", "config/env.yaml", "--as-of", "2026-11-22", "--store", "exports=/no/such/folder"])
+        .expect_code(1);
+    let err = run.stderr();
+    assert!(err.contains("source `orders`: no files found at file:///no/such/folder/orders.csv"), "{err}");
+}
+
+#[test]
+fn parameters_are_typed_and_required() {
+    let p = mini();
+    let run = p.run(&["run", "pipelines/mini.yaml", "--config", "config/env.yaml"]).expect_code(2);
+    assert!(run.stderr().contains("parameter `as_of` (date) has no default"), "{}", run.stderr());
+    let run = p
+        .run(&["run", "pipelines/mini.yaml", "--config", "config/env.yaml", "--as-of", "2026-11-22'; DROP TABLE x; --"])
+        .expect_code(2);
+    assert!(run.stderr().contains("is not a date"), "{}", run.stderr());
+    let run = p
+        .run(&["run", "pipelines/mini.yaml", "--config", "config/env.yaml", "--as-of", "2026-11-22", "--param", "nope=1"])
+        .expect_code(2);
+    assert!(run.stderr().contains("unknown parameter `nope` (declared: as_of, min_qty)"), "{}", run.stderr());
+}
+
+#[test]
+fn missing_environment_variables_are_named_not_guessed() {
+    let p = mini();
+    p.write("config/env.yaml", "stores:\n  exports:\n    url: s3://${CRM_TEST_UNSET_BUCKET}/x\n  marts:\n    url: marts\n");
+    let run = p.run(&["validate", "config/env.yaml"]).expect_code(2);
+    assert!(run.stderr().contains("config/env.yaml:3:5: stores.exports.url: environment variable CRM_TEST_UNSET_BUCKET is not set"), "{}", run.stderr());
+}
