@@ -93,8 +93,12 @@ impl Store {
 
     /// A full URL for DataFusion (`s3://bucket/prefix/rel`).
     pub fn url(&self, path: &ObjectPath) -> String {
-        let base = self.base_url.as_str().trim_end_matches('/');
-        format!("{base}/{path}")
+        let base = self.base_url.as_str();
+        if base.ends_with('/') {
+            format!("{base}{path}")
+        } else {
+            format!("{base}/{path}")
+        }
     }
 
     /// The store-relative form of a full object path, for messages.

@@ -5,42 +5,12 @@ mod common;
 
 use common::{read_parquet_rows, Project};
 
-const ENV: &str = "stores:\n  exports:\n    url: exports\n  marts:\n    url: marts\n";
-
-const PIPELINE: &str = r#"name: mini
-parameters:
-  as_of: { type: date }
-  min_qty: { type: int, default: 1 }
-sources:
-  orders:
-    store: exports
-    path: orders.csv
-    format: csv
-    error_budget: { max_rows: 10 }
-    schema:
-      - { name: order_id, type: string, required: true }
-      - { name: customer_id, type: string, required: true }
-      - { name: order_date, type: date, required: true }
-      - { name: quantity, type: int }
-steps:
-  - sql: staging/stg_orders.sql
-  - sql: marts/mart_totals.sql
-publish:
-  store: marts
-"#;
-
-const STG: &str = "SELECT order_id, customer_id, order_date, quantity\nFROM orders\nWHERE order_date <= $as_of\n";
-const MART: &str = "SELECT customer_id, sum(quantity) AS quantity\nFROM stg_orders\nWHERE quantity >= $min_qty\nGROUP BY customer_id\n";
-const ORDERS: &str = "order_id,customer_id,order_date,quantity\nO1,C1,2026-01-01,2\nO2,C1,2026-02-01,3\nO3,C2,2026-13-01,1\nO4,C2,2026-03-01,two\n,C3,2026-03-02,1\nO6,C3,2026-03-03\nO7,C3,2026-03-04,4\n";
+const PIPELINE: &str = include_str!("fixtures/mini/pipelines/mini.yaml");
+const MART: &str = include_str!("fixtures/mini/sql/marts/mart_totals.sql");
+const ORDERS: &str = include_str!("fixtures/mini/exports/orders.csv");
 
 fn mini() -> Project {
-    let p = Project::new();
-    p.write("config/env.yaml", ENV);
-    p.write("pipelines/mini.yaml", PIPELINE);
-    p.write("sql/staging/stg_orders.sql", STG);
-    p.write("sql/marts/mart_totals.sql", MART);
-    p.write("exports/orders.csv", ORDERS);
-    p
+    Project::from_fixture("mini")
 }
 
 fn run_mini(p: &Project) -> common::Run {

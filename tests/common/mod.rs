@@ -148,3 +148,21 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// Copies a fixture folder (tests/fixtures/NAME) into a fresh project.
+pub fn copy_dir(from: &Path, to: &Path) {
+    for file in walk(from) {
+        let rel = file.strip_prefix(from).unwrap();
+        let dest = to.join(rel);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(&file, &dest).unwrap();
+    }
+}
+
+impl Project {
+    pub fn from_fixture(name: &str) -> Self {
+        let p = Project::new();
+        copy_dir(&repo().join("tests").join("fixtures").join(name), p.dir.path());
+        p
+    }
+}
