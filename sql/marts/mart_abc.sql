@@ -3,9 +3,9 @@
 WITH revenue AS (
     SELECT
         o.customer_id,
-        coalesce(sum(CASE
+        round(coalesce(sum(CASE
             WHEN CAST(o.order_date AS INT) > CAST($as_of AS INT) - $window_days THEN l.net_amount
-        END), 0.0) AS revenue
+        END), 0.0), 2) AS revenue
     FROM stg_orders o
     JOIN stg_order_lines l ON l.order_id = o.order_id
     WHERE o.status = 'completed'
@@ -23,7 +23,7 @@ ranked AS (
 )
 SELECT
     customer_id,
-    round(revenue, 2) AS revenue,
+    revenue,
     revenue_rank,
     CASE WHEN total_revenue > 0 THEN revenue / total_revenue ELSE 0.0 END AS revenue_share,
     CASE WHEN total_revenue > 0 THEN cumulative_revenue / total_revenue ELSE 0.0 END AS cumulative_share,

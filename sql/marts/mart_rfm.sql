@@ -20,9 +20,9 @@ per_customer AS (
         count(DISTINCT CASE
             WHEN CAST(order_date AS INT) > CAST($as_of AS INT) - $window_days THEN order_id
         END) AS frequency,
-        coalesce(sum(CASE
+        round(coalesce(sum(CASE
             WHEN CAST(order_date AS INT) > CAST($as_of AS INT) - $window_days THEN order_revenue
-        END), 0.0) AS monetary
+        END), 0.0), 2) AS monetary
     FROM order_values
     GROUP BY customer_id
 ),
@@ -33,7 +33,7 @@ scored AS (
         last_order_date,
         CAST($as_of AS INT) - CAST(last_order_date AS INT) AS recency_days,
         frequency,
-        round(monetary, 2) AS monetary,
+        monetary,
         CAST(ntile(5) OVER (ORDER BY CAST($as_of AS INT) - CAST(last_order_date AS INT) DESC, customer_id) AS INT) AS r_score,
         CAST(ntile(5) OVER (ORDER BY frequency, customer_id) AS INT) AS f_score,
         CAST(ntile(5) OVER (ORDER BY monetary, customer_id) AS INT) AS m_score

@@ -1,0 +1,24 @@
+# Multi-stage build: the release binary on a slim Debian image with the pipelines,
+# SQL, jobs and config it runs.
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo build --release --locked && strip target/release/crm-marts
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates tzdata \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --home /app crm
+WORKDIR /app
+COPY --from=build /src/target/release/crm-marts /usr/local/bin/crm-marts
+COPY pipelines ./pipelines
+COPY sql ./sql
+COPY jobs ./jobs
+COPY config ./config
+USER crm
+ENV CRM_DATA_DIR=/data
+VOLUME ["/data"]
+ENTRYPOINT ["crm-marts"]
+CMD ["--help"]

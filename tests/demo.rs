@@ -1,0 +1,219 @@
+//! The demo end to end through the binary, and the RFM and ABC marts checked against an
+//! independent computation in this file over the same generated exports.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use chrono::NaiveDate;
+use common::{read_parquet_rows, repo, Project};
+
+const AS_OF: &str = "2026-11-22";
+const WINDOW_DAYS: i64 = 365;
+
+/// Reads a `;`-separated export into rows keyed by header, keeping only rows whose
+/// listed columns parse (the pipeline quarantines the others).
+fn read_export(path: &Path, delimiter: u8) -> Vec<HashMap<String, String>> {
+    let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).flexible(true).from_path(path).unwrap();
+    let headers: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    reader
+        .records()
+        .map(|r| r.unwrap())
+        .filter(|r| r.len() == headers.len())
+        .map(|r| headers.iter().cloned().zip(r.iter().map(String::from)).collect())
+        .collect()
+}
+
+fn date(s: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok()
+}
+
+fn num(s: &str) -> Option<f64> {
+    s.trim().parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+/// Optional numeric column: empty is fine, anything else must parse.
+fn opt_num(s: &str) -> Option<Option<f64>> {
+    if s.trim().is_empty() {
+        Some(None)
+    } else {
+        num(s).map(Some)
+    }
+}
+
+/// ntile(n) as SQL defines it: the first (len % n) buckets get one extra row.
+fn ntile(len: usize, n: usize, position: usize) -> i64 {
+    let base = len / n;
+    let extra = len % n;
+    let big = extra * (base + 1);
+    if position < big {
+        (position / (base + 1)) as i64 + 1
+    } else {
+        ((position - big) / base.max(1)) as i64 + extra as i64 + 1
+    }
+}
+
+struct Customer {
+    last: NaiveDate,
+    frequency: i64,
+    monetary: f64,
+}
+
+fn expected_per_customer(exports: &Path) -> BTreeMap<String, Customer> {
+    let as_of = date(AS_OF).unwrap();
+    let window_start = as_of - chrono::Duration::days(WINDOW_DAYS);
+    let orders = read_export(&exports.join("erp/orders.csv"), b';');
+    let lines = read_export(&exports.join("erp/order_lines.csv"), b';');
+    let mut order_net: HashMap<String, f64> = HashMap::new();
+    for l in &lines {
+        let ok_ids = !l["order_id"].trim().is_empty() && l["line_no"].trim().parse::<i64>().is_ok();
+        let qty = l["quantity"].trim().parse::<i64>().ok();
+        let price = num(&l["unit_price"]);
+        let discount = opt_num(&l["discount_amount"]);
+        let cost = opt_num(&l["unit_cost"]);
+        let (Some(qty), Some(price), Some(discount), Some(_)) = (qty, price, discount, cost) else { continue };
+        if !ok_ids {
+            continue;
+        }
+        *order_net.entry(l["order_id"].clone()).or_default() += qty as f64 * price - discount.unwrap_or(0.0);
+    }
+    let mut per: BTreeMap<String, Customer> = BTreeMap::new();
+    for o in &orders {
+        let (id, cust, status) = (o["order_id"].trim(), o["customer_id"].trim(), o["status"].trim());
+        let Some(d) = date(&o["order_date"]) else { continue };
+        if id.is_empty() || cust.is_empty() || status != "completed" || d > as_of {
+            continue;
+        }
+        // An order counts only with at least one valid line (the SQL joins lines).
+        let Some(net) = order_net.get(&o["order_id"]) else { continue };
+        let c = per.entry(o["customer_id"].clone()).or_insert(Customer { last: d, frequency: 0, monetary: 0.0 });
+        c.last = c.last.max(d);
+        if d > window_start {
+            c.frequency += 1;
+            c.monetary += net;
+        }
+    }
+    for c in per.values_mut() {
+        c.monetary = (c.monetary * 100.0).round() / 100.0;
+    }
+    per
+}
+
+fn segment_rules() -> Vec<(i64, String, i64, i64, i64, i64)> {
+    let mut rules: Vec<_> = read_export(&repo().join("sql/seeds/rfm_segments.csv"), b',')
+        .into_iter()
+        .map(|r| {
+            let n = |k: &str| r[k].parse::<i64>().unwrap();
+            (n("priority"), r["segment"].clone(), n("r_min"), n("r_max"), n("fm_min"), n("fm_max"))
+        })
+        .collect();
+    rules.sort();
+    rules
+}
+
+#[test]
+fn demo_runs_end_to_end_and_rfm_and_abc_match_an_independent_computation() {
+    let p = Project::new();
+    let dir = p.path("demo");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crm-marts"))
+        .args(["demo", "--customers", "400", "--seed", "11", "--dir"])
+        .arg(&dir)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed\n{stdout}\n{stderr}");
+    for mart in ["mart_rfm", "mart_abc", "mart_abc_summary"] {
+        assert!(stdout.contains(mart), "summary names {mart}:\n{stdout}");
+    }
+    assert!(stdout.contains("quarantined rows"), "the generator's bad rows are quarantined:\n{stdout}");
+
+    let expected = expected_per_customer(&dir.join("exports"));
+    assert!(expected.len() > 200, "enough buying customers: {}", expected.len());
+
+    // RFM, computed here from the exports.
+    let as_of = date(AS_OF).unwrap();
+    let ids: Vec<&String> = expected.keys().collect();
+    let n = ids.len();
+    let rank_by = |key: &dyn Fn(&Customer) -> f64, descending: bool| -> HashMap<String, i64> {
+        let mut order: Vec<&String> = ids.clone();
+        order.sort_by(|a, b| {
+            let (ka, kb) = (key(&expected[*a]), key(&expected[*b]));
+            let ord = if descending { kb.partial_cmp(&ka) } else { ka.partial_cmp(&kb) };
+            ord.unwrap().then_with(|| a.cmp(b))
+        });
+        order.iter().enumerate().map(|(i, id)| ((*id).clone(), ntile(n, 5, i))).collect()
+    };
+    let recency = |c: &Customer| (as_of - c.last).num_days() as f64;
+    let r = rank_by(&recency, true);
+    let f = rank_by(&|c: &Customer| c.frequency as f64, false);
+    let m = rank_by(&|c: &Customer| c.monetary, false);
+    let rules = segment_rules();
+
+    let rows = read_parquet_rows(&dir.join("marts/mart_rfm.parquet"));
+    assert_eq!(rows.len(), n, "one row per buying customer");
+    for row in &rows {
+        let id = &row["customer_id"];
+        let c = &expected[id];
+        assert_eq!(row["recency_days"], ((as_of - c.last).num_days()).to_string(), "{id}");
+        assert_eq!(row["frequency"], c.frequency.to_string(), "{id}");
+        let got_m: f64 = row["monetary"].parse().unwrap();
+        assert!((got_m - c.monetary).abs() < 0.005, "{id}: monetary {got_m} vs {}", c.monetary);
+        let (rs, fs, ms) = (r[id], f[id], m[id]);
+        assert_eq!(row["r_score"], rs.to_string(), "{id} r");
+        assert_eq!(row["f_score"], fs.to_string(), "{id} f");
+        assert_eq!(row["m_score"], ms.to_string(), "{id} m");
+        let fm = (fs + ms + 1) / 2;
+        let segment = rules
+            .iter()
+            .find(|(_, _, r0, r1, f0, f1)| (*r0..=*r1).contains(&rs) && (*f0..=*f1).contains(&fm))
+            .map(|(_, s, ..)| s.clone())
+            .unwrap_or_else(|| "Unclassified".into());
+        assert_eq!(row["rfm_segment"], segment, "{id} segment");
+    }
+
+    // ABC, computed here.
+    let mut by_revenue: Vec<(&String, f64)> = expected.iter().map(|(id, c)| (id, c.monetary)).collect();
+    by_revenue.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap().then_with(|| a.0.cmp(b.0)));
+    let total: f64 = by_revenue.iter().map(|(_, v)| v).sum();
+    let mut before = 0.0;
+    let mut class: HashMap<String, String> = HashMap::new();
+    for (id, v) in &by_revenue {
+        let share_before = before / total;
+        let c = if share_before < 0.80 { "A" } else if share_before < 0.95 { "B" } else { "C" };
+        class.insert((*id).clone(), c.to_string());
+        before += v;
+    }
+    let rows = read_parquet_rows(&dir.join("marts/mart_abc.parquet"));
+    assert_eq!(rows.len(), n);
+    for row in &rows {
+        assert_eq!(row["abc_class"], class[&row["customer_id"]], "{}", row["customer_id"]);
+    }
+    let summary = read_parquet_rows(&dir.join("marts/mart_abc_summary.parquet"));
+    let a = summary.iter().find(|r| r["abc_class"] == "A").unwrap();
+    let a_count = class.values().filter(|c| *c == "A").count();
+    assert_eq!(a["customers"], a_count.to_string());
+    // The generated revenue is skewed the way retail revenue is: a minority makes 80 %.
+    assert!((a_count as f64) < 0.5 * n as f64, "A class holds {a_count} of {n}");
+
+    // The manifest next to the marts says what happened.
+    let manifests = common::walk(&dir.join("marts/_runs"));
+    assert_eq!(manifests.len(), 1);
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifests[0]).unwrap()).unwrap();
+    assert_eq!(manifest["status"], "succeeded");
+    assert_eq!(manifest["outputs"].as_array().unwrap().len(), 3);
+    assert!(manifest["quarantined_rows"].as_u64().unwrap() > 0);
+    let checks: Vec<&serde_json::Value> = manifest["steps"].as_array().unwrap().iter().flat_map(|s| s["checks"].as_array().unwrap()).collect();
+    assert!(checks.len() > 20 && checks.iter().all(|c| c["passed"] == true), "{checks:?}");
+}
+
+#[test]
+fn ntile_matches_sql() {
+    // 7 rows in 5 buckets: 2, 2, 1, 1, 1.
+    let got: Vec<i64> = (0..7).map(|i| ntile(7, 5, i)).collect();
+    assert_eq!(got, vec![1, 1, 2, 2, 3, 4, 5]);
+    let got: Vec<i64> = (0..3).map(|i| ntile(3, 5, i)).collect();
+    assert_eq!(got, vec![1, 2, 3]);
+}
