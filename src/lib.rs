@@ -18,3 +18,4 @@ pub mod sources;
 pub mod sql;
 pub mod steps;
 pub mod storage;
+pub mod validate;

@@ -170,3 +170,31 @@ fn missing_environment_variables_are_named_not_guessed() {
     let run = p.run(&["validate", "config/env.yaml"]).expect_code(2);
     assert!(run.stderr().contains("config/env.yaml:3:5: stores.exports.url: environment variable CRM_TEST_UNSET_BUCKET is not set"), "{}", run.stderr());
 }
+
+#[test]
+fn validate_plans_sql_against_declared_schemas() {
+    let p = mini();
+    p.write("sql/marts/mart_totals.sql", "SELECT customer_id,\n       sum(quantiy) AS quantity\nFROM stg_orders\nGROUP BY customer_id\n");
+    p.write("sql/staging/stg_orders.yml", "name: stg_orders\ndescription: x\ncolumns:\n  - name: order_id\n    description: x\n");
+    let run = p.run(&["validate", "pipelines/mini.yaml"]).expect_code(2);
+    let err = run.stderr();
+    assert!(err.contains("sql/marts/mart_totals.sql:2:12:"), "{err}");
+    assert!(err.contains("sql/staging/stg_orders.yml: column `customer_id` of `stg_orders` is not documented"), "{err}");
+    let ok = mini();
+    ok.run(&["validate", "pipelines/mini.yaml", "config/env.yaml"]).expect_code(0);
+}
+
+#[test]
+fn the_shipped_pipeline_and_config_validate() {
+    let root = common::repo();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crm-marts"))
+        .args(["validate", "pipelines/customer_marts.yaml", "config/local.yaml", "config/production.example.yaml"])
+        .current_dir(&root)
+        .env("CRM_EXPORTS_BUCKET", "b")
+        .env("CRM_MARTS_BUCKET", "b")
+        .env("AWS_ACCESS_KEY_ID", "k")
+        .env("AWS_SECRET_ACCESS_KEY", "s")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

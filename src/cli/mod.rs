@@ -145,7 +145,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             print_summary(&manifest);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { files } => validate(&files),
+        Command::Validate { files } => validate(&files).await,
         Command::Generate { customers, seed, out, as_of, orders_per_customer, bad_row_rate } => {
             let as_of = chrono::NaiveDate::parse_from_str(&as_of, "%Y-%m-%d")
                 .map_err(|_| UsageError(format!("--as-of {as_of:?} is not a date (YYYY-MM-DD)")))?;
@@ -217,7 +217,7 @@ pub fn print_summary(m: &Manifest) {
 }
 
 /// Validates files: environments first, so pipelines can be checked against their stores.
-fn validate(files: &[PathBuf]) -> Result<ExitCode> {
+async fn validate(files: &[PathBuf]) -> Result<ExitCode> {
     let mut diags = Diagnostics::default();
     let mut envs: Vec<Environment> = Vec::new();
     let mut pipelines: Vec<&PathBuf> = Vec::new();
@@ -233,15 +233,21 @@ fn validate(files: &[PathBuf]) -> Result<ExitCode> {
     }
     let mut checked = 0;
     for file in pipelines {
+        let mut compiled = None;
         if envs.is_empty() {
-            if let Err(d) = Pipeline::load(file, None) {
-                diags.extend(d);
+            match Pipeline::load(file, None) {
+                Ok(p) => compiled = Some(p),
+                Err(d) => diags.extend(d),
             }
         }
         for env in &envs {
-            if let Err(d) = Pipeline::load(file, Some(env)) {
-                diags.extend(d);
+            match Pipeline::load(file, Some(env)) {
+                Ok(p) => compiled = Some(p),
+                Err(d) => diags.extend(d),
             }
+        }
+        if let Some(pipeline) = compiled {
+            diags.extend(crm_marts::validate::plan_pipeline(&pipeline).await);
         }
         checked += 1;
     }
