@@ -147,7 +147,17 @@ pub async fn load(
     work_dir: &Path,
 ) -> Result<LoadedSource, SourceError> {
     let name = source.name.clone();
-    let (store, metas) = list_files(source, stores, params).await?;
+    let (store, metas) = match list_files(source, stores, params).await {
+        Err(SourceError::NoFiles { .. }) if source.optional => {
+            let columns = source.schema.as_deref().unwrap_or_default();
+            let fields: Vec<Field> = columns.iter().map(|c| Field::new(&c.name, arrow_type(c.kind), true)).collect();
+            let table = datafusion::catalog::MemTable::try_new(Arc::new(Schema::new(fields)), vec![vec![]])
+                .map_err(|e| SourceError::DataFusion(e, name.clone()))?;
+            ctx.register_table(name.as_str(), Arc::new(table)).map_err(|e| SourceError::DataFusion(e, name.clone()))?;
+            return Ok(LoadedSource { name, files: vec![], rows: Some(0), quarantined: 0, reasons: BTreeMap::new(), quarantine_file: None });
+        }
+        other => other?,
+    };
     store.register(ctx);
     let mut files: Vec<InputFile> = metas
         .iter()

@@ -72,6 +72,10 @@ pub struct SourceConfig {
     pub schema: Option<Vec<ColumnConfig>>,
     #[serde(default)]
     pub error_budget: Option<ErrorBudgetConfig>,
+    /// When no file exists, read an empty table with the declared schema (e.g. the
+    /// previous version of a mart on a first run).
+    #[serde(default)]
+    pub optional: bool,
     #[serde(default)]
     pub description: Option<String>,
 }
@@ -187,6 +191,7 @@ pub struct Source {
     pub csv: CsvOptions,
     pub schema: Option<Vec<Column>>,
     pub budget: ErrorBudget,
+    pub optional: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -423,8 +428,11 @@ impl Compiler<'_> {
                 }
                 None => ErrorBudget { max_rows: Some(0), max_fraction: None },
             };
+            if s.optional && schema.is_none() {
+                self.error(&["sources", name, "optional"], format!("sources.{name}.optional: an optional source needs a declared schema"));
+            }
             if let Some(location) = location {
-                out.push(Source { name: name.clone(), location, format: s.format, csv, schema, budget });
+                out.push(Source { name: name.clone(), location, format: s.format, csv, schema, budget, optional: s.optional });
             }
         }
         out
