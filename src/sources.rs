@@ -87,12 +87,12 @@ pub async fn list_files(source: &Source, stores: &Stores, params: &Params) -> Re
                 source_name: name.clone(),
                 message: format!("seed folder {}: {e}", dir.display()),
             })?;
-            let local = object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(|e| {
-                SourceError::Storage(StorageError::Io { store: "seeds".into(), path: dir.display().to_string(), source: e }, name.clone())
-            })?;
-            let base = url::Url::from_directory_path(&dir).expect("absolute dir");
-            let mut store = Store::from_object_store("seeds", "file://", Arc::new(local), "");
-            store.display_url = base.to_string();
+            // A plain local file system with the folder as prefix: registering it for
+            // file:// must not change how other local paths resolve.
+            let prefix = dir.to_string_lossy().trim_start_matches('/').to_string();
+            let local = object_store::local::LocalFileSystem::new();
+            let mut store = Store::from_object_store("seeds", "file://", Arc::new(local), &prefix);
+            store.display_url = url::Url::from_directory_path(&dir).expect("absolute dir").to_string();
             let file_name = file.file_name().and_then(|f| f.to_str()).unwrap_or_default().to_string();
             (store, file_name)
         }

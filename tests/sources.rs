@@ -1,0 +1,108 @@
+//! Source formats and locations: NDJSON with quarantine, a folder as prefix, a glob,
+//! schema inference, Parquet, optional sources and seeds.
+
+mod common;
+
+use common::{read_parquet_rows, Project};
+
+const ENV: &str = "stores:\n  exports:\n    url: exports\n  marts:\n    url: marts\n";
+
+fn project(pipeline: &str, sql: &[(&str, &str)]) -> Project {
+    let p = Project::new();
+    p.write("config/env.yaml", ENV);
+    p.write("pipelines/p.yaml", pipeline);
+    for (file, text) in sql {
+        p.write(&format!("sql/{file}"), text);
+    }
+    p
+}
+
+fn run(p: &Project) -> common::Run {
+    p.run(&["run", "pipelines/p.yaml", "--config", "config/env.yaml"])
+}
+
+#[test]
+fn ndjson_rows_that_do_not_fit_are_quarantined_with_line_numbers() {
+    let p = project(
+        r#"name: p
+sources:
+  events:
+    store: exports
+    path: app/
+    format: ndjson
+    error_budget: { max_fraction: 0.6 }
+    schema:
+      - { name: id, type: int, required: true }
+      - { name: at, type: timestamp }
+      - { name: ok, type: bool }
+steps:
+  - sql: marts/mart_events.sql
+publish: { store: marts }
+"#,
+        &[("marts/mart_events.sql", "SELECT id, at, ok FROM events ORDER BY id\n")],
+    );
+    p.write(
+        "exports/app/2026-11-01.ndjson",
+        "{\"id\": 1, \"at\": \"2026-03-29T02:30:00+02:00\", \"ok\": true}\n{\"id\": \"x\"}\n\n{not json\n",
+    );
+    p.write("exports/app/2026-11-02.ndjson", "{\"id\": 2, \"ok\": \"no\"}\n{\"at\": \"2026-01-01T00:00:00Z\"}\n");
+    p.write("exports/app/_SUCCESS", "");
+    run(&p).expect_code(0);
+    let rows = read_parquet_rows(&p.path("marts/mart_events.parquet"));
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["at"], "2026-03-29T00:30:00Z", "offsets become UTC");
+    assert_eq!(rows[1]["ok"], "false");
+    let q = common::walk(&p.path("marts/_quarantine"));
+    let mut bad: Vec<(String, String)> = read_parquet_rows(&q[0])
+        .iter()
+        .map(|r| (format!("{}:{}", r["file"].rsplit('/').next().unwrap(), r["line"]), r["reason"].clone()))
+        .collect();
+    bad.sort();
+    assert_eq!(bad[0], ("2026-11-01.ndjson:2".into(), "column `id`: \"x\" is not an integer".into()));
+    assert!(bad[1].0 == "2026-11-01.ndjson:4" && bad[1].1.starts_with("invalid JSON"), "{bad:?}");
+    assert_eq!(bad[2], ("2026-11-02.ndjson:2".into(), "required column `id` is empty".into()));
+}
+
+#[test]
+fn globs_inference_parquet_seeds_and_optional_sources() {
+    let p = project(
+        r#"name: p
+sources:
+  sales:
+    store: exports
+    path: "sales/*/part-*.csv"
+    format: csv
+  sales_copy:
+    store: marts
+    path: mart_sales.parquet
+    format: parquet
+    optional: true
+    schema:
+      - { name: region, type: string }
+      - { name: amount, type: float }
+  regions:
+    seed: regions.csv
+    format: csv
+steps:
+  - sql: marts/mart_sales.sql
+  - sql: marts/mart_previous.sql
+publish: { store: marts }
+"#,
+        &[
+            ("marts/mart_sales.sql", "SELECT s.region, r.name, sum(s.amount) AS amount FROM sales s JOIN regions r ON r.region = s.region GROUP BY 1, 2\n"),
+            ("marts/mart_previous.sql", "SELECT count(*) AS rows_before FROM sales_copy\n"),
+            ("seeds/regions.csv", "region,name\nN,North\nS,South\n"),
+        ],
+    );
+    p.write("exports/sales/2026/part-1.csv", "region,amount\nN,10.5\nS,1\n");
+    p.write("exports/sales/2027/part-2.csv", "region,amount\nN,2\n");
+    p.write("exports/sales/2027/other.csv", "region,amount\nN,1000\n");
+    run(&p).expect_code(0);
+    let mut rows: Vec<(String, String)> =
+        read_parquet_rows(&p.path("marts/mart_sales.parquet")).iter().map(|r| (r["name"].clone(), r["amount"].clone())).collect();
+    rows.sort();
+    assert_eq!(rows, vec![("North".into(), "12.5".into()), ("South".into(), "1.0".into())]);
+    assert_eq!(read_parquet_rows(&p.path("marts/mart_previous.parquet"))[0]["rows_before"], "0", "first run: empty");
+    run(&p).expect_code(0);
+    assert_eq!(read_parquet_rows(&p.path("marts/mart_previous.parquet"))[0]["rows_before"], "2", "second run reads the first's mart");
+}
