@@ -33,6 +33,9 @@ pub struct StepReport {
     pub duration_ms: u64,
     pub checks: Vec<CheckResult>,
     pub warnings: Vec<String>,
+    /// What a built-in step reports about itself (e.g. a model fit's convergence).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]

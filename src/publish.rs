@@ -260,8 +260,9 @@ pub async fn write_stream(
     df: DataFrame,
     props: WriterProperties,
 ) -> Result<u64, String> {
-    let schema = Arc::new(df.schema().as_arrow().clone());
+    // The physical schema, not the logical one: they can differ (e.g. timestamp units).
     let mut stream = df.execute_stream().await.map_err(|e| e.to_string())?;
+    let schema = stream.schema();
     let sink = BufWriter::new(store, path);
     let mut writer = AsyncArrowWriter::try_new(sink, schema, Some(props)).map_err(|e| e.to_string())?;
     let mut rows = 0u64;

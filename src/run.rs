@@ -23,6 +23,7 @@ use crate::config::pipeline::{Pipeline, Step, StepKind};
 use crate::manifest::{Manifest, QuarantineReport, RunStatus, StepReport};
 use crate::publish::{upload_file, Publisher, WrittenMart};
 use crate::sources;
+use crate::steps::BuiltinOutput;
 use crate::sql::error_diagnostic;
 use crate::storage::Stores;
 
@@ -142,7 +143,6 @@ pub async fn run(
     progress.done();
     match result {
         Ok(()) => {
-            manifest.outputs = written;
             manifest.finish(RunStatus::Succeeded);
             if let Err(e) = manifest.write(publish_store).await {
                 warn!(error = %e, "could not write the final manifest");
@@ -255,7 +255,7 @@ async fn execute(
         info!(
             step = %step.name,
             output = %report.output,
-            rows = report.rows.unwrap_or(0),
+            rows = ?report.rows,
             elapsed_ms = report.duration_ms,
             "step finished"
         );
@@ -299,14 +299,14 @@ fn budget_text(b: &crate::config::pipeline::ErrorBudget) -> String {
     }
 }
 
-async fn step_frame(ctx: &SessionContext, step: &Step, params: &Params) -> Result<DataFrame, String> {
+async fn step_frame(ctx: &SessionContext, step: &Step, params: &Params) -> Result<BuiltinOutput, String> {
     match &step.kind {
         StepKind::Sql(model) => {
             let bound = model.bind(params).map_err(|d| d.to_string())?;
             let statement = datafusion::sql::parser::Statement::Statement(Box::new(bound));
             let state = ctx.state();
             let plan = state.statement_to_plan(statement).await.map_err(|e| error_diagnostic(&model.file, &e).to_string())?;
-            Ok(DataFrame::new(state, plan))
+            Ok(DataFrame::new(state, plan).into())
         }
         StepKind::Builtin { kind, step: builtin } => {
             builtin.run(ctx, params).await.map_err(|e| format!("step `{}` ({kind}): {e}", step.name))
@@ -323,7 +323,7 @@ async fn run_step(
     work_dir: &std::path::Path,
     written: &mut Vec<WrittenMart>,
 ) -> Result<StepReport, String> {
-    let df = step_frame(ctx, step, params).await?;
+    let BuiltinOutput { frame: df, details } = step_frame(ctx, step, params).await?;
     let located = |e: &dyn std::fmt::Display| match step.file() {
         Some(f) => format!("{}: {e}", f.display()),
         None => format!("step `{}`: {e}", step.name),
@@ -381,6 +381,7 @@ async fn run_step(
         duration_ms: 0,
         checks,
         warnings,
+        details,
     })
 }
 

@@ -178,6 +178,12 @@ pub async fn load(
         (declared, format) => {
             let df = match format {
                 SourceFormat::Parquet => ctx.read_parquet(urls, ParquetReadOptions::default()).await,
+                SourceFormat::Csv if source.csv.whitespace => {
+                    return Err(SourceError::Config {
+                        source_name: name.clone(),
+                        message: "a whitespace-separated CSV needs a declared schema".into(),
+                    })
+                }
                 SourceFormat::Csv => {
                     let opts = CsvReadOptions::new()
                         .has_header(source.csv.header)
@@ -358,6 +364,9 @@ impl Stager {
     }
 
     fn read_csv(&mut self, path: &Path, url: &str, csv: &crate::config::pipeline::CsvOptions) -> Result<(u64, u64), String> {
+        if csv.whitespace {
+            return self.read_whitespace(path, url, csv.header);
+        }
         let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
         let mut reader = csv::ReaderBuilder::new()
             .delimiter(csv.delimiter)
@@ -383,6 +392,7 @@ impl Stager {
         };
         let (mut rows, mut bad) = (0u64, 0u64);
         let mut record = csv::ByteRecord::new();
+        let names: Vec<String> = self.columns.iter().map(|c| c.name.clone()).collect();
         let expected_fields = if csv.header { reader.byte_headers().map(|h| h.len()).unwrap_or(0) } else { self.columns.len() };
         loop {
             match reader.read_byte_record(&mut record) {
@@ -408,35 +418,63 @@ impl Stager {
                 self.reject(url, line, "wrong number of fields", reason, &raw)?;
                 continue;
             }
-            let mut cells: Vec<Cell> = Vec::with_capacity(self.columns.len());
-            let mut failure: Option<(String, String)> = None;
-            for (c, pos) in self.columns.iter().zip(&positions) {
-                let raw = match pos.and_then(|p| record.get(p)) {
-                    None => None,
-                    Some(bytes) => match std::str::from_utf8(bytes) {
-                        Ok(s) => Some(s),
-                        Err(_) => {
-                            failure = Some((format!("{}: invalid UTF-8", c.name), format!("column `{}`: invalid UTF-8", c.name)));
-                            break;
-                        }
-                    },
-                };
-                match parse_cell(c, raw) {
-                    Ok(cell) => cells.push(cell),
-                    Err((kind, reason)) => {
-                        failure = Some((kind, reason));
-                        break;
-                    }
-                }
+            let good = self.take_row(
+                url,
+                line,
+                |i| match positions[i].and_then(|p| record.get(p)) {
+                    None => Ok(None),
+                    Some(bytes) => std::str::from_utf8(bytes).map(Some).map_err(|_| {
+                        let name = &names[i];
+                        (format!("{name}: invalid UTF-8"), format!("column `{name}`: invalid UTF-8"))
+                    }),
+                },
+                &|| raw_record(&record, csv.delimiter),
+            )?;
+            if !good {
+                bad += 1;
             }
-            match failure {
-                None => self.accept(&cells)?,
-                Some((kind, reason)) => {
-                    drop(cells);
+        }
+        Ok((rows, bad))
+    }
+
+    /// Columns separated by runs of spaces or tabs, matched to the declared columns by
+    /// position (or by header name when there is a header).
+    fn read_whitespace(&mut self, path: &Path, url: &str, header: bool) -> Result<(u64, u64), String> {
+        let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+        let reader = BufReader::with_capacity(1 << 20, file);
+        let (mut rows, mut bad) = (0u64, 0u64);
+        let mut positions: Vec<Option<usize>> = (0..self.columns.len()).map(Some).collect();
+        let mut expected = self.columns.len();
+        for (idx, line) in reader.split(b'\n').enumerate() {
+            let line_no = idx as u64 + 1;
+            let bytes = line.map_err(|e| format!("read error at line {line_no}: {e}"))?;
+            let text = match std::str::from_utf8(&bytes) {
+                Ok(t) => t.trim_end_matches('\r'),
+                Err(_) => {
+                    rows += 1;
                     bad += 1;
-                    let raw = raw_record(&record, csv.delimiter);
-                    self.reject(url, line, &kind, reason, &raw)?;
+                    self.reject(url, line_no, "invalid UTF-8", "invalid UTF-8".into(), &String::from_utf8_lossy(&bytes))?;
+                    continue;
                 }
+            };
+            if text.trim().is_empty() {
+                continue;
+            }
+            let fields: Vec<&str> = text.split_whitespace().collect();
+            if header && idx == 0 {
+                positions = self.columns.iter().map(|c| fields.iter().position(|f| *f == c.name)).collect();
+                expected = fields.len();
+                continue;
+            }
+            rows += 1;
+            if fields.len() != expected {
+                bad += 1;
+                let reason = format!("expected {expected} fields, found {}", fields.len());
+                self.reject(url, line_no, "wrong number of fields", reason, text)?;
+                continue;
+            }
+            if !self.take_row(url, line_no, |i| Ok(positions[i].and_then(|p| fields.get(p).copied())), &|| text.to_string())? {
+                bad += 1;
             }
         }
         Ok((rows, bad))
@@ -484,27 +522,44 @@ impl Stager {
                     Some(other) => Some(other.to_string()),
                 });
             }
-            let mut cells: Vec<Cell> = Vec::with_capacity(self.columns.len());
-            let mut failure = None;
-            for (c, t) in self.columns.iter().zip(&texts) {
-                match parse_cell(c, t.as_deref()) {
-                    Ok(cell) => cells.push(cell),
-                    Err(f) => {
-                        failure = Some(f);
-                        break;
-                    }
-                }
-            }
-            match failure {
-                None => self.accept(&cells)?,
-                Some((kind, reason)) => {
-                    drop(cells);
-                    bad += 1;
-                    self.reject(url, line_no, &kind, reason, text)?;
-                }
+            if !self.take_row(url, line_no, |i| Ok(texts[i].as_deref()), &|| text.to_string())? {
+                bad += 1;
             }
         }
         Ok((rows, bad))
+    }
+
+    /// Parses one row, cell by cell (`cell(i)` is the text of declared column i), and
+    /// stages it or quarantines it with the first reason found. Returns whether it was good.
+    fn take_row<'r>(
+        &mut self,
+        url: &str,
+        line: u64,
+        cell: impl Fn(usize) -> Result<Option<&'r str>, (String, String)>,
+        raw: &dyn Fn() -> String,
+    ) -> Result<bool, String> {
+        let mut cells: Vec<Cell<'r>> = Vec::with_capacity(self.columns.len());
+        let mut failure = None;
+        for (i, c) in self.columns.iter().enumerate() {
+            match cell(i).and_then(|text| parse_cell(c, text)) {
+                Ok(parsed) => cells.push(parsed),
+                Err(f) => {
+                    failure = Some(f);
+                    break;
+                }
+            }
+        }
+        match failure {
+            None => {
+                self.accept(&cells)?;
+                Ok(true)
+            }
+            Some((kind, reason)) => {
+                drop(cells);
+                self.reject(url, line, &kind, reason, &raw())?;
+                Ok(false)
+            }
+        }
     }
 
     fn accept(&mut self, cells: &[Cell]) -> Result<(), String> {
@@ -548,7 +603,7 @@ impl Stager {
 fn staging_props() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
-        .set_max_row_group_row_count(Some(1 << 20))
+        .set_max_row_group_row_count(Some(crate::publish::ROW_GROUP_ROWS))
         .build()
 }
 

@@ -27,19 +27,19 @@ for out in manifest["outputs"]:
     name = out["mart"]
     path = f"{{marts}}/{{name}}.parquet"
     table = pq.read_table(path)
-    n = duckdb.sql(f"SELECT count(*) FROM read_parquet('{{path}}')").fetchone()[0]
+    n = duckdb.sql(f"SELECT count(*) FROM read_parquet('{{path}}')").fetchall()[0][0]
     assert table.num_rows == out["rows"] == n, (name, table.num_rows, out["rows"], n)
     meta = pq.ParquetFile(path).metadata
     assert meta.row_group(0).column(0).compression == "ZSTD", meta.row_group(0).column(0).compression
     assert meta.row_group(0).column(0).statistics is not None
     print(name, n)
-types = dict(duckdb.sql(f"DESCRIBE SELECT * FROM '{{marts}}/mart_rfm.parquet'").fetchall())
+types = {{r[0]: r[1] for r in duckdb.sql(f"DESCRIBE SELECT * FROM '{{marts}}/mart_rfm.parquet'").fetchall()}}
 assert types["recency_days"] in ("INTEGER", "BIGINT"), types
 assert types["last_order_date"] == "DATE", types
 assert types["monetary"] == "DOUBLE", types
-segments = duckdb.sql(f"SELECT count(DISTINCT rfm_segment) FROM '{{marts}}/mart_rfm.parquet'").fetchone()[0]
+segments = duckdb.sql(f"SELECT count(DISTINCT rfm_segment) FROM '{{marts}}/mart_rfm.parquet'").fetchall()[0][0]
 assert segments >= 5, segments
-q = duckdb.sql(f"SELECT count(*), count(DISTINCT reason) FROM '{{marts}}/_quarantine/*/*.parquet'").fetchone()
+q = duckdb.sql(f"SELECT count(*), count(DISTINCT reason) FROM '{{marts}}/_quarantine/*/*.parquet'").fetchall()[0]
 assert q[0] == manifest["quarantined_rows"], (q, manifest["quarantined_rows"])
 print("quarantine", q[0])
 "#,

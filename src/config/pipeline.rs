@@ -83,8 +83,10 @@ pub struct SourceConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CsvConfig {
+    /// One character, or `whitespace` for columns separated by runs of spaces and tabs
+    /// (fixed-width style exports).
     #[serde(default)]
-    pub delimiter: Option<char>,
+    pub delimiter: Option<String>,
     #[serde(default)]
     pub header: Option<bool>,
     #[serde(default)]
@@ -205,6 +207,8 @@ pub enum SourceLocation {
 #[derive(Debug, Clone)]
 pub struct CsvOptions {
     pub delimiter: u8,
+    /// Fields are separated by runs of whitespace; quotes have no meaning.
+    pub whitespace: bool,
     pub header: bool,
     pub quote: u8,
 }
@@ -395,15 +399,22 @@ impl Compiler<'_> {
             if s.csv.is_some() && s.format != SourceFormat::Csv {
                 self.error(&["sources", name, "csv"], format!("sources.{name}.csv: only for format csv"));
             }
-            let mut csv = CsvOptions { delimiter: b',', header: true, quote: b'"' };
+            let mut csv = CsvOptions { delimiter: b',', whitespace: false, header: true, quote: b'"' };
             if let Some(c) = &s.csv {
-                for (key, ch, slot) in [("delimiter", c.delimiter, &mut csv.delimiter), ("quote", c.quote, &mut csv.quote)] {
-                    if let Some(ch) = ch {
-                        if ch.is_ascii() {
-                            *slot = ch as u8;
-                        } else {
-                            self.error(&["sources", name, "csv", key], format!("sources.{name}.csv.{key}: must be one ASCII character"));
-                        }
+                match c.delimiter.as_deref() {
+                    None => {}
+                    Some("whitespace") => csv.whitespace = true,
+                    Some(d) if d.len() == 1 && d.is_ascii() => csv.delimiter = d.as_bytes()[0],
+                    Some(d) => self.error(
+                        &["sources", name, "csv", "delimiter"],
+                        format!("sources.{name}.csv.delimiter: {d:?} must be one ASCII character or `whitespace`"),
+                    ),
+                }
+                if let Some(ch) = c.quote {
+                    if ch.is_ascii() {
+                        csv.quote = ch as u8;
+                    } else {
+                        self.error(&["sources", name, "csv", "quote"], format!("sources.{name}.csv.quote: must be one ASCII character"));
                     }
                 }
                 csv.header = c.header.unwrap_or(true);

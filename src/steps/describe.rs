@@ -1,12 +1,11 @@
 //! `describe`: a column profile of any table, for data engineers checking an export.
 
-use datafusion::dataframe::DataFrame;
 use datafusion::prelude::SessionContext;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde::Deserialize;
 
-use super::{with_block, BuiltinStep};
+use super::{with_block, BuiltinOutput, BuiltinStep};
 use crate::config::params::Params;
 
 #[derive(Debug, Deserialize)]
@@ -31,7 +30,7 @@ impl BuiltinStep for Describe {
         vec![self.table.clone()]
     }
 
-    fn run<'a>(&'a self, ctx: &'a SessionContext, _params: &'a Params) -> BoxFuture<'a, datafusion::error::Result<DataFrame>> {
-        async move { ctx.table(self.table.as_str()).await?.describe().await }.boxed()
+    fn run<'a>(&'a self, ctx: &'a SessionContext, _params: &'a Params) -> BoxFuture<'a, datafusion::error::Result<BuiltinOutput>> {
+        async move { Ok(ctx.table(self.table.as_str()).await?.describe().await?.into()) }.boxed()
     }
 }

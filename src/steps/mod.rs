@@ -22,7 +22,20 @@ pub trait BuiltinStep: Send + Sync + Debug {
         &'a self,
         ctx: &'a SessionContext,
         params: &'a Params,
-    ) -> BoxFuture<'a, datafusion::error::Result<DataFrame>>;
+    ) -> BoxFuture<'a, datafusion::error::Result<BuiltinOutput>>;
+}
+
+/// What a built-in step produced: its table, and details for the run manifest (such as
+/// the convergence of a model fit).
+pub struct BuiltinOutput {
+    pub frame: DataFrame,
+    pub details: Option<serde_json::Value>,
+}
+
+impl From<DataFrame> for BuiltinOutput {
+    fn from(frame: DataFrame) -> Self {
+        Self { frame, details: None }
+    }
 }
 
 /// A kind of built-in step, found by name.
