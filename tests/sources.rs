@@ -106,3 +106,36 @@ publish: { store: marts }
     run(&p).expect_code(0);
     assert_eq!(read_parquet_rows(&p.path("marts/mart_previous.parquet"))[0]["rows_before"], "2", "second run reads the first's mart");
 }
+
+#[test]
+fn whitespace_separated_exports_are_read_by_position() {
+    let p = project(
+        r#"name: p
+sources:
+  tx:
+    store: exports
+    path: tx.txt
+    format: csv
+    csv: { delimiter: whitespace, header: false }
+    error_budget: { max_rows: 1 }
+    schema:
+      - { name: customer, type: string, required: true }
+      - { name: sample, type: string }
+      - { name: day, type: date, formats: ["%Y%m%d"] }
+      - { name: quantity, type: int }
+      - { name: amount, type: float }
+steps:
+  - sql: marts/mart_tx.sql
+publish: { store: marts }
+"#,
+        &[("marts/mart_tx.sql", "SELECT customer, min(day) AS first_day, sum(amount) AS amount FROM tx GROUP BY customer\n")],
+    );
+    p.write("exports/tx.txt", " 00004 0001 19970101  2   29.33\n 00004 0001 19970118  2   29.73\n 00021 0002 19970101  3   63.34\n 00022 0003 1997010x  1   1.00\n");
+    run(&p).expect_code(0);
+    let mut rows: Vec<(String, String, String)> = read_parquet_rows(&p.path("marts/mart_tx.parquet"))
+        .iter()
+        .map(|r| (r["customer"].clone(), r["first_day"].clone(), r["amount"].clone()))
+        .collect();
+    rows.sort();
+    assert_eq!(rows, vec![("00004".into(), "1997-01-01".into(), "59.06".into()), ("00021".into(), "1997-01-01".into(), "63.34".into())]);
+}
