@@ -10,6 +10,7 @@
 
 pub mod checks;
 pub mod config;
+pub mod functions;
 pub mod generate;
 pub mod manifest;
 pub mod publish;

@@ -101,7 +101,9 @@ pub fn session(execution: &Execution, spill_dir: PathBuf) -> datafusion::error::
         let pool = TrackConsumersPool::new(FairSpillPool::new(limit), NonZeroUsize::new(5).expect("non-zero"));
         runtime = runtime.with_memory_pool(Arc::new(pool));
     }
-    Ok(SessionContext::new_with_config_rt(config, runtime.build_arc()?))
+    let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
+    crate::functions::register_all(&ctx, &execution.functions);
+    Ok(ctx)
 }
 
 /// Runs `pipeline` with bound `params` on `stores`.

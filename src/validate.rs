@@ -33,6 +33,7 @@ pub async fn plan_pipeline(pipeline: &Pipeline) -> Diagnostics {
     let ctx = SessionContext::new_with_config(
         datafusion::prelude::SessionConfig::new().set_bool("datafusion.sql_parser.collect_spans", true),
     );
+    crate::functions::register_all(&ctx, &Default::default());
     let params: Params = pipeline
         .parameters
         .iter()

@@ -20,6 +20,16 @@ pub struct EnvironmentConfig {
     /// Limits for the query engine.
     #[serde(default)]
     pub execution: ExecutionConfig,
+    /// Personal data handling.
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Secret key of `keyed_hash()`, e.g. `${CRM_MARTS_HASH_KEY}`.
+    pub hash_key: Option<String>,
 }
 
 /// One store: a URL (`file://`, `memory://`, `s3://`, `gs://`, `az://`, or a local path)
@@ -59,6 +69,8 @@ pub struct Execution {
     pub spill_dir: PathBuf,
     pub target_partitions: usize,
     pub batch_size: usize,
+    /// Settings of crm-marts' SQL functions (the keyed-hash key).
+    pub functions: crate::functions::FunctionSettings,
 }
 
 impl Default for Execution {
@@ -68,6 +80,7 @@ impl Default for Execution {
             spill_dir: std::env::temp_dir().join("crm-marts"),
             target_partitions: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             batch_size: 8192,
+            functions: Default::default(),
         }
     }
 }
@@ -192,6 +205,17 @@ pub fn compile(
             );
         } else {
             execution.batch_size = n;
+        }
+    }
+    if let Some(key) = &raw.privacy.hash_key {
+        match expand_env(key, env) {
+            Ok(k) if k.is_empty() => diags.push(
+                Diagnostic::new(file, "privacy.hash_key: the key is empty").at_opt(locate(text, &["privacy", "hash_key"])),
+            ),
+            Ok(k) => execution.functions.hash_key = Some(k),
+            Err(e) => diags.push(
+                Diagnostic::new(file, format!("privacy.hash_key: {e}")).at_opt(locate(text, &["privacy", "hash_key"])),
+            ),
         }
     }
     diags.into_result(Environment { file: Some(file.to_path_buf()), stores, execution })

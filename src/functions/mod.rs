@@ -1,0 +1,34 @@
+//! SQL functions crm-marts adds to DataFusion, one per file, registered in one place.
+
+mod keyed_hash;
+
+use std::sync::Arc;
+
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::prelude::SessionContext;
+
+pub use keyed_hash::KeyedHash;
+
+/// What functions need from the environment.
+#[derive(Clone, Default)]
+pub struct FunctionSettings {
+    /// Key of `keyed_hash`; never logged.
+    pub hash_key: Option<String>,
+}
+
+impl std::fmt::Debug for FunctionSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionSettings").field("hash_key", &self.hash_key.as_ref().map(|_| "<redacted>")).finish()
+    }
+}
+
+/// Every function of crm-marts.
+pub fn functions(settings: &FunctionSettings) -> Vec<Arc<ScalarUDF>> {
+    vec![Arc::new(ScalarUDF::from(KeyedHash::new(settings.hash_key.clone())))]
+}
+
+pub fn register_all(ctx: &SessionContext, settings: &FunctionSettings) {
+    for f in functions(settings) {
+        ctx.register_udf(f.as_ref().clone());
+    }
+}
