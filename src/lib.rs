@@ -20,3 +20,4 @@ pub mod sql;
 pub mod steps;
 pub mod storage;
 pub mod validate;
+pub mod value;

@@ -3,6 +3,11 @@
 
 mod cli;
 
+// DataFusion allocates and frees many buffers across threads; mimalloc keeps the
+// resident size close to what is really in use, which glibc's arenas do not.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

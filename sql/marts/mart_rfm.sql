@@ -17,8 +17,9 @@ per_customer AS (
         customer_id,
         min(order_date) AS first_order_date,
         max(order_date) AS last_order_date,
-        count(DISTINCT CASE
-            WHEN CAST(order_date AS INT) > CAST($as_of AS INT) - $window_days THEN order_id
+        -- order_values has one row per order, so counting rows counts distinct orders.
+        count(CASE
+            WHEN CAST(order_date AS INT) > CAST($as_of AS INT) - $window_days THEN 1
         END) AS frequency,
         round(coalesce(sum(CASE
             WHEN CAST(order_date AS INT) > CAST($as_of AS INT) - $window_days THEN order_revenue

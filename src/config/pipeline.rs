@@ -478,7 +478,7 @@ impl Compiler<'_> {
             let where_ = format!("steps[{idx}]");
             let step = match (&s.sql, &s.builtin) {
                 (Some(sql), None) => self.sql_step(&where_, sql, s, params, sql_dir),
-                (None, Some(kind)) => self.builtin_step(&where_, kind, s),
+                (None, Some(kind)) => self.builtin_step(&where_, kind, s, sql_dir),
                 _ => {
                     self.error(&["steps"], format!("{where_}: a step needs exactly one of `sql` or `builtin`"));
                     None
@@ -567,7 +567,7 @@ impl Compiler<'_> {
         Some(Step { name, kind: StepKind::Sql(model), depends_on, publish: sink, materialize: s.materialize, spec })
     }
 
-    fn builtin_step(&mut self, where_: &str, kind: &str, s: &StepConfig) -> Option<Step> {
+    fn builtin_step(&mut self, where_: &str, kind: &str, s: &StepConfig, sql_dir: &Path) -> Option<Step> {
         let Some(found) = steps::find(kind) else {
             let known: Vec<&str> = steps::kinds().iter().map(|k| k.name).collect();
             self.error(&["steps"], format!("{where_}: unknown built-in step `{kind}` (known: {})", known.join(", ")));
@@ -591,7 +591,9 @@ impl Compiler<'_> {
         };
         let sink = self.sink(where_, s.publish.unwrap_or(false), s);
         let depends_on = step.inputs();
-        Some(Step { name, kind: StepKind::Builtin { kind: found.name, step }, depends_on, publish: sink, materialize: s.materialize, spec: None })
+        // A built-in step's table is documented like a mart: sql/marts/<name>.yml.
+        let spec = self.spec_for(&sql_dir.join("marts").join(format!("{name}.sql")), &name);
+        Some(Step { name, kind: StepKind::Builtin { kind: found.name, step }, depends_on, publish: sink, materialize: s.materialize, spec })
     }
 
     fn sink(&mut self, where_: &str, publish: bool, s: &StepConfig) -> Option<Sink> {

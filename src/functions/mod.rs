@@ -1,5 +1,6 @@
 //! SQL functions crm-marts adds to DataFusion, one per file, registered in one place.
 
+mod clv;
 mod keyed_hash;
 
 use std::sync::Arc;
@@ -24,7 +25,9 @@ impl std::fmt::Debug for FunctionSettings {
 
 /// Every function of crm-marts.
 pub fn functions(settings: &FunctionSettings) -> Vec<Arc<ScalarUDF>> {
-    vec![Arc::new(ScalarUDF::from(KeyedHash::new(settings.hash_key.clone())))]
+    let mut all = vec![Arc::new(ScalarUDF::from(KeyedHash::new(settings.hash_key.clone())))];
+    all.extend(clv::functions().into_iter().map(Arc::new));
+    all
 }
 
 pub fn register_all(ctx: &SessionContext, settings: &FunctionSettings) {

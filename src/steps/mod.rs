@@ -2,6 +2,7 @@
 //! kind compiles its own `with:` block and returns a DataFrame; the runner materialises,
 //! checks and publishes it exactly like the result of a SQL model.
 
+mod clv_fit;
 mod describe;
 
 use std::fmt::Debug;
@@ -48,11 +49,18 @@ pub struct BuiltinKind {
 
 /// Every built-in step kind.
 pub fn kinds() -> &'static [BuiltinKind] {
-    &[BuiltinKind {
-        name: "describe",
-        summary: "column profile of a table: count, nulls, mean, std, min, median, max",
-        compile: describe::compile,
-    }]
+    &[
+        BuiltinKind {
+            name: "describe",
+            summary: "column profile of a table: count, nulls, mean, std, min, median, max",
+            compile: describe::compile,
+        },
+        BuiltinKind {
+            name: "clv_fit",
+            summary: "BG/NBD and Gamma-Gamma maximum-likelihood fit on a per-customer summary",
+            compile: clv_fit::compile,
+        },
+    ]
 }
 
 pub fn find(name: &str) -> Option<&'static BuiltinKind> {

@@ -166,3 +166,25 @@ impl Project {
         p
     }
 }
+
+/// The folder holding CDNOW_sample.txt, from the `lifetimes` package on PyPI (its
+/// datasets folder), downloaded once into target/cdnow.
+pub fn cdnow_dir() -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let root = repo().join("target").join("cdnow");
+    let dir = root.join("lifetimes").join("datasets");
+    if !dir.join("CDNOW_sample.txt").exists() {
+        let status = Command::new("python3")
+            .args(["-m", "pip", "download", "--quiet", "--no-deps", "lifetimes==0.11.3", "-d"])
+            .arg(&root)
+            .status()
+            .expect("pip download");
+        assert!(status.success(), "cannot download the lifetimes package (CDNOW data)");
+        let unzip = "import sys, zipfile, glob; zipfile.ZipFile(glob.glob(sys.argv[1] + '/*.whl')[0]).extractall(sys.argv[1])";
+        let status = Command::new("python3").args(["-c", unzip]).arg(&root).status().expect("unzip");
+        assert!(status.success());
+    }
+    assert!(dir.join("CDNOW_sample.txt").exists());
+    dir
+}
