@@ -1,0 +1,62 @@
+-- mart_customer_value: actual and potential value per customer and the Peppers & Rogers
+-- value tier. Columns: mart_customer_value.yml.
+WITH lifetime AS (
+    SELECT o.customer_id, sum(l.net_amount - coalesce(l.cost_amount, 0.0)) AS margin
+    FROM stg_orders o
+    JOIN stg_order_lines l ON l.order_id = o.order_id
+    WHERE o.status = 'completed' AND o.order_date <= $as_of
+    GROUP BY o.customer_id
+),
+lifetime_refunds AS (
+    SELECT o.customer_id, sum(coalesce(r.refund_amount, 0.0)) AS refunds
+    FROM stg_returns r
+    JOIN stg_orders o ON o.order_id = r.order_id
+    WHERE r.return_date <= $as_of
+    GROUP BY o.customer_id
+),
+valued AS (
+    SELECT
+        c.customer_id,
+        round(coalesce(lt.margin, 0.0) - coalesce(lr.refunds, 0.0), 2) AS actual_value,
+        c.clv,
+        round(coalesce(w.category_monthly_spend, 0.0) * $clv_horizon_months * $clv_margin_rate, 2) AS wallet_potential,
+        p.profit AS window_profit
+    FROM mart_clv c
+    LEFT JOIN lifetime lt ON lt.customer_id = c.customer_id
+    LEFT JOIN lifetime_refunds lr ON lr.customer_id = c.customer_id
+    LEFT JOIN mart_share_of_wallet w ON w.customer_id = c.customer_id
+    LEFT JOIN mart_profitability p ON p.customer_id = c.customer_id
+),
+potential AS (
+    SELECT
+        *,
+        round(greatest(clv, wallet_potential), 2) AS potential_value,
+        round(greatest(clv, wallet_potential) - actual_value, 2) AS unrealised_potential
+    FROM valued
+),
+ranked AS (
+    SELECT
+        *,
+        row_number() OVER (ORDER BY actual_value DESC, customer_id) AS actual_rank,
+        row_number() OVER (ORDER BY unrealised_potential DESC, customer_id) AS potential_rank,
+        count(*) OVER () AS customers
+    FROM potential
+)
+SELECT
+    customer_id,
+    actual_value,
+    round(clv, 2) AS clv,
+    wallet_potential,
+    potential_value,
+    unrealised_potential,
+    window_profit,
+    CASE
+        WHEN window_profit < 0 THEN 'BZ'
+        WHEN actual_rank <= ceil(customers * $mvc_share) THEN 'MVC'
+        WHEN potential_rank <= ceil(customers * $mgc_share) THEN 'MGC'
+        ELSE 'Other'
+    END AS value_tier,
+    actual_rank,
+    potential_rank,
+    $as_of AS as_of_date
+FROM ranked

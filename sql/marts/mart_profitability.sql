@@ -1,0 +1,89 @@
+-- mart_profitability: what each ERP customer earned us in the window, after the cost
+-- of serving them (activity-based costing). Columns: mart_profitability.yml.
+WITH order_totals AS (
+    -- One row per order first: counting rows then counts orders (no count(DISTINCT)).
+    SELECT
+        o.customer_id,
+        o.order_id,
+        max(CASE WHEN o.delivery = 'home' THEN 1 ELSE 0 END) AS home_delivery,
+        sum(l.gross_amount) AS gross_revenue,
+        sum(coalesce(l.discount_amount, 0.0)) AS discounts,
+        sum(coalesce(l.cost_amount, 0.0)) AS cost_of_goods,
+        sum(CASE WHEN coalesce(l.discount_amount, 0.0) > 0 THEN 1 ELSE 0 END) AS discounted_lines,
+        count(*) AS lines
+    FROM stg_orders o
+    JOIN stg_order_lines l ON l.order_id = o.order_id
+    WHERE o.status = 'completed'
+      AND o.order_date <= $as_of
+      AND CAST(o.order_date AS INT) > CAST($as_of AS INT) - $window_days
+    GROUP BY o.customer_id, o.order_id
+),
+sales AS (
+    SELECT
+        customer_id,
+        count(*) AS orders,
+        sum(home_delivery) AS deliveries,
+        sum(gross_revenue) AS gross_revenue,
+        sum(discounts) AS discounts,
+        sum(cost_of_goods) AS cost_of_goods,
+        CAST(sum(discounted_lines) AS DOUBLE) / sum(lines) AS discounted_line_share
+    FROM order_totals
+    GROUP BY customer_id
+),
+refunds AS (
+    SELECT o.customer_id, count(*) AS returns, sum(coalesce(r.refund_amount, 0.0)) AS refunds
+    FROM stg_returns r
+    JOIN stg_orders o ON o.order_id = r.order_id
+    WHERE r.return_date <= $as_of
+      AND CAST(r.return_date AS INT) > CAST($as_of AS INT) - $window_days
+    GROUP BY o.customer_id
+),
+contacts AS (
+    SELECT c.customer_id, count(*) AS service_contacts
+    FROM stg_customers c
+    JOIN stg_app_events e ON e.member_id = c.loyalty_id
+    WHERE e.event_type IN ('service_contact', 'complaint')
+      AND CAST(e.event_time AS DATE) <= $as_of
+      AND CAST(CAST(e.event_time AS DATE) AS INT) > CAST($as_of AS INT) - $window_days
+    GROUP BY c.customer_id
+),
+costed AS (
+    SELECT
+        s.customer_id,
+        s.orders,
+        round(s.gross_revenue, 2) AS gross_revenue,
+        round(s.discounts, 2) AS discounts,
+        round(coalesce(r.refunds, 0.0), 2) AS refunds,
+        round(s.cost_of_goods, 2) AS cost_of_goods,
+        coalesce(r.returns, 0) AS returns,
+        coalesce(c.service_contacts, 0) AS service_contacts,
+        s.deliveries,
+        round(
+            coalesce(r.returns, 0) * $cost_per_return
+            + coalesce(c.service_contacts, 0) * $cost_per_service_contact
+            + s.deliveries * $cost_per_delivery, 2) AS cost_to_serve,
+        s.discounted_line_share
+    FROM sales s
+    LEFT JOIN refunds r ON r.customer_id = s.customer_id
+    LEFT JOIN contacts c ON c.customer_id = s.customer_id
+)
+SELECT
+    customer_id,
+    orders,
+    gross_revenue,
+    discounts,
+    refunds,
+    round(gross_revenue - discounts - refunds, 2) AS net_revenue,
+    cost_of_goods,
+    round(gross_revenue - discounts - refunds - cost_of_goods, 2) AS gross_margin,
+    returns,
+    service_contacts,
+    deliveries,
+    cost_to_serve,
+    round(gross_revenue - discounts - refunds - cost_of_goods - cost_to_serve, 2) AS profit,
+    round(discounted_line_share, 4) AS discounted_line_share,
+    discounted_line_share >= $discount_trap_line_share
+        AND gross_revenue - refunds - cost_of_goods > 0
+        AND gross_revenue - discounts - refunds - cost_of_goods <= 0 AS discount_trap,
+    $as_of AS as_of_date
+FROM costed

@@ -1,0 +1,94 @@
+-- mart_share_of_wallet: our share of each ERP customer's monthly category spend, with
+-- the category spend estimated three ways and the method used recorded per customer.
+-- Columns: mart_share_of_wallet.yml.
+WITH our_spend AS (
+    SELECT
+        o.customer_id,
+        sum(l.net_amount) / ($window_days / 30.4375) AS our_monthly_spend
+    FROM stg_orders o
+    JOIN stg_order_lines l ON l.order_id = o.order_id
+    WHERE o.status = 'completed'
+      AND o.order_date <= $as_of
+      AND CAST(o.order_date AS INT) > CAST($as_of AS INT) - $window_days
+    GROUP BY o.customer_id
+),
+latest_survey AS (
+    SELECT member_id, category_spend_monthly, brands_used, our_rank
+    FROM (
+        SELECT
+            member_id, category_spend_monthly, brands_used, our_rank,
+            row_number() OVER (PARTITION BY member_id ORDER BY answered_on DESC, response_id DESC) AS rn
+        FROM stg_survey_answers
+        WHERE answered_on <= $as_of
+    ) s
+    WHERE rn = 1
+),
+profile AS (
+    SELECT
+        customer_id,
+        loyalty_id,
+        CASE
+            WHEN birth_date IS NULL THEN 'unknown'
+            WHEN (CAST($as_of AS INT) - CAST(birth_date AS INT)) / 365.25 < 30 THEN '18-29'
+            WHEN (CAST($as_of AS INT) - CAST(birth_date AS INT)) / 365.25 < 45 THEN '30-44'
+            WHEN (CAST($as_of AS INT) - CAST(birth_date AS INT)) / 365.25 < 60 THEN '45-59'
+            ELSE '60+'
+        END AS age_band,
+        -- Danish postcodes below 3000 are the capital region.
+        CASE WHEN TRY_CAST(postcode AS INT) < 3000 THEN 'capital' ELSE 'other' END AS region
+    FROM stg_customers
+),
+estimates AS (
+    SELECT
+        p.customer_id,
+        s.our_monthly_spend,
+        sv.category_spend_monthly AS survey_spend,
+        -- Wallet Allocation Rule (Keiningham et al.): share = (1 - r / (n + 1)) x 2 / n.
+        CASE
+            WHEN sv.brands_used >= 1 AND sv.our_rank BETWEEN 1 AND sv.brands_used
+            THEN (1.0 - CAST(sv.our_rank AS DOUBLE) / (sv.brands_used + 1)) * 2.0 / sv.brands_used
+        END AS war_share,
+        ref.monthly_category_spend AS reference_spend,
+        p.age_band,
+        p.region
+    FROM our_spend s
+    JOIN profile p ON p.customer_id = s.customer_id
+    LEFT JOIN latest_survey sv ON sv.member_id = p.loyalty_id
+    LEFT JOIN category_spend_reference ref ON ref.age_band = p.age_band AND ref.region = p.region
+),
+chosen AS (
+    SELECT
+        *,
+        CASE
+            WHEN survey_spend > 0 THEN 'survey'
+            WHEN war_share > 0 AND our_monthly_spend > 0 THEN 'wallet_allocation_rule'
+            WHEN reference_spend > 0 THEN 'reference_table'
+        END AS method
+    FROM estimates
+)
+SELECT
+    customer_id,
+    round(our_monthly_spend, 2) AS our_monthly_spend,
+    method AS category_spend_method,
+    round(CASE method
+        WHEN 'survey' THEN survey_spend
+        WHEN 'wallet_allocation_rule' THEN our_monthly_spend / war_share
+        WHEN 'reference_table' THEN reference_spend
+    END, 2) AS category_monthly_spend,
+    round(survey_spend, 2) AS survey_monthly_spend,
+    round(war_share, 4) AS wallet_allocation_share,
+    round(reference_spend, 2) AS reference_monthly_spend,
+    round(our_monthly_spend / CASE method
+        WHEN 'survey' THEN survey_spend
+        WHEN 'wallet_allocation_rule' THEN our_monthly_spend / war_share
+        WHEN 'reference_table' THEN reference_spend
+    END, 4) AS share_of_wallet,
+    round(greatest(CASE method
+        WHEN 'survey' THEN survey_spend
+        WHEN 'wallet_allocation_rule' THEN our_monthly_spend / war_share
+        WHEN 'reference_table' THEN reference_spend
+    END - our_monthly_spend, 0.0), 2) AS monthly_headroom,
+    age_band,
+    region,
+    $as_of AS as_of_date
+FROM chosen

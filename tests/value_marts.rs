@@ -1,0 +1,226 @@
+//! Profitability, share of wallet and value tiers recomputed in this file from the
+//! generated exports (an independent implementation, not the same SQL), plus the
+//! Wallet Allocation Rule by hand.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use common::{read_parquet_rows, repo, Project};
+
+const AS_OF: &str = "2026-11-22";
+const WINDOW_DAYS: i64 = 365;
+
+fn rows(path: &Path, delimiter: u8) -> Vec<HashMap<String, String>> {
+    let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).flexible(true).from_path(path).unwrap();
+    let headers: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    reader
+        .records()
+        .map(|r| r.unwrap())
+        .filter(|r| r.len() == headers.len())
+        .map(|r| headers.iter().cloned().zip(r.iter().map(String::from)).collect())
+        .collect()
+}
+
+fn ndjson(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).unwrap().lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn date(s: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok()
+}
+
+fn f(s: &str) -> Option<f64> {
+    s.trim().parse().ok()
+}
+
+fn optf(s: &str) -> Option<f64> {
+    if s.trim().is_empty() {
+        Some(0.0)
+    } else {
+        f(s)
+    }
+}
+
+#[derive(Default, Debug)]
+struct Expected {
+    orders: i64,
+    gross: f64,
+    discounts: f64,
+    cogs: f64,
+    refunds: f64,
+    returns: i64,
+    deliveries: i64,
+    contacts: i64,
+    our_spend: f64,
+}
+
+#[test]
+fn wallet_allocation_rule_by_hand() {
+    // n = 4 brands, ours ranked 1st: (1 - 1/5) x 2/4 = 0.4; ranked 4th: (1 - 4/5) x 2/4 = 0.1.
+    let war = |r: f64, n: f64| (1.0 - r / (n + 1.0)) * 2.0 / n;
+    assert!((war(1.0, 4.0) - 0.4).abs() < 1e-12);
+    assert!((war(4.0, 4.0) - 0.1).abs() < 1e-12);
+    // The shares of all n brands add up to the whole wallet.
+    let total: f64 = (1..=4).map(|r| war(r as f64, 4.0)).sum();
+    assert!((total - 1.0).abs() < 1e-12);
+}
+
+#[test]
+fn value_marts_match_an_independent_computation() {
+    let p = Project::new();
+    let dir = p.path("demo");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crm-marts"))
+        .args(["demo", "--customers", "500", "--seed", "21", "--dir"])
+        .arg(&dir)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "demo failed: {}", String::from_utf8_lossy(&out.stderr));
+    let ex = dir.join("exports");
+    let as_of = date(AS_OF).unwrap();
+    let start = as_of - chrono::Duration::days(WINDOW_DAYS);
+    let in_window = |d: NaiveDate| d > start && d <= as_of;
+
+    // Orders (valid rows only, as the pipeline quarantines the rest).
+    let mut order_customer: HashMap<String, (String, NaiveDate, bool, bool)> = HashMap::new();
+    for o in rows(&ex.join("erp/orders.csv"), b';') {
+        let Some(d) = date(&o["order_date"]) else { continue };
+        if o["order_id"].trim().is_empty() || o["customer_id"].trim().is_empty() || o["status"].trim().is_empty() {
+            continue;
+        }
+        order_customer.insert(o["order_id"].clone(), (o["customer_id"].clone(), d, o["status"] == "completed", o["delivery"] == "home"));
+    }
+    let mut exp: BTreeMap<String, Expected> = BTreeMap::new();
+    let mut counted_orders: HashMap<String, bool> = HashMap::new();
+    for l in rows(&ex.join("erp/order_lines.csv"), b';') {
+        let (Some(q), Some(price), Some(disc), Some(cost)) =
+            (l["quantity"].trim().parse::<i64>().ok(), f(&l["unit_price"]), optf(&l["discount_amount"]), optf(&l["unit_cost"]))
+        else {
+            continue;
+        };
+        if l["order_id"].trim().is_empty() || l["line_no"].trim().parse::<i64>().is_err() {
+            continue;
+        }
+        let Some((cust, d, completed, home)) = order_customer.get(&l["order_id"]) else { continue };
+        if !completed || !in_window(*d) {
+            continue;
+        }
+        let e = exp.entry(cust.clone()).or_default();
+        if counted_orders.insert(l["order_id"].clone(), true).is_none() {
+            e.orders += 1;
+            e.deliveries += *home as i64;
+        }
+        e.gross += q as f64 * price;
+        e.discounts += disc;
+        e.cogs += q as f64 * cost;
+        e.our_spend += q as f64 * price - disc;
+    }
+    for r in rows(&ex.join("erp/returns.csv"), b';') {
+        let Some(d) = date(&r["return_date"]) else { continue };
+        let Some((cust, ..)) = order_customer.get(&r["order_id"]) else { continue };
+        if r["return_id"].trim().is_empty() || !in_window(d) {
+            continue;
+        }
+        if let Some(e) = exp.get_mut(cust) {
+            e.returns += 1;
+            e.refunds += optf(&r["refund_amount"]).unwrap_or(0.0);
+        }
+    }
+    // Service contacts of the loyalty member printed on the ERP record.
+    let customers = rows(&ex.join("erp/customers.csv"), b';');
+    let mut members_of: HashMap<String, Vec<String>> = HashMap::new();
+    for c in &customers {
+        if !c["loyalty_id"].is_empty() {
+            members_of.entry(c["loyalty_id"].clone()).or_default().push(c["customer_id"].clone());
+        }
+    }
+    for e in ndjson(&ex.join("loyalty/app_events.ndjson")) {
+        let kind = e["event_type"].as_str().unwrap();
+        if kind != "service_contact" && kind != "complaint" {
+            continue;
+        }
+        let at: DateTime<Utc> = DateTime::parse_from_rfc3339(e["event_time"].as_str().unwrap()).unwrap().into();
+        if !in_window(at.date_naive()) {
+            continue;
+        }
+        for cust in members_of.get(e["member_id"].as_str().unwrap()).into_iter().flatten() {
+            if let Some(x) = exp.get_mut(cust) {
+                x.contacts += 1;
+            }
+        }
+    }
+
+    let marts = dir.join("marts");
+    let prof = read_parquet_rows(&marts.join("mart_profitability.parquet"));
+    assert_eq!(prof.len(), exp.len(), "one row per customer with an order in the window");
+    let close = |a: &str, b: f64| (a.parse::<f64>().unwrap() - b).abs() < 0.011;
+    let mut traps = 0;
+    for row in &prof {
+        let e = &exp[&row["customer_id"]];
+        let cost_to_serve = e.returns as f64 * 60.0 + e.contacts as f64 * 45.0 + e.deliveries as f64 * 39.0;
+        let profit = e.gross - e.discounts - e.refunds - e.cogs - cost_to_serve;
+        assert_eq!(row["orders"], e.orders.to_string(), "{row:?}");
+        assert!(close(&row["gross_revenue"], e.gross), "{row:?} {e:?}");
+        assert!(close(&row["refunds"], e.refunds), "{row:?} {e:?}");
+        assert_eq!(row["service_contacts"], e.contacts.to_string(), "{row:?} {e:?}");
+        assert!(close(&row["cost_to_serve"], cost_to_serve), "{row:?} {e:?}");
+        assert!(close(&row["profit"], profit), "{row:?} {e:?}");
+        traps += (row["discount_trap"] == "true") as usize;
+    }
+    assert!(traps > 0, "the generator's discount hunters show up as discount traps");
+
+    // Share of wallet: our monthly spend, and the WAR where that method was chosen.
+    let sow = read_parquet_rows(&marts.join("mart_share_of_wallet.parquet"));
+    let months = WINDOW_DAYS as f64 / 30.4375;
+    let mut methods: HashMap<String, usize> = HashMap::new();
+    for row in &sow {
+        let e = &exp[&row["customer_id"]];
+        assert!(close(&row["our_monthly_spend"], e.our_spend / months), "{row:?}");
+        *methods.entry(row["category_spend_method"].clone()).or_default() += 1;
+        if row["category_spend_method"] == "wallet_allocation_rule" {
+            let share: f64 = row["wallet_allocation_share"].parse().unwrap();
+            let cat: f64 = row["category_monthly_spend"].parse().unwrap();
+            assert!((cat - e.our_spend / months / share).abs() / cat < 1e-3, "{row:?}");
+        }
+    }
+    assert!(methods.contains_key("survey") && methods.contains_key("reference_table"), "{methods:?}");
+
+    // Tiers follow their rules, recomputed from the mart's own measures.
+    let value = read_parquet_rows(&marts.join("mart_customer_value.parquet"));
+    let n = value.len();
+    let mut by_actual: Vec<(f64, &str)> = value.iter().map(|r| (r["actual_value"].parse().unwrap(), r["customer_id"].as_str())).collect();
+    by_actual.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap().then(a.1.cmp(b.1)));
+    let top_actual: std::collections::HashSet<&str> = by_actual.iter().take((n as f64 * 0.10).ceil() as usize).map(|x| x.1).collect();
+    let mut by_potential: Vec<(f64, &str)> =
+        value.iter().map(|r| (r["unrealised_potential"].parse().unwrap(), r["customer_id"].as_str())).collect();
+    by_potential.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap().then(a.1.cmp(b.1)));
+    let top_potential: std::collections::HashSet<&str> =
+        by_potential.iter().take((n as f64 * 0.20).ceil() as usize).map(|x| x.1).collect();
+    for row in &value {
+        let bz = row["window_profit"].parse::<f64>().map(|p| p < 0.0).unwrap_or(false);
+        let expected = if bz {
+            "BZ"
+        } else if top_actual.contains(row["customer_id"].as_str()) {
+            "MVC"
+        } else if top_potential.contains(row["customer_id"].as_str()) {
+            "MGC"
+        } else {
+            "Other"
+        };
+        assert_eq!(row["value_tier"], expected, "{row:?}");
+        let potential: f64 = row["potential_value"].parse().unwrap();
+        let clv: f64 = row["clv"].parse().unwrap();
+        let wallet: f64 = row["wallet_potential"].parse().unwrap();
+        assert!((potential - clv.max(wallet)).abs() < 0.011, "{row:?}");
+    }
+
+    // The 360 mart has every ERP customer once and no personal data.
+    let wide = read_parquet_rows(&marts.join("mart_customer_360.parquet"));
+    assert_eq!(wide.len(), customers.len());
+    for column in ["email", "phone", "first_name", "last_name", "street"] {
+        assert!(!wide[0].contains_key(column), "mart_customer_360 must not carry {column}");
+    }
+}
