@@ -203,7 +203,10 @@ fn demo_runs_end_to_end_and_rfm_and_abc_match_an_independent_computation() {
     assert_eq!(manifests.len(), 1);
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifests[0]).unwrap()).unwrap();
     assert_eq!(manifest["status"], "succeeded");
-    assert_eq!(manifest["outputs"].as_array().unwrap().len(), 3);
+    let outputs: Vec<&str> = manifest["outputs"].as_array().unwrap().iter().map(|o| o["mart"].as_str().unwrap()).collect();
+    for mart in ["mart_rfm", "mart_abc", "mart_abc_summary"] {
+        assert!(outputs.contains(&mart), "{outputs:?}");
+    }
     assert!(manifest["quarantined_rows"].as_u64().unwrap() > 0);
     let checks: Vec<&serde_json::Value> = manifest["steps"].as_array().unwrap().iter().flat_map(|s| s["checks"].as_array().unwrap()).collect();
     assert!(checks.len() > 20 && checks.iter().all(|c| c["passed"] == true), "{checks:?}");

@@ -4,12 +4,9 @@ WITH revenue AS (
     SELECT
         o.customer_id,
         round(coalesce(sum(CASE
-            WHEN CAST(o.order_date AS INT) > CAST($as_of AS INT) - $window_days THEN l.net_amount
+            WHEN CAST(o.order_date AS INT) > CAST($as_of AS INT) - $window_days THEN o.net_amount
         END), 0.0), 2) AS revenue
-    FROM stg_orders o
-    JOIN stg_order_lines l ON l.order_id = o.order_id
-    WHERE o.status = 'completed'
-      AND o.order_date <= $as_of
+    FROM int_order_values o
     GROUP BY o.customer_id
 ),
 ranked AS (

@@ -1,11 +1,9 @@
 -- mart_customer_value: actual and potential value per customer and the Peppers & Rogers
 -- value tier. Columns: mart_customer_value.yml.
 WITH lifetime AS (
-    SELECT o.customer_id, sum(l.net_amount - coalesce(l.cost_amount, 0.0)) AS margin
-    FROM stg_orders o
-    JOIN stg_order_lines l ON l.order_id = o.order_id
-    WHERE o.status = 'completed' AND o.order_date <= $as_of
-    GROUP BY o.customer_id
+    SELECT customer_id, sum(net_amount - cost_amount) AS margin
+    FROM int_order_values
+    GROUP BY customer_id
 ),
 lifetime_refunds AS (
     SELECT o.customer_id, sum(coalesce(r.refund_amount, 0.0)) AS refunds

@@ -1,22 +1,17 @@
 -- mart_profitability: what each ERP customer earned us in the window, after the cost
 -- of serving them (activity-based costing). Columns: mart_profitability.yml.
 WITH order_totals AS (
-    -- One row per order first: counting rows then counts orders (no count(DISTINCT)).
     SELECT
-        o.customer_id,
-        o.order_id,
-        max(CASE WHEN o.delivery = 'home' THEN 1 ELSE 0 END) AS home_delivery,
-        sum(l.gross_amount) AS gross_revenue,
-        sum(coalesce(l.discount_amount, 0.0)) AS discounts,
-        sum(coalesce(l.cost_amount, 0.0)) AS cost_of_goods,
-        sum(CASE WHEN coalesce(l.discount_amount, 0.0) > 0 THEN 1 ELSE 0 END) AS discounted_lines,
-        count(*) AS lines
-    FROM stg_orders o
-    JOIN stg_order_lines l ON l.order_id = o.order_id
-    WHERE o.status = 'completed'
-      AND o.order_date <= $as_of
-      AND CAST(o.order_date AS INT) > CAST($as_of AS INT) - $window_days
-    GROUP BY o.customer_id, o.order_id
+        customer_id,
+        order_id,
+        CASE WHEN delivery = 'home' THEN 1 ELSE 0 END AS home_delivery,
+        gross_amount AS gross_revenue,
+        discount_amount AS discounts,
+        cost_amount AS cost_of_goods,
+        discounted_lines,
+        lines
+    FROM int_order_values
+    WHERE CAST(order_date AS INT) > CAST($as_of AS INT) - $window_days
 ),
 sales AS (
     SELECT

@@ -1,16 +1,8 @@
 -- mart_rfm: recency, frequency and monetary value per ERP customer, scored 1-5 by
 -- quintile, with the named segment from the rfm_segments seed. Columns: mart_rfm.yml.
 WITH order_values AS (
-    SELECT
-        o.order_id,
-        o.customer_id,
-        o.order_date,
-        sum(l.net_amount) AS order_revenue
-    FROM stg_orders o
-    JOIN stg_order_lines l ON l.order_id = o.order_id
-    WHERE o.status = 'completed'
-      AND o.order_date <= $as_of
-    GROUP BY o.order_id, o.customer_id, o.order_date
+    SELECT order_id, customer_id, order_date, net_amount AS order_revenue
+    FROM int_order_values
 ),
 per_customer AS (
     SELECT

@@ -3,14 +3,11 @@
 -- Columns: mart_share_of_wallet.yml.
 WITH our_spend AS (
     SELECT
-        o.customer_id,
-        sum(l.net_amount) / ($window_days / 30.4375) AS our_monthly_spend
-    FROM stg_orders o
-    JOIN stg_order_lines l ON l.order_id = o.order_id
-    WHERE o.status = 'completed'
-      AND o.order_date <= $as_of
-      AND CAST(o.order_date AS INT) > CAST($as_of AS INT) - $window_days
-    GROUP BY o.customer_id
+        customer_id,
+        sum(net_amount) / ($window_days / 30.4375) AS our_monthly_spend
+    FROM int_order_values
+    WHERE CAST(order_date AS INT) > CAST($as_of AS INT) - $window_days
+    GROUP BY customer_id
 ),
 latest_survey AS (
     SELECT member_id, category_spend_monthly, brands_used, our_rank

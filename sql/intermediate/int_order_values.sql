@@ -1,0 +1,20 @@
+-- Completed orders up to the as-of date with their line totals, one row per order.
+-- The order-line join happens here once; the marts read this table.
+SELECT
+    o.order_id,
+    o.customer_id,
+    o.order_date,
+    o.channel,
+    o.delivery,
+    o.payment_status,
+    sum(l.gross_amount) AS gross_amount,
+    sum(coalesce(l.discount_amount, 0.0)) AS discount_amount,
+    sum(l.net_amount) AS net_amount,
+    sum(coalesce(l.cost_amount, 0.0)) AS cost_amount,
+    count(*) AS lines,
+    sum(CASE WHEN coalesce(l.discount_amount, 0.0) > 0 THEN 1 ELSE 0 END) AS discounted_lines
+FROM stg_orders o
+JOIN stg_order_lines l ON l.order_id = o.order_id
+WHERE o.status = 'completed'
+  AND o.order_date <= $as_of
+GROUP BY o.order_id, o.customer_id, o.order_date, o.channel, o.delivery, o.payment_status

@@ -1,0 +1,86 @@
+-- mart_cx_customers: per buying ERP customer, the latest NPS answer, the lifecycle state,
+-- the revenue at risk (revenue of detractors and of at-risk or dormant customers) and the
+-- pain points met in the window with their revenue-weighted friction. Sum the columns for
+-- totals. Columns and definitions: mart_cx_customers.yml.
+WITH nps_answers AS (
+    SELECT
+        member_id,
+        answered_on,
+        nps,
+        row_number() OVER (PARTITION BY member_id ORDER BY answered_on DESC, response_id DESC) AS recency_no
+    FROM (
+        SELECT *, row_number() OVER (PARTITION BY response_id ORDER BY answered_on, member_id) AS copy_no
+        FROM stg_survey_answers
+        WHERE nps BETWEEN 0 AND 10
+          AND answered_on <= $as_of
+    ) a
+    WHERE copy_no = 1
+),
+latest_nps AS (
+    -- The latest answer of the loyalty member whose member_id is the customer's loyalty_id.
+    SELECT c.customer_id, max(n.nps) AS latest_nps, max(n.answered_on) AS latest_nps_on
+    FROM (SELECT DISTINCT customer_id, loyalty_id FROM stg_customers WHERE loyalty_id IS NOT NULL) c
+    JOIN nps_answers n ON n.member_id = c.loyalty_id AND n.recency_no = 1
+    GROUP BY c.customer_id
+),
+pains AS (
+    SELECT
+        customer_id,
+        count(*) AS pain_points,
+        count(CASE WHEN touchpoint_type = 'failed_payment' THEN 1 END) AS failed_payments,
+        count(CASE WHEN touchpoint_type = 'return' THEN 1 END) AS returns,
+        count(CASE WHEN touchpoint_type = 'complaint' THEN 1 END) AS complaints,
+        count(CASE WHEN touchpoint_type = 'service_contact' THEN 1 END) AS service_contacts
+    FROM mart_touchpoints
+    WHERE is_pain_point
+      AND customer_id IS NOT NULL
+      AND CAST(occurred_on AS INT) > CAST($as_of AS INT) - $window_days
+    GROUP BY customer_id
+),
+joined AS (
+    SELECT
+        l.customer_id,
+        l.lifecycle_state,
+        r.rfm_segment,
+        r.monetary AS window_revenue,
+        n.latest_nps,
+        n.latest_nps_on,
+        CASE
+            WHEN n.latest_nps >= 9 THEN 'promoter'
+            WHEN n.latest_nps >= 7 THEN 'passive'
+            WHEN n.latest_nps >= 0 THEN 'detractor'
+        END AS nps_group,
+        coalesce(n.latest_nps <= 6, false) AS is_detractor,
+        l.lifecycle_state IN ('at_risk', 'dormant') AS is_lifecycle_risk,
+        coalesce(p.pain_points, 0) AS pain_points,
+        coalesce(p.failed_payments, 0) AS failed_payments,
+        coalesce(p.returns, 0) AS returns,
+        coalesce(p.complaints, 0) AS complaints,
+        coalesce(p.service_contacts, 0) AS service_contacts
+    FROM mart_lifecycle l
+    JOIN mart_rfm r ON r.customer_id = l.customer_id
+    LEFT JOIN latest_nps n ON n.customer_id = l.customer_id
+    LEFT JOIN pains p ON p.customer_id = l.customer_id
+)
+SELECT
+    customer_id,
+    lifecycle_state,
+    rfm_segment,
+    window_revenue,
+    latest_nps,
+    latest_nps_on,
+    nps_group,
+    CASE
+        WHEN is_detractor AND is_lifecycle_risk THEN 'detractor_and_lifecycle'
+        WHEN is_detractor THEN 'detractor'
+        WHEN is_lifecycle_risk THEN 'lifecycle'
+    END AS risk_reason,
+    CASE WHEN is_detractor OR is_lifecycle_risk THEN window_revenue ELSE 0.0 END AS revenue_at_risk,
+    pain_points,
+    failed_payments,
+    returns,
+    complaints,
+    service_contacts,
+    round(pain_points * window_revenue, 2) AS friction_weight,
+    $as_of AS as_of_date
+FROM joined

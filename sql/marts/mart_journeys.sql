@@ -1,0 +1,106 @@
+-- mart_journeys: per ERP customer, the touchpoints of mart_touchpoints by stage, channel and
+-- creator, web sessions and their conversion, and the path of sessions before the first
+-- purchase. Columns and definitions: mart_journeys.yml.
+WITH customer_touchpoints AS (
+    SELECT * FROM mart_touchpoints WHERE customer_id IS NOT NULL
+),
+sessions AS (
+    SELECT
+        customer_id,
+        session_id,
+        min(occurred_at) AS session_start,
+        min(occurred_on) AS session_start_on,
+        max(CASE WHEN is_session_entry THEN entry_channel END) AS entry_channel,
+        max(CASE WHEN lower(trim(page_type)) = 'confirmation' THEN 1 ELSE 0 END) AS converted
+    FROM customer_touchpoints
+    WHERE session_id IS NOT NULL
+    GROUP BY customer_id, session_id
+),
+first_purchases AS (
+    SELECT customer_id, min(occurred_on) AS first_purchase_on
+    FROM customer_touchpoints
+    WHERE touchpoint_id LIKE 'purchase:%'
+    GROUP BY customer_id
+),
+first_day_conversions AS (
+    -- On the day of the first purchase, the path ends with the first converting session.
+    SELECT s.customer_id, min(s.session_start) AS converting_start
+    FROM sessions s
+    JOIN first_purchases f ON f.customer_id = s.customer_id AND s.session_start_on = f.first_purchase_on
+    WHERE s.converted = 1
+    GROUP BY s.customer_id
+),
+path_sessions AS (
+    SELECT
+        s.customer_id,
+        s.session_start,
+        s.session_id,
+        s.entry_channel,
+        row_number() OVER (PARTITION BY s.customer_id ORDER BY s.session_start DESC, s.session_id DESC) AS steps_back
+    FROM sessions s
+    JOIN first_purchases f ON f.customer_id = s.customer_id
+    LEFT JOIN first_day_conversions c ON c.customer_id = s.customer_id
+    WHERE s.session_start_on < f.first_purchase_on
+       OR (s.session_start_on = f.first_purchase_on AND (c.converting_start IS NULL OR s.session_start <= c.converting_start))
+),
+paths AS (
+    SELECT
+        customer_id,
+        count(*) AS sessions_before_first_purchase,
+        CASE WHEN count(*) > $journey_path_max_sessions THEN '... > ' ELSE '' END
+            || string_agg(
+                CASE WHEN steps_back <= $journey_path_max_sessions THEN entry_channel END,
+                ' > ' ORDER BY session_start, session_id
+            ) AS path_to_first_purchase
+    FROM path_sessions
+    GROUP BY customer_id
+),
+session_counts AS (
+    SELECT customer_id, count(*) AS sessions, sum(converted) AS converting_sessions
+    FROM sessions
+    GROUP BY customer_id
+),
+touchpoint_counts AS (
+    SELECT
+        customer_id,
+        min(occurred_on) AS first_touchpoint_on,
+        max(occurred_on) AS last_touchpoint_on,
+        count(*) AS touchpoints,
+        count(CASE WHEN stage = 'pre-purchase' THEN 1 END) AS pre_purchase_touchpoints,
+        count(CASE WHEN stage = 'purchase' THEN 1 END) AS purchase_touchpoints,
+        count(CASE WHEN stage = 'post-purchase' THEN 1 END) AS post_purchase_touchpoints,
+        count(CASE WHEN channel = 'online' THEN 1 END) AS online_touchpoints,
+        count(CASE WHEN channel = 'offline' THEN 1 END) AS offline_touchpoints,
+        count(CASE WHEN creator = 'paid' THEN 1 END) AS paid_touchpoints,
+        count(CASE WHEN creator = 'owned' THEN 1 END) AS owned_touchpoints,
+        count(CASE WHEN creator = 'earned' THEN 1 END) AS earned_touchpoints,
+        count(CASE WHEN is_pain_point THEN 1 END) AS pain_points
+    FROM customer_touchpoints
+    GROUP BY customer_id
+)
+SELECT
+    t.customer_id,
+    t.first_touchpoint_on,
+    t.last_touchpoint_on,
+    t.touchpoints,
+    t.pre_purchase_touchpoints,
+    t.purchase_touchpoints,
+    t.post_purchase_touchpoints,
+    t.online_touchpoints,
+    t.offline_touchpoints,
+    t.paid_touchpoints,
+    t.owned_touchpoints,
+    t.earned_touchpoints,
+    t.pain_points,
+    coalesce(s.sessions, 0) AS sessions,
+    coalesce(s.converting_sessions, 0) AS converting_sessions,
+    CASE WHEN s.sessions > 0 THEN round(CAST(s.converting_sessions AS DOUBLE) / s.sessions, 4) END AS conversion_rate,
+    f.first_purchase_on,
+    CAST(f.first_purchase_on AS INT) - CAST(t.first_touchpoint_on AS INT) AS days_to_first_purchase,
+    CASE WHEN f.first_purchase_on IS NOT NULL THEN coalesce(p.sessions_before_first_purchase, 0) END AS sessions_before_first_purchase,
+    p.path_to_first_purchase,
+    $as_of AS as_of_date
+FROM touchpoint_counts t
+LEFT JOIN session_counts s ON s.customer_id = t.customer_id
+LEFT JOIN first_purchases f ON f.customer_id = t.customer_id
+LEFT JOIN paths p ON p.customer_id = t.customer_id

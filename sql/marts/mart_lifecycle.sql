@@ -1,0 +1,128 @@
+-- mart_lifecycle: active / at_risk / dormant / lost per buying ERP customer, judged against
+-- the customer's own usual gap between purchases, with lifetime revenue, cost, refunds and
+-- profit (the win-back list reads them). Columns and definitions: mart_lifecycle.yml.
+WITH order_values AS (
+    -- A purchase is a completed order on or before the as-of date with at least one order
+    -- line, as in mart_rfm.
+    SELECT
+        o.order_id,
+        o.customer_id,
+        o.order_date,
+        sum(l.net_amount) AS net_revenue,
+        sum(coalesce(l.cost_amount, 0.0)) AS cost
+    FROM stg_orders o
+    JOIN stg_order_lines l ON l.order_id = o.order_id
+    WHERE o.status = 'completed'
+      AND o.order_date <= $as_of
+    GROUP BY o.order_id, o.customer_id, o.order_date
+),
+refunds AS (
+    SELECT
+        v.customer_id,
+        sum(coalesce(r.refund_amount, 0.0)) AS refunds
+    FROM stg_returns r
+    JOIN order_values v ON v.order_id = r.order_id
+    WHERE coalesce(r.return_date, v.order_date) <= $as_of
+    GROUP BY v.customer_id
+),
+purchase_days AS (
+    SELECT DISTINCT customer_id, order_date FROM order_values
+),
+gaps AS (
+    -- Days between consecutive distinct purchase days: two orders on one day are one visit.
+    SELECT
+        customer_id,
+        CAST(order_date AS INT)
+            - CAST(lag(order_date) OVER (PARTITION BY customer_id ORDER BY order_date) AS INT) AS gap_days
+    FROM purchase_days
+),
+gap_stats AS (
+    SELECT
+        customer_id,
+        count(gap_days) AS gap_count,
+        median(CAST(gap_days AS DOUBLE)) AS median_gap_days
+    FROM gaps
+    GROUP BY customer_id
+),
+per_customer AS (
+    SELECT
+        customer_id,
+        min(order_date) AS first_order_date,
+        max(order_date) AS last_order_date,
+        count(DISTINCT order_id) AS completed_orders,
+        count(DISTINCT order_date) AS purchase_days,
+        sum(net_revenue) AS net_revenue,
+        sum(cost) AS cost
+    FROM order_values
+    GROUP BY customer_id
+),
+judged AS (
+    SELECT
+        p.*,
+        CAST($as_of AS INT) - CAST(p.last_order_date AS INT) AS days_since_last_purchase,
+        g.median_gap_days,
+        CASE
+            WHEN g.gap_count = 0 THEN CAST($lifecycle_default_gap_days AS DOUBLE)
+            WHEN g.median_gap_days < $lifecycle_min_gap_days THEN CAST($lifecycle_min_gap_days AS DOUBLE)
+            ELSE g.median_gap_days
+        END AS usual_gap_days,
+        CASE
+            WHEN g.gap_count = 0 THEN 'default'
+            WHEN g.median_gap_days < $lifecycle_min_gap_days THEN 'minimum'
+            ELSE 'median'
+        END AS usual_gap_basis,
+        coalesce(r.refunds, 0.0) AS refunds
+    FROM per_customer p
+    JOIN gap_stats g ON g.customer_id = p.customer_id
+    LEFT JOIN refunds r ON r.customer_id = p.customer_id
+),
+staged AS (
+    SELECT
+        j.*,
+        CASE
+            WHEN days_since_last_purchase > $lifecycle_lost_factor * usual_gap_days THEN 'lost'
+            WHEN days_since_last_purchase > $lifecycle_dormant_factor * usual_gap_days THEN 'dormant'
+            WHEN days_since_last_purchase > $lifecycle_at_risk_factor * usual_gap_days THEN 'at_risk'
+            ELSE 'active'
+        END AS lifecycle_state,
+        -- First day past the threshold of the current state: threshold days are
+        -- floor(factor x gap) + 1 after the last purchase.
+        CASE
+            WHEN days_since_last_purchase > $lifecycle_lost_factor * usual_gap_days
+                THEN CAST(floor($lifecycle_lost_factor * usual_gap_days) AS INT) + 1
+            WHEN days_since_last_purchase > $lifecycle_dormant_factor * usual_gap_days
+                THEN CAST(floor($lifecycle_dormant_factor * usual_gap_days) AS INT) + 1
+            WHEN days_since_last_purchase > $lifecycle_at_risk_factor * usual_gap_days
+                THEN CAST(floor($lifecycle_at_risk_factor * usual_gap_days) AS INT) + 1
+            ELSE 0
+        END AS state_offset_days,
+        CASE
+            WHEN days_since_last_purchase > $lifecycle_lost_factor * usual_gap_days THEN NULL
+            WHEN days_since_last_purchase > $lifecycle_dormant_factor * usual_gap_days
+                THEN CAST(floor($lifecycle_lost_factor * usual_gap_days) AS INT) + 1
+            WHEN days_since_last_purchase > $lifecycle_at_risk_factor * usual_gap_days
+                THEN CAST(floor($lifecycle_dormant_factor * usual_gap_days) AS INT) + 1
+            ELSE CAST(floor($lifecycle_at_risk_factor * usual_gap_days) AS INT) + 1
+        END AS next_offset_days
+    FROM judged j
+)
+SELECT
+    customer_id,
+    first_order_date,
+    last_order_date,
+    completed_orders,
+    purchase_days,
+    days_since_last_purchase,
+    round(median_gap_days, 1) AS median_gap_days,
+    round(usual_gap_days, 1) AS usual_gap_days,
+    usual_gap_basis,
+    round(days_since_last_purchase / usual_gap_days, 2) AS gap_ratio,
+    lifecycle_state,
+    CAST(CAST(last_order_date AS INT) + state_offset_days AS DATE) AS state_since,
+    CAST(CAST(last_order_date AS INT) + next_offset_days AS DATE) AS next_state_on,
+    round(net_revenue, 2) AS net_revenue,
+    round(cost, 2) AS cost,
+    round(refunds, 2) AS refunds,
+    round(net_revenue - cost - refunds, 2) AS profit,
+    $as_of AS as_of_date
+FROM staged

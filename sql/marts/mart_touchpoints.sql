@@ -1,0 +1,285 @@
+-- mart_touchpoints: every interaction up to the as-of date (web page views cut into
+-- sessions, purchases, failed payments, returns, loyalty-app events, survey answers),
+-- classified by buying stage, channel and creator through the seeds touchpoint_types.csv
+-- and utm_channel_map.csv, and attributed to an ERP customer where the data links it.
+-- Columns and definitions: mart_touchpoints.yml.
+WITH member_customers AS (
+    -- One ERP customer per loyalty member: the lowest customer_id carrying it as loyalty_id.
+    SELECT loyalty_id AS member_id, min(customer_id) AS customer_id
+    FROM stg_customers
+    WHERE loyalty_id IS NOT NULL
+    GROUP BY loyalty_id
+),
+web_copies AS (
+    -- Filters on export columns stay before the deduplicating windows: DataFusion 55's
+    -- filter statistics can fail on a filter that mixes window results with them.
+    SELECT
+        event_id,
+        cookie_id,
+        event_time,
+        page_type,
+        utm_source,
+        utm_medium,
+        login_customer_id,
+        row_number() OVER (PARTITION BY event_id ORDER BY event_time, cookie_id) AS copy_no
+    FROM stg_clickstream
+    WHERE CAST(event_time AT TIME ZONE $report_time_zone AS DATE) <= $as_of
+),
+web_gaps AS (
+    -- Sessions are cut on UTC instants: a daylight-saving change never splits or merges one.
+    SELECT
+        w.*,
+        CAST(event_time AS BIGINT)
+            - lag(CAST(event_time AS BIGINT)) OVER (PARTITION BY cookie_id ORDER BY event_time, event_id) AS gap_micros
+    FROM web_copies w
+    WHERE copy_no = 1
+),
+web_numbered AS (
+    SELECT
+        g.*,
+        sum(CASE WHEN gap_micros IS NULL OR gap_micros >= $session_timeout_minutes * 60000000 THEN 1 ELSE 0 END)
+            OVER (PARTITION BY cookie_id ORDER BY event_time, event_id ROWS UNBOUNDED PRECEDING) AS session_no,
+        row_number() OVER (PARTITION BY cookie_id ORDER BY event_time, event_id) AS cookie_event_no
+    FROM web_gaps g
+),
+web_events AS (
+    SELECT
+        n.*,
+        row_number() OVER (PARTITION BY cookie_id, session_no ORDER BY event_time, event_id) AS session_event_no
+    FROM web_numbered n
+),
+cookie_logins AS (
+    -- A cookie belongs to the customer of its first login (earliest event with a login).
+    SELECT cookie_id, login_customer_id AS customer_id
+    FROM (
+        SELECT
+            cookie_id,
+            login_customer_id,
+            row_number() OVER (PARTITION BY cookie_id ORDER BY event_time, event_id) AS login_no
+        FROM web_events
+        WHERE login_customer_id IS NOT NULL
+    ) l
+    WHERE login_no = 1
+),
+session_logins AS (
+    SELECT cookie_id, session_no, login_customer_id AS customer_id
+    FROM (
+        SELECT
+            cookie_id,
+            session_no,
+            login_customer_id,
+            row_number() OVER (PARTITION BY cookie_id, session_no ORDER BY event_time, event_id) AS login_no
+        FROM web_events
+        WHERE login_customer_id IS NOT NULL
+    ) l
+    WHERE login_no = 1
+),
+session_sources AS (
+    -- The session's traffic source is the UTM tag of its first event.
+    SELECT
+        cookie_id,
+        session_no,
+        coalesce(nullif(lower(trim(utm_source)), ''), '(none)') AS utm_source_key,
+        coalesce(nullif(lower(trim(utm_medium)), ''), '(none)') AS utm_medium_key
+    FROM web_events
+    WHERE session_event_no = 1
+),
+utm_rules AS (
+    -- Rules are matched once per distinct tag pair, then joined back on equality.
+    SELECT utm_source_key, utm_medium_key, entry_channel, creator, visit_type
+    FROM (
+        SELECT
+            k.utm_source_key,
+            k.utm_medium_key,
+            m.entry_channel,
+            m.creator,
+            m.visit_type,
+            row_number() OVER (PARTITION BY k.utm_source_key, k.utm_medium_key ORDER BY m.priority) AS rule_rank
+        FROM (SELECT DISTINCT utm_source_key, utm_medium_key FROM session_sources) k
+        JOIN utm_channel_map m
+          ON k.utm_source_key LIKE lower(m.utm_source)
+         AND k.utm_medium_key LIKE lower(m.utm_medium)
+    ) r
+    WHERE rule_rank = 1
+),
+session_channels AS (
+    SELECT s.cookie_id, s.session_no, u.entry_channel, u.creator, u.visit_type
+    FROM session_sources s
+    JOIN utm_rules u ON u.utm_source_key = s.utm_source_key AND u.utm_medium_key = s.utm_medium_key
+),
+web_touchpoints AS (
+    SELECT
+        'web:' || e.event_id AS touchpoint_id,
+        'web' AS source_system,
+        'web:' || coalesce(nullif(lower(trim(e.page_type)), ''), '(none)') AS type_key,
+        CASE WHEN e.session_event_no = 1 THEN coalesce(sc.visit_type, 'web_visit') END AS entry_touchpoint_type,
+        coalesce(sl.customer_id, cl.customer_id) AS customer_id,
+        e.cookie_id,
+        CAST(NULL AS VARCHAR) AS member_id,
+        e.cookie_id || '#' || CAST(e.session_no AS VARCHAR) AS session_id,
+        e.session_event_no = 1 AS is_session_entry,
+        coalesce(sc.entry_channel, 'Unmapped') AS entry_channel,
+        coalesce(sc.creator, 'unmapped') AS session_creator,
+        e.page_type,
+        CAST(NULL AS VARCHAR) AS order_id,
+        e.event_time AS occurred_at,
+        CAST(e.event_time AT TIME ZONE $report_time_zone AS DATE) AS occurred_on,
+        CAST(NULL AS DOUBLE) AS amount
+    FROM web_events e
+    LEFT JOIN session_logins sl ON sl.cookie_id = e.cookie_id AND sl.session_no = e.session_no
+    LEFT JOIN cookie_logins cl ON cl.cookie_id = e.cookie_id
+    LEFT JOIN session_channels sc ON sc.cookie_id = e.cookie_id AND sc.session_no = e.session_no
+),
+orders AS (
+    SELECT
+        o.order_id,
+        o.customer_id,
+        o.order_date,
+        o.status,
+        o.payment_status,
+        coalesce(nullif(lower(trim(o.channel)), ''), CASE WHEN o.store_id IS NOT NULL THEN 'store' ELSE '(none)' END) AS channel_key,
+        row_number() OVER (PARTITION BY o.order_id ORDER BY o.order_date, o.customer_id) AS copy_no
+    FROM stg_orders o
+    WHERE o.order_date <= $as_of
+),
+order_revenue AS (
+    SELECT order_id, sum(net_amount) AS net_revenue FROM stg_order_lines GROUP BY order_id
+),
+erp_touchpoints AS (
+    -- Purchases: completed orders with at least one line, as in mart_rfm.
+    SELECT
+        'purchase:' || o.order_id AS touchpoint_id,
+        'erp' AS source_system,
+        'erp:purchase:' || o.channel_key AS type_key,
+        o.customer_id,
+        o.order_id,
+        o.order_date AS occurred_on,
+        r.net_revenue AS amount
+    FROM orders o
+    JOIN order_revenue r ON r.order_id = o.order_id
+    WHERE o.copy_no = 1 AND o.status = 'completed'
+    UNION ALL
+    SELECT
+        'failed_payment:' || o.order_id,
+        'erp',
+        'erp:failed_payment:' || o.channel_key,
+        o.customer_id,
+        o.order_id,
+        o.order_date,
+        CAST(NULL AS DOUBLE)
+    FROM orders o
+    WHERE o.copy_no = 1 AND lower(trim(o.payment_status)) = 'failed'
+    UNION ALL
+    -- Returns: one touchpoint per return_id (its lines summed).
+    SELECT
+        'return:' || r.return_id,
+        'erp',
+        'erp:return:' || min(o.channel_key),
+        min(o.customer_id),
+        min(r.order_id),
+        min(coalesce(r.return_date, o.order_date)),
+        sum(coalesce(r.refund_amount, 0.0))
+    FROM stg_returns r
+    JOIN orders o ON o.order_id = r.order_id AND o.copy_no = 1
+    WHERE coalesce(r.return_date, o.order_date) <= $as_of
+    GROUP BY r.return_id
+),
+app_touchpoints AS (
+    SELECT
+        'app:' || e.event_id AS touchpoint_id,
+        'app:' || coalesce(nullif(lower(trim(e.event_type)), ''), '(none)') AS type_key,
+        mc.customer_id,
+        e.member_id,
+        e.event_time AS occurred_at,
+        CAST(e.event_time AT TIME ZONE $report_time_zone AS DATE) AS occurred_on
+    FROM (
+        SELECT
+            *,
+            row_number() OVER (PARTITION BY event_id ORDER BY event_time, member_id, event_type) AS copy_no
+        FROM stg_app_events
+        WHERE CAST(event_time AT TIME ZONE $report_time_zone AS DATE) <= $as_of
+    ) e
+    LEFT JOIN member_customers mc ON mc.member_id = e.member_id
+    WHERE e.copy_no = 1
+),
+survey_touchpoints AS (
+    SELECT
+        'survey:' || s.response_id AS touchpoint_id,
+        'survey:' || coalesce(nullif(lower(trim(s.touchpoint)), ''), '(none)') AS type_key,
+        mc.customer_id,
+        s.member_id,
+        s.answered_on AS occurred_on
+    FROM (
+        SELECT *, row_number() OVER (PARTITION BY response_id ORDER BY answered_on, member_id) AS copy_no
+        FROM stg_survey_answers
+        WHERE answered_on <= $as_of
+    ) s
+    LEFT JOIN member_customers mc ON mc.member_id = s.member_id
+    WHERE s.copy_no = 1
+),
+all_touchpoints AS (
+    SELECT
+        touchpoint_id, source_system, type_key, entry_touchpoint_type, customer_id, cookie_id, member_id,
+        session_id, is_session_entry, entry_channel, session_creator, page_type, order_id, occurred_at, occurred_on, amount
+    FROM web_touchpoints
+    UNION ALL
+    SELECT
+        touchpoint_id, source_system, type_key, CAST(NULL AS VARCHAR), customer_id, CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR),
+        CAST(NULL AS VARCHAR), CAST(NULL AS BOOLEAN), CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR),
+        order_id, arrow_cast(NULL, 'Timestamp(Microsecond, Some("UTC"))'), occurred_on, amount
+    FROM erp_touchpoints
+    UNION ALL
+    SELECT
+        touchpoint_id, 'app', type_key, CAST(NULL AS VARCHAR), customer_id, CAST(NULL AS VARCHAR), member_id,
+        CAST(NULL AS VARCHAR), CAST(NULL AS BOOLEAN), CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR),
+        CAST(NULL AS VARCHAR), occurred_at, occurred_on, CAST(NULL AS DOUBLE)
+    FROM app_touchpoints
+    UNION ALL
+    SELECT
+        touchpoint_id, 'survey', type_key, CAST(NULL AS VARCHAR), customer_id, CAST(NULL AS VARCHAR), member_id,
+        CAST(NULL AS VARCHAR), CAST(NULL AS BOOLEAN), CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR),
+        CAST(NULL AS VARCHAR), arrow_cast(NULL, 'Timestamp(Microsecond, Some("UTC"))'), occurred_on, CAST(NULL AS DOUBLE)
+    FROM survey_touchpoints
+),
+type_rules AS (
+    SELECT type_key, touchpoint_type, stage, channel, creator, is_pain_point
+    FROM (
+        SELECT
+            k.type_key,
+            m.touchpoint_type,
+            m.stage,
+            m.channel,
+            m.creator,
+            m.is_pain_point,
+            row_number() OVER (PARTITION BY k.type_key ORDER BY m.priority) AS rule_rank
+        FROM (SELECT DISTINCT type_key FROM all_touchpoints) k
+        JOIN touchpoint_types m ON k.type_key LIKE lower(m.event_pattern)
+    ) r
+    WHERE rule_rank = 1
+),
+classified AS (
+    SELECT t.*, m.touchpoint_type, m.stage, m.channel, m.creator, m.is_pain_point
+    FROM all_touchpoints t
+    LEFT JOIN type_rules m ON m.type_key = t.type_key
+)
+SELECT
+    touchpoint_id,
+    source_system,
+    coalesce(entry_touchpoint_type, touchpoint_type, 'unmapped') AS touchpoint_type,
+    coalesce(stage, 'unmapped') AS stage,
+    coalesce(channel, 'unmapped') AS channel,
+    CASE WHEN creator = 'session' THEN session_creator ELSE coalesce(creator, 'unmapped') END AS creator,
+    coalesce(is_pain_point, false) AS is_pain_point,
+    customer_id,
+    cookie_id,
+    member_id,
+    session_id,
+    is_session_entry,
+    entry_channel,
+    page_type,
+    order_id,
+    occurred_at,
+    occurred_on,
+    round(amount, 2) AS amount,
+    $as_of AS as_of_date
+FROM classified
