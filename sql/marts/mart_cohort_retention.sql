@@ -3,16 +3,8 @@
 -- their revenue and the revenue retention against month 0. Columns: mart_cohort_retention.yml.
 WITH order_values AS (
     -- A purchase is a completed order on or before the as-of date with at least one line.
-    SELECT
-        o.order_id,
-        o.customer_id,
-        o.order_date,
-        sum(l.net_amount) AS net_revenue
-    FROM stg_orders o
-    JOIN stg_order_lines l ON l.order_id = o.order_id
-    WHERE o.status = 'completed'
-      AND o.order_date <= $as_of
-    GROUP BY o.order_id, o.customer_id, o.order_date
+    SELECT order_id, customer_id, order_date, net_amount AS net_revenue
+    FROM int_order_values
 ),
 month_index AS (
     -- Months counted from year 0 so that offsets are plain differences.
@@ -28,13 +20,19 @@ first_months AS (
 cohorts AS (
     SELECT cohort_no, count(*) AS cohort_customers FROM first_months GROUP BY cohort_no
 ),
+customer_months AS (
+    -- One row per customer and month, so counting rows counts distinct customers.
+    SELECT customer_id, month_no, sum(net_revenue) AS net_revenue
+    FROM month_index
+    GROUP BY customer_id, month_no
+),
 activity AS (
     SELECT
         f.cohort_no,
         m.month_no - f.cohort_no AS month_offset,
-        count(DISTINCT m.customer_id) AS active_customers,
+        count(*) AS active_customers,
         sum(m.net_revenue) AS revenue
-    FROM month_index m
+    FROM customer_months m
     JOIN first_months f ON f.customer_id = m.customer_id
     GROUP BY f.cohort_no, m.month_no - f.cohort_no
 ),

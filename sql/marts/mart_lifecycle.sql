@@ -4,17 +4,8 @@
 WITH order_values AS (
     -- A purchase is a completed order on or before the as-of date with at least one order
     -- line, as in mart_rfm.
-    SELECT
-        o.order_id,
-        o.customer_id,
-        o.order_date,
-        sum(l.net_amount) AS net_revenue,
-        sum(coalesce(l.cost_amount, 0.0)) AS cost
-    FROM stg_orders o
-    JOIN stg_order_lines l ON l.order_id = o.order_id
-    WHERE o.status = 'completed'
-      AND o.order_date <= $as_of
-    GROUP BY o.order_id, o.customer_id, o.order_date
+    SELECT order_id, customer_id, order_date, net_amount AS net_revenue, cost_amount AS cost
+    FROM int_order_values
 ),
 refunds AS (
     SELECT
@@ -44,17 +35,23 @@ gap_stats AS (
     FROM gaps
     GROUP BY customer_id
 ),
+day_counts AS (
+    SELECT customer_id, count(*) AS purchase_days FROM purchase_days GROUP BY customer_id
+),
 per_customer AS (
+    -- order_values has one row per order, so count(*) counts orders; distinct days come
+    -- from day_counts (count(DISTINCT) per customer does not scale to millions).
     SELECT
-        customer_id,
-        min(order_date) AS first_order_date,
-        max(order_date) AS last_order_date,
-        count(DISTINCT order_id) AS completed_orders,
-        count(DISTINCT order_date) AS purchase_days,
-        sum(net_revenue) AS net_revenue,
-        sum(cost) AS cost
-    FROM order_values
-    GROUP BY customer_id
+        v.customer_id,
+        min(v.order_date) AS first_order_date,
+        max(v.order_date) AS last_order_date,
+        count(*) AS completed_orders,
+        max(d.purchase_days) AS purchase_days,
+        sum(v.net_revenue) AS net_revenue,
+        sum(v.cost) AS cost
+    FROM order_values v
+    JOIN day_counts d ON d.customer_id = v.customer_id
+    GROUP BY v.customer_id
 ),
 judged AS (
     SELECT
