@@ -194,6 +194,7 @@ fn the_shipped_pipeline_and_config_validate() {
         .env("CRM_MARTS_BUCKET", "b")
         .env("AWS_ACCESS_KEY_ID", "k")
         .env("AWS_SECRET_ACCESS_KEY", "s")
+        .env("CRM_MARTS_HASH_KEY", "h")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
