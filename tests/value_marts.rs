@@ -188,34 +188,40 @@ fn value_marts_match_an_independent_computation() {
     }
     assert!(methods.contains_key("survey") && methods.contains_key("reference_table"), "{methods:?}");
 
-    // Tiers follow their rules, recomputed from the mart's own measures.
+    // Tiers follow their rules, recomputed from the mart's own measures: the cutoffs are
+    // interpolated percentiles (as SQL's percentile_cont), computed here by hand.
     let value = read_parquet_rows(&marts.join("mart_customer_value.parquet"));
-    let n = value.len();
-    let mut by_actual: Vec<(f64, &str)> = value.iter().map(|r| (r["actual_value"].parse().unwrap(), r["customer_id"].as_str())).collect();
-    by_actual.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap().then(a.1.cmp(b.1)));
-    let top_actual: std::collections::HashSet<&str> = by_actual.iter().take((n as f64 * 0.10).ceil() as usize).map(|x| x.1).collect();
-    let mut by_potential: Vec<(f64, &str)> =
-        value.iter().map(|r| (r["unrealised_potential"].parse().unwrap(), r["customer_id"].as_str())).collect();
-    by_potential.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap().then(a.1.cmp(b.1)));
-    let top_potential: std::collections::HashSet<&str> =
-        by_potential.iter().take((n as f64 * 0.20).ceil() as usize).map(|x| x.1).collect();
+    let percentile = |mut v: Vec<f64>, p: f64| -> f64 {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let pos = p * (v.len() - 1) as f64;
+        let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+        v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+    };
+    let mvc_cutoff = percentile(value.iter().map(|r| r["actual_value"].parse().unwrap()).collect(), 0.90);
+    let mgc_cutoff = percentile(value.iter().map(|r| r["unrealised_potential"].parse().unwrap()).collect(), 0.80);
+    assert!((value[0]["mvc_cutoff"].parse::<f64>().unwrap() - mvc_cutoff).abs() < 0.011);
+    let mut tiers: HashMap<String, usize> = HashMap::new();
     for row in &value {
         let bz = row["window_profit"].parse::<f64>().map(|p| p < 0.0).unwrap_or(false);
+        let actual: f64 = row["actual_value"].parse().unwrap();
+        let unrealised: f64 = row["unrealised_potential"].parse().unwrap();
         let expected = if bz {
             "BZ"
-        } else if top_actual.contains(row["customer_id"].as_str()) {
+        } else if actual >= mvc_cutoff {
             "MVC"
-        } else if top_potential.contains(row["customer_id"].as_str()) {
+        } else if unrealised >= mgc_cutoff {
             "MGC"
         } else {
             "Other"
         };
         assert_eq!(row["value_tier"], expected, "{row:?}");
+        *tiers.entry(expected.to_string()).or_default() += 1;
         let potential: f64 = row["potential_value"].parse().unwrap();
         let clv: f64 = row["clv"].parse().unwrap();
         let wallet: f64 = row["wallet_potential"].parse().unwrap();
         assert!((potential - clv.max(wallet)).abs() < 0.011, "{row:?}");
     }
+    assert_eq!(tiers.len(), 4, "all four tiers occur: {tiers:?}");
 
     // The 360 mart has every ERP customer once and no personal data.
     let wide = read_parquet_rows(&marts.join("mart_customer_360.parquet"));

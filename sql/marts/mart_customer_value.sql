@@ -32,29 +32,29 @@ potential AS (
         round(greatest(clv, wallet_potential) - actual_value, 2) AS unrealised_potential
     FROM valued
 ),
-ranked AS (
+thresholds AS (
+    -- Tier cutoffs as exact percentiles: aggregates, so no sort of all customers.
     SELECT
-        *,
-        row_number() OVER (ORDER BY actual_value DESC, customer_id) AS actual_rank,
-        row_number() OVER (ORDER BY unrealised_potential DESC, customer_id) AS potential_rank,
-        count(*) OVER () AS customers
+        percentile_cont(actual_value, 1.0 - $mvc_share) AS mvc_cutoff,
+        percentile_cont(unrealised_potential, 1.0 - $mgc_share) AS mgc_cutoff
     FROM potential
 )
 SELECT
-    customer_id,
-    actual_value,
-    round(clv, 2) AS clv,
-    wallet_potential,
-    potential_value,
-    unrealised_potential,
-    window_profit,
+    p.customer_id,
+    p.actual_value,
+    round(p.clv, 2) AS clv,
+    p.wallet_potential,
+    p.potential_value,
+    p.unrealised_potential,
+    p.window_profit,
     CASE
-        WHEN window_profit < 0 THEN 'BZ'
-        WHEN actual_rank <= ceil(customers * $mvc_share) THEN 'MVC'
-        WHEN potential_rank <= ceil(customers * $mgc_share) THEN 'MGC'
+        WHEN p.window_profit < 0 THEN 'BZ'
+        WHEN p.actual_value >= t.mvc_cutoff THEN 'MVC'
+        WHEN p.unrealised_potential >= t.mgc_cutoff THEN 'MGC'
         ELSE 'Other'
     END AS value_tier,
-    actual_rank,
-    potential_rank,
+    round(t.mvc_cutoff, 2) AS mvc_cutoff,
+    round(t.mgc_cutoff, 2) AS mgc_cutoff,
     $as_of AS as_of_date
-FROM ranked
+FROM potential p
+CROSS JOIN thresholds t
