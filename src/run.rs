@@ -95,7 +95,12 @@ pub fn session(execution: &Execution, spill_dir: PathBuf) -> datafusion::error::
         .with_target_partitions(execution.target_partitions)
         .with_batch_size(execution.batch_size)
         .with_information_schema(true)
-        .set_bool("datafusion.sql_parser.collect_spans", true);
+        .set_bool("datafusion.sql_parser.collect_spans", true)
+        // Strings are read as Utf8, not Utf8View. The external sort counts a view array's
+        // shared buffers once per batch that points into them, so sorts of string columns
+        // (window functions over the clickstream) asked for many times the memory they used
+        // and failed instead of spilling (apache/datafusion#12136).
+        .set_bool("datafusion.execution.parquet.schema_force_view_types", false);
     let mut runtime = RuntimeEnvBuilder::new().with_temp_file_path(spill_dir);
     if let Some(limit) = execution.memory_limit {
         let pool = TrackConsumersPool::new(FairSpillPool::new(limit), NonZeroUsize::new(5).expect("non-zero"));

@@ -51,6 +51,7 @@ const STEPS: &[&str] = &[
     "marts/mart_winback.sql",
     "marts/mart_loyalty_ladder.sql",
     "marts/mart_cohort_retention.sql",
+    "intermediate/int_web_sessions.sql",
     "marts/mart_touchpoints.sql",
     "marts/mart_journeys.sql",
     "marts/mart_cx.sql",

@@ -2,6 +2,7 @@
 -- sessions, purchases, failed payments, returns, loyalty-app events, survey answers),
 -- classified by buying stage, channel and creator through the seeds touchpoint_types.csv
 -- and utm_channel_map.csv, and attributed to an ERP customer where the data links it.
+-- Web page views come sessionised from int_web_sessions.
 -- Columns and definitions: mart_touchpoints.yml.
 WITH member_customers AS (
     -- One ERP customer per loyalty member: the lowest customer_id carrying it as loyalty_id.
@@ -10,82 +11,9 @@ WITH member_customers AS (
     WHERE loyalty_id IS NOT NULL
     GROUP BY loyalty_id
 ),
-web_copies AS (
-    -- Filters on export columns stay before the deduplicating windows: DataFusion 55's
-    -- filter statistics can fail on a filter that mixes window results with them.
-    SELECT
-        event_id,
-        cookie_id,
-        event_time,
-        page_type,
-        utm_source,
-        utm_medium,
-        login_customer_id,
-        row_number() OVER (PARTITION BY event_id ORDER BY event_time, cookie_id) AS copy_no
-    FROM stg_clickstream
-    WHERE CAST(event_time AT TIME ZONE $report_time_zone AS DATE) <= $as_of
-),
-web_gaps AS (
-    -- Sessions are cut on UTC instants: a daylight-saving change never splits or merges one.
-    SELECT
-        w.*,
-        CAST(event_time AS BIGINT)
-            - lag(CAST(event_time AS BIGINT)) OVER (PARTITION BY cookie_id ORDER BY event_time, event_id) AS gap_micros
-    FROM web_copies w
-    WHERE copy_no = 1
-),
-web_numbered AS (
-    SELECT
-        g.*,
-        sum(CASE WHEN gap_micros IS NULL OR gap_micros >= $session_timeout_minutes * 60000000 THEN 1 ELSE 0 END)
-            OVER (PARTITION BY cookie_id ORDER BY event_time, event_id ROWS UNBOUNDED PRECEDING) AS session_no,
-        row_number() OVER (PARTITION BY cookie_id ORDER BY event_time, event_id) AS cookie_event_no
-    FROM web_gaps g
-),
-web_events AS (
-    SELECT
-        n.*,
-        row_number() OVER (PARTITION BY cookie_id, session_no ORDER BY event_time, event_id) AS session_event_no
-    FROM web_numbered n
-),
-cookie_logins AS (
-    -- A cookie belongs to the customer of its first login (earliest event with a login).
-    SELECT cookie_id, login_customer_id AS customer_id
-    FROM (
-        SELECT
-            cookie_id,
-            login_customer_id,
-            row_number() OVER (PARTITION BY cookie_id ORDER BY event_time, event_id) AS login_no
-        FROM web_events
-        WHERE login_customer_id IS NOT NULL
-    ) l
-    WHERE login_no = 1
-),
-session_logins AS (
-    SELECT cookie_id, session_no, login_customer_id AS customer_id
-    FROM (
-        SELECT
-            cookie_id,
-            session_no,
-            login_customer_id,
-            row_number() OVER (PARTITION BY cookie_id, session_no ORDER BY event_time, event_id) AS login_no
-        FROM web_events
-        WHERE login_customer_id IS NOT NULL
-    ) l
-    WHERE login_no = 1
-),
-session_sources AS (
-    -- The session's traffic source is the UTM tag of its first event.
-    SELECT
-        cookie_id,
-        session_no,
-        coalesce(nullif(lower(trim(utm_source)), ''), '(none)') AS utm_source_key,
-        coalesce(nullif(lower(trim(utm_medium)), ''), '(none)') AS utm_medium_key
-    FROM web_events
-    WHERE session_event_no = 1
-),
-utm_rules AS (
-    -- Rules are matched once per distinct tag pair, then joined back on equality.
+session_channels AS (
+    -- A session's traffic source is the UTM tag of its first event. Rules are matched once
+    -- per distinct tag pair; the events then join this small table on equality.
     SELECT utm_source_key, utm_medium_key, entry_channel, creator, visit_type
     FROM (
         SELECT
@@ -95,17 +23,12 @@ utm_rules AS (
             m.creator,
             m.visit_type,
             row_number() OVER (PARTITION BY k.utm_source_key, k.utm_medium_key ORDER BY m.priority) AS rule_rank
-        FROM (SELECT DISTINCT utm_source_key, utm_medium_key FROM session_sources) k
+        FROM (SELECT DISTINCT utm_source_key, utm_medium_key FROM int_web_sessions) k
         JOIN utm_channel_map m
           ON k.utm_source_key LIKE lower(m.utm_source)
          AND k.utm_medium_key LIKE lower(m.utm_medium)
     ) r
     WHERE rule_rank = 1
-),
-session_channels AS (
-    SELECT s.cookie_id, s.session_no, u.entry_channel, u.creator, u.visit_type
-    FROM session_sources s
-    JOIN utm_rules u ON u.utm_source_key = s.utm_source_key AND u.utm_medium_key = s.utm_medium_key
 ),
 web_touchpoints AS (
     SELECT
@@ -113,7 +36,7 @@ web_touchpoints AS (
         'web' AS source_system,
         'web:' || coalesce(nullif(lower(trim(e.page_type)), ''), '(none)') AS type_key,
         CASE WHEN e.session_event_no = 1 THEN coalesce(sc.visit_type, 'web_visit') END AS entry_touchpoint_type,
-        coalesce(sl.customer_id, cl.customer_id) AS customer_id,
+        coalesce(e.session_customer_id, e.cookie_customer_id) AS customer_id,
         e.cookie_id,
         CAST(NULL AS VARCHAR) AS member_id,
         e.cookie_id || '#' || CAST(e.session_no AS VARCHAR) AS session_id,
@@ -125,10 +48,8 @@ web_touchpoints AS (
         e.event_time AS occurred_at,
         CAST(e.event_time AT TIME ZONE $report_time_zone AS DATE) AS occurred_on,
         CAST(NULL AS DOUBLE) AS amount
-    FROM web_events e
-    LEFT JOIN session_logins sl ON sl.cookie_id = e.cookie_id AND sl.session_no = e.session_no
-    LEFT JOIN cookie_logins cl ON cl.cookie_id = e.cookie_id
-    LEFT JOIN session_channels sc ON sc.cookie_id = e.cookie_id AND sc.session_no = e.session_no
+    FROM int_web_sessions e
+    LEFT JOIN session_channels sc ON sc.utm_source_key = e.utm_source_key AND sc.utm_medium_key = e.utm_medium_key
 ),
 orders AS (
     SELECT

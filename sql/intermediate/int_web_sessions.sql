@@ -1,0 +1,71 @@
+-- The web clickstream up to the as-of date, one row per event_id (a re-exported copy of an
+-- event is dropped), cut into sessions. Every event carries its session's number, its place
+-- in the session, the UTM tags of the session's first event, the customer the session logs
+-- in as (its first login) and the customer of the cookie's first login.
+--
+-- Everything is computed with window functions over sorted streams, which spill to disk
+-- under the memory limit, instead of joining per-session tables back to 50 million events.
+-- The first login of a session is found without a whole-partition frame: the first login at
+-- or before an event (ascending) or, when there is none yet, the first login after it
+-- (descending). Either way it is the session's earliest login.
+WITH web_copies AS (
+    -- Filters on export columns stay before the deduplicating window: DataFusion 55's
+    -- filter statistics can fail on a filter that mixes window results with them.
+    SELECT
+        event_id,
+        cookie_id,
+        event_time,
+        page_type,
+        utm_source,
+        utm_medium,
+        login_customer_id,
+        row_number() OVER (PARTITION BY event_id ORDER BY event_time, cookie_id) AS copy_no
+    FROM stg_clickstream
+    WHERE CAST(event_time AT TIME ZONE $report_time_zone AS DATE) <= $as_of
+),
+web_gaps AS (
+    -- Sessions are cut on UTC instants: a daylight-saving change never splits or merges one.
+    SELECT
+        w.*,
+        CAST(event_time AS BIGINT)
+            - lag(CAST(event_time AS BIGINT)) OVER (PARTITION BY cookie_id ORDER BY event_time, event_id) AS gap_micros
+    FROM web_copies w
+    WHERE copy_no = 1
+),
+web_numbered AS (
+    SELECT
+        g.*,
+        sum(CASE WHEN gap_micros IS NULL OR gap_micros >= $session_timeout_minutes * 60000000 THEN 1 ELSE 0 END)
+            OVER (PARTITION BY cookie_id ORDER BY event_time, event_id ROWS UNBOUNDED PRECEDING) AS session_no,
+        first_value(login_customer_id) IGNORE NULLS
+            OVER (PARTITION BY cookie_id ORDER BY event_time, event_id ROWS UNBOUNDED PRECEDING) AS cookie_login_before,
+        last_value(login_customer_id) IGNORE NULLS
+            OVER (PARTITION BY cookie_id ORDER BY event_time DESC, event_id DESC ROWS UNBOUNDED PRECEDING) AS cookie_login_after
+    FROM web_gaps g
+),
+web_sessions AS (
+    SELECT
+        n.*,
+        row_number() OVER (PARTITION BY cookie_id, session_no ORDER BY event_time, event_id) AS session_event_no,
+        first_value(utm_source)
+            OVER (PARTITION BY cookie_id, session_no ORDER BY event_time, event_id ROWS UNBOUNDED PRECEDING) AS first_utm_source,
+        first_value(utm_medium)
+            OVER (PARTITION BY cookie_id, session_no ORDER BY event_time, event_id ROWS UNBOUNDED PRECEDING) AS first_utm_medium,
+        first_value(login_customer_id) IGNORE NULLS
+            OVER (PARTITION BY cookie_id, session_no ORDER BY event_time, event_id ROWS UNBOUNDED PRECEDING) AS session_login_before,
+        last_value(login_customer_id) IGNORE NULLS
+            OVER (PARTITION BY cookie_id, session_no ORDER BY event_time DESC, event_id DESC ROWS UNBOUNDED PRECEDING) AS session_login_after
+    FROM web_numbered n
+)
+SELECT
+    event_id,
+    cookie_id,
+    event_time,
+    page_type,
+    session_no,
+    session_event_no,
+    coalesce(nullif(lower(trim(first_utm_source)), ''), '(none)') AS utm_source_key,
+    coalesce(nullif(lower(trim(first_utm_medium)), ''), '(none)') AS utm_medium_key,
+    coalesce(session_login_before, session_login_after) AS session_customer_id,
+    coalesce(cookie_login_before, cookie_login_after) AS cookie_customer_id
+FROM web_sessions
