@@ -1,7 +1,16 @@
 //! SQL functions crm-marts adds to DataFusion, one per file, registered in one place.
 
 mod clv;
+mod damerau_levenshtein;
+mod double_metaphone;
+mod jaro_winkler;
 mod keyed_hash;
+mod normalize_email;
+mod normalize_name;
+mod normalize_phone;
+mod normalize_postcode;
+mod text;
+mod token_set_similarity;
 
 use std::sync::Arc;
 
@@ -27,6 +36,21 @@ impl std::fmt::Debug for FunctionSettings {
 pub fn functions(settings: &FunctionSettings) -> Vec<Arc<ScalarUDF>> {
     let mut all = vec![Arc::new(ScalarUDF::from(KeyedHash::new(settings.hash_key.clone())))];
     all.extend(clv::functions().into_iter().map(Arc::new));
+    all.extend(
+        [
+            normalize_email::udf(),
+            normalize_phone::udf(),
+            normalize_name::udf(),
+            normalize_postcode::udf(),
+            jaro_winkler::udf(),
+            damerau_levenshtein::udf(),
+            token_set_similarity::udf(),
+            double_metaphone::udf(),
+            double_metaphone::alt_udf(),
+        ]
+        .into_iter()
+        .map(Arc::new),
+    );
     all
 }
 
