@@ -4,6 +4,7 @@ FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY crates ./crates
 RUN cargo build --release --locked && strip target/release/crm-marts
 
 FROM debian:bookworm-slim

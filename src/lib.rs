@@ -12,6 +12,7 @@ pub mod checks;
 pub mod config;
 pub mod functions;
 pub mod generate;
+pub mod identity;
 pub mod manifest;
 pub mod publish;
 pub mod run;

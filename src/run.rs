@@ -330,11 +330,14 @@ async fn run_step(
     work_dir: &std::path::Path,
     written: &mut Vec<WrittenMart>,
 ) -> Result<StepReport, String> {
-    let BuiltinOutput { frame: df, details } = step_frame(ctx, step, params).await?;
+    let BuiltinOutput { frame: df, details, tables } = step_frame(ctx, step, params).await?;
     let located = |e: &dyn std::fmt::Display| match step.file() {
         Some(f) => format!("{}: {e}", f.display()),
         None => format!("step `{}`: {e}", step.name),
     };
+    for (suffix, frame) in tables {
+        ctx.register_table(format!("{}_{suffix}", step.name).as_str(), frame.into_view()).map_err(|e| located(&e))?;
+    }
     let (output, rows) = if let Some(sink) = &step.publish {
         let schema = df.schema().as_arrow().clone();
         let w = publisher

@@ -3,11 +3,11 @@
 -- in the session, the UTM tags of the session's first event, the customer the session logs
 -- in as (its first login) and the customer of the cookie's first login.
 --
--- Everything is computed with window functions over sorted streams, which spill to disk
--- under the memory limit, instead of joining per-session tables back to 50 million events.
--- The first login of a session is found without a whole-partition frame: the first login at
--- or before an event (ascending) or, when there is none yet, the first login after it
--- (descending). Either way it is the session's earliest login.
+-- Everything is computed with window functions whose frames end at the current row, which
+-- DataFusion evaluates as streams over sorted input (sorts spill to disk under the memory
+-- limit), instead of joining per-session tables back to 50 million events. The first login
+-- of a session or cookie is the first row when its events are ordered logins first, then by
+-- time.
 WITH web_copies AS (
     -- Filters on export columns stay before the deduplicating window: DataFusion 55's
     -- filter statistics can fail on a filter that mixes window results with them.
@@ -37,10 +37,9 @@ web_numbered AS (
         g.*,
         sum(CASE WHEN gap_micros IS NULL OR gap_micros >= $session_timeout_minutes * 60000000 THEN 1 ELSE 0 END)
             OVER (PARTITION BY cookie_id ORDER BY event_time, event_id ROWS UNBOUNDED PRECEDING) AS session_no,
-        first_value(login_customer_id) IGNORE NULLS
-            OVER (PARTITION BY cookie_id ORDER BY event_time, event_id ROWS UNBOUNDED PRECEDING) AS cookie_login_before,
-        last_value(login_customer_id) IGNORE NULLS
-            OVER (PARTITION BY cookie_id ORDER BY event_time DESC, event_id DESC ROWS UNBOUNDED PRECEDING) AS cookie_login_after
+        first_value(login_customer_id) OVER (
+            PARTITION BY cookie_id ORDER BY login_customer_id IS NULL, event_time, event_id ROWS UNBOUNDED PRECEDING
+        ) AS cookie_customer_id
     FROM web_gaps g
 ),
 web_sessions AS (
@@ -51,10 +50,9 @@ web_sessions AS (
             OVER (PARTITION BY cookie_id, session_no ORDER BY event_time, event_id ROWS UNBOUNDED PRECEDING) AS first_utm_source,
         first_value(utm_medium)
             OVER (PARTITION BY cookie_id, session_no ORDER BY event_time, event_id ROWS UNBOUNDED PRECEDING) AS first_utm_medium,
-        first_value(login_customer_id) IGNORE NULLS
-            OVER (PARTITION BY cookie_id, session_no ORDER BY event_time, event_id ROWS UNBOUNDED PRECEDING) AS session_login_before,
-        last_value(login_customer_id) IGNORE NULLS
-            OVER (PARTITION BY cookie_id, session_no ORDER BY event_time DESC, event_id DESC ROWS UNBOUNDED PRECEDING) AS session_login_after
+        first_value(login_customer_id) OVER (
+            PARTITION BY cookie_id, session_no ORDER BY login_customer_id IS NULL, event_time, event_id ROWS UNBOUNDED PRECEDING
+        ) AS session_customer_id
     FROM web_numbered n
 )
 SELECT
@@ -66,6 +64,6 @@ SELECT
     session_event_no,
     coalesce(nullif(lower(trim(first_utm_source)), ''), '(none)') AS utm_source_key,
     coalesce(nullif(lower(trim(first_utm_medium)), ''), '(none)') AS utm_medium_key,
-    coalesce(session_login_before, session_login_after) AS session_customer_id,
-    coalesce(cookie_login_before, cookie_login_after) AS cookie_customer_id
+    session_customer_id,
+    cookie_customer_id
 FROM web_sessions

@@ -252,6 +252,8 @@ pub struct Step {
     pub publish: Option<Sink>,
     pub materialize: bool,
     pub spec: Option<MartSpec>,
+    /// Further tables a built-in step creates (`<name>_golden` ...).
+    pub extra_outputs: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -489,7 +491,27 @@ impl Compiler<'_> {
                 self.error(&["steps"], format!("{where_}: more than one table named `{}`", step.name));
                 continue;
             }
+            for extra in &step.extra_outputs {
+                if !names.insert(extra.clone()) {
+                    self.error(&["steps"], format!("{where_}: more than one table named `{extra}`"));
+                }
+            }
             out.push(step);
+        }
+        // A step reading a built-in step's extra table depends on that step.
+        let producer: BTreeMap<String, String> =
+            out.iter().flat_map(|s| s.extra_outputs.iter().map(|e| (e.clone(), s.name.clone()))).collect();
+        if !producer.is_empty() {
+            for step in &mut out {
+                let mut deps: Vec<String> = Vec::new();
+                for d in step.depends_on.drain(..) {
+                    let d = producer.get(&d).cloned().unwrap_or(d);
+                    if !deps.contains(&d) {
+                        deps.push(d);
+                    }
+                }
+                step.depends_on = deps;
+            }
         }
         // Every table a step reads must exist.
         let known: BTreeSet<String> = names;
@@ -564,7 +586,7 @@ impl Compiler<'_> {
             }
         }
         let sink = self.sink(where_, publish, s);
-        Some(Step { name, kind: StepKind::Sql(model), depends_on, publish: sink, materialize: s.materialize, spec })
+        Some(Step { name, kind: StepKind::Sql(model), depends_on, publish: sink, materialize: s.materialize, spec, extra_outputs: Vec::new() })
     }
 
     fn builtin_step(&mut self, where_: &str, kind: &str, s: &StepConfig, sql_dir: &Path) -> Option<Step> {
@@ -593,7 +615,16 @@ impl Compiler<'_> {
         let depends_on = step.inputs();
         // A built-in step's table is documented like a mart: sql/marts/<name>.yml.
         let spec = self.spec_for(&sql_dir.join("marts").join(format!("{name}.sql")), &name);
-        Some(Step { name, kind: StepKind::Builtin { kind: found.name, step }, depends_on, publish: sink, materialize: s.materialize, spec })
+        let extra_outputs = step.extra_outputs(&name);
+        Some(Step {
+            name,
+            kind: StepKind::Builtin { kind: found.name, step },
+            depends_on,
+            publish: sink,
+            materialize: s.materialize,
+            spec,
+            extra_outputs,
+        })
     }
 
     fn sink(&mut self, where_: &str, publish: bool, s: &StepConfig) -> Option<Sink> {

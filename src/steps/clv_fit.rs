@@ -109,7 +109,7 @@ impl BuiltinStep for ClvFit {
             if !fitted.bgnbd.1.converged {
                 tracing::warn!(termination = %fitted.bgnbd.1.termination, "BG/NBD fit did not converge");
             }
-            Ok(BuiltinOutput { frame: ctx.read_batch(batch)?, details: Some(details) })
+            Ok(BuiltinOutput { frame: ctx.read_batch(batch)?, details: Some(details), tables: Vec::new() })
         }
         .boxed()
     }

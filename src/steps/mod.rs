@@ -4,6 +4,7 @@
 
 mod clv_fit;
 mod describe;
+mod identity;
 
 use std::fmt::Debug;
 
@@ -18,6 +19,12 @@ pub trait BuiltinStep: Send + Sync + Debug {
     /// Tables the step reads; they must be built before it runs.
     fn inputs(&self) -> Vec<String>;
 
+    /// Further tables the step creates besides its own, e.g. `<name>_golden`; later steps
+    /// may read them like any table.
+    fn extra_outputs(&self, _name: &str) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Builds the step's table.
     fn run<'a>(
         &'a self,
@@ -31,11 +38,13 @@ pub trait BuiltinStep: Send + Sync + Debug {
 pub struct BuiltinOutput {
     pub frame: DataFrame,
     pub details: Option<serde_json::Value>,
+    /// The extra tables, by suffix: ("golden", frame) becomes `<name>_golden`.
+    pub tables: Vec<(String, DataFrame)>,
 }
 
 impl From<DataFrame> for BuiltinOutput {
     fn from(frame: DataFrame) -> Self {
-        Self { frame, details: None }
+        Self { frame, details: None, tables: Vec::new() }
     }
 }
 
@@ -59,6 +68,11 @@ pub fn kinds() -> &'static [BuiltinKind] {
             name: "clv_fit",
             summary: "BG/NBD and Gamma-Gamma maximum-likelihood fit on a per-customer summary",
             compile: clv_fit::compile,
+        },
+        BuiltinKind {
+            name: "identity",
+            summary: "identity resolution: deterministic and Fellegi-Sunter matching into persons with stable customer keys",
+            compile: identity::compile,
         },
     ]
 }

@@ -1,0 +1,135 @@
+//! Bad input through the whole identity step: empty inputs, all-null attributes, duplicate
+//! and missing ids, unicode oddities and one value shared by a crowd. Each gives figures or
+//! flags, never a panic and never a giant merge.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, Float64Array, RecordBatch, StringArray, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::prelude::SessionContext;
+
+use super::config::IdentityConfig;
+use super::{records, resolve, Context, Resolution};
+
+fn table(rows: &[(Option<&str>, Option<&str>, Option<&str>)]) -> RecordBatch {
+    let schema = Schema::new(vec![
+        Field::new("id", DataType::Utf8, true),
+        Field::new("email", DataType::Utf8, true),
+        Field::new("name", DataType::Utf8, true),
+    ]);
+    let col = |values: Vec<Option<&str>>| Arc::new(StringArray::from(values)) as Arc<dyn Array>;
+    let columns = vec![
+        col(rows.iter().map(|r| r.0).collect()),
+        col(rows.iter().map(|r| r.1).collect()),
+        col(rows.iter().map(|r| r.2).collect()),
+    ];
+    RecordBatch::try_new(Arc::new(schema), columns).unwrap()
+}
+
+const CONFIG: &str = r#"
+inputs:
+  - { table: people, source: s, id: id, attributes: { email: email, name: name } }
+deterministic:
+  - { attributes: [email] }
+comparisons:
+  - { name: name, attribute: name, levels: [exact, { jaro_winkler: 0.9 }] }
+  - { name: email, attribute: email, levels: [exact] }
+blocking: [[name]]
+guards: { max_records_per_value: 1000, max_cluster_size: 25, exclusive: [name] }
+training: { u_sample_pairs: 2000 }
+"#;
+
+async fn run(batch: RecordBatch, config: &str) -> Resolution {
+    let ctx = SessionContext::new();
+    ctx.register_batch("people", batch).unwrap();
+    let settings = serde_yaml::from_str::<IdentityConfig>(config).unwrap().check().unwrap();
+    let (recs, load) = records::load(&ctx, &settings).await.unwrap();
+    resolve(&settings, &recs, &load, &Context::default()).unwrap()
+}
+
+fn metric(r: &Resolution, metric: &str, dimension: &str) -> Option<f64> {
+    let m = r.quality.column_by_name("metric").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
+    let d = r.quality.column_by_name("dimension").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
+    let v = r.quality.column_by_name("value").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
+    (0..m.len()).find(|&i| m.value(i) == metric && d.value(i) == dimension).map(|i| v.value(i))
+}
+
+fn cluster_sizes(r: &Resolution) -> Vec<u64> {
+    let sizes = r.map.column_by_name("cluster_size").unwrap().as_any().downcast_ref::<UInt64Array>().unwrap();
+    sizes.values().to_vec()
+}
+
+#[tokio::test]
+async fn an_empty_input_gives_empty_outputs() {
+    let r = run(table(&[]), CONFIG).await;
+    assert_eq!(r.map.num_rows(), 0);
+    assert_eq!(r.golden.num_rows(), 0);
+    assert_eq!(metric(&r, "records", "all"), Some(0.0));
+}
+
+#[tokio::test]
+async fn all_null_attributes_leave_every_record_alone() {
+    let r = run(table(&[(Some("1"), None, None), (Some("2"), None, None), (Some("3"), None, None)]), CONFIG).await;
+    assert_eq!(cluster_sizes(&r), vec![1, 1, 1]);
+    assert_eq!(metric(&r, "persons", "all"), Some(3.0));
+}
+
+#[tokio::test]
+async fn duplicate_and_missing_ids_are_counted_not_dropped_silently() {
+    let rows = [(Some("1"), Some("a@x.dk"), Some("ann")), (Some("1"), Some("b@x.dk"), Some("bo")), (None, Some("c@x.dk"), Some("cy")), (Some(" "), None, None)];
+    let r = run(table(&rows), CONFIG).await;
+    assert_eq!(r.map.num_rows(), 1);
+    assert_eq!(metric(&r, "duplicate_record_ids", "all"), Some(1.0));
+    assert_eq!(metric(&r, "records_without_id", "all"), Some(2.0));
+}
+
+#[tokio::test]
+async fn unicode_oddities_do_not_panic() {
+    let rows = [
+        (Some("1"), Some("\u{200b}"), Some("e\u{301}mile")),
+        (Some("2"), Some("🙂@🙂"), Some("émile")),
+        (Some("3"), Some("\u{feff}x@y.dk"), Some("\u{0}")),
+        (Some("4"), Some("x@y.dk"), Some("ﬁ")),
+    ];
+    let r = run(table(&rows), CONFIG).await;
+    assert_eq!(r.map.num_rows(), 4);
+}
+
+#[tokio::test]
+async fn one_shared_value_cannot_make_a_giant_cluster() {
+    // 200 records with one e-mail and one name: every link is allowed but the size cap.
+    let ids: Vec<String> = (0..200).map(|i| i.to_string()).collect();
+    let rows: Vec<_> = ids.iter().map(|id| (Some(id.as_str()), Some("shared@x.dk"), Some("same"))).collect();
+    let r = run(table(&rows), CONFIG).await;
+    let sizes = cluster_sizes(&r);
+    assert!(sizes.iter().all(|&s| s <= 25), "largest {}", sizes.iter().max().unwrap());
+    assert!(metric(&r, "persons", "flagged_capped").unwrap() >= 1.0);
+    assert!(metric(&r, "links", "deterministic:refused_size").unwrap() >= 1.0);
+}
+
+#[tokio::test]
+async fn a_crowd_value_is_not_used_as_a_key_past_the_guard() {
+    let ids: Vec<String> = (0..40).map(|i| i.to_string()).collect();
+    let names: Vec<String> = (0..40).map(|i| format!("person{i}")).collect();
+    let rows: Vec<_> = ids.iter().zip(&names).map(|(id, n)| (Some(id.as_str()), Some("club@x.dk"), Some(n.as_str()))).collect();
+    let r = run(table(&rows), &CONFIG.replace("max_records_per_value: 1000", "max_records_per_value: 30")).await;
+    assert_eq!(metric(&r, "oversized_key_values", "rule:email"), Some(1.0));
+    assert_eq!(metric(&r, "largest_oversized_key_value", "rule:email"), Some(40.0));
+    assert!(cluster_sizes(&r).iter().all(|&s| s == 1));
+}
+
+#[test]
+fn configuration_errors_are_named_together() {
+    let bad = r#"
+inputs:
+  - { table: people, source: s, id: id, attributes: { email: email } }
+comparisons:
+  - { name: name, attribute: nmae, levels: [exact, { jaro_winkler: 1.5 }, fuzzy] }
+threshold: 1.2
+guards: { exclusive: [nope] }
+"#;
+    let err = serde_yaml::from_str::<IdentityConfig>(bad).unwrap().check().unwrap_err();
+    for expected in ["attribute `nmae`", "`jaro_winkler` needs a number in 0..1", "unknown level `fuzzy`", "threshold must be", "guards.exclusive names `nope`", "at least one blocking rule"] {
+        assert!(err.contains(expected), "{expected} missing from: {err}");
+    }
+}

@@ -1,0 +1,319 @@
+//! Fellegi-Sunter parameters without labels, as Splink estimates them: u (how often two
+//! different persons agree at each level) from random record pairs, m (how often the same
+//! person does) by expectation-maximisation on the blocked pairs. EM runs once per blocking
+//! rule with the comparisons of that rule left out, since inside its blocks they agree by
+//! construction; each m is the mean of the sessions that estimated it.
+
+use std::collections::HashMap;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::blocking::{agree, Blocked};
+use super::compare::Comparator;
+use super::config::Comparison;
+
+/// Agreement patterns of a pair set: level codes -> number of pairs.
+pub type Patterns = HashMap<Vec<u8>, u64>;
+
+#[derive(Debug, Clone)]
+pub struct EmSession {
+    pub rule: String,
+    pub pairs: u64,
+    pub iterations: usize,
+    pub converged: bool,
+    pub lambda: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// Prior: probability that two random records are the same person.
+    pub lambda: f64,
+    /// Share of matches among the candidate pairs, as EM estimated it (a diagnostic).
+    pub lambda_candidates: f64,
+    /// Per comparison, per level code (code 0, null, unused).
+    pub m: Vec<Vec<f64>>,
+    pub u: Vec<Vec<f64>>,
+    /// Per comparison with term-frequency adjustment: frequency of each distinct value.
+    pub tf: Vec<Option<Vec<f64>>>,
+    pub sessions: Vec<EmSession>,
+    pub u_pairs: u64,
+}
+
+const FLOOR: f64 = 1e-6;
+
+impl Model {
+    /// Weight (log2 Bayes factor) of one comparison's level; with term frequencies, exact
+    /// agreement on value `value` weighs log2(m / tf(value)).
+    pub fn weight(&self, comparisons: &[Comparison], c: usize, level: u8, value: u32) -> f64 {
+        if level == 0 {
+            return 0.0;
+        }
+        let m = self.m[c][level as usize];
+        if level == 1 && comparisons[c].term_frequency && comparisons[c].levels[0] == super::config::Level::Exact {
+            if let Some(tf) = &self.tf[c] {
+                let f = tf[value as usize].max(FLOOR);
+                return (m / f).log2();
+            }
+        }
+        (m / self.u[c][level as usize]).log2()
+    }
+
+    pub fn prior_weight(&self) -> f64 {
+        (self.lambda / (1.0 - self.lambda)).log2()
+    }
+}
+
+pub fn probability(weight: f64) -> f64 {
+    1.0 / (1.0 + (-weight).exp2())
+}
+
+/// u probabilities from `pairs` random record pairs.
+pub fn estimate_u(cmp: &Comparator, pairs: usize, seed: u64) -> Vec<Vec<f64>> {
+    let n = cmp.records.len();
+    let mut counts: Vec<Vec<u64>> = cmp.comparisons.iter().map(|c| vec![0; c.level_count()]).collect();
+    if n >= 2 {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        for _ in 0..pairs {
+            let a = rng.random_range(0..n);
+            let mut b = rng.random_range(0..n - 1);
+            if b >= a {
+                b += 1;
+            }
+            for (c, count) in counts.iter_mut().enumerate() {
+                count[cmp.level(c, a, b) as usize] += 1;
+            }
+        }
+    }
+    counts
+        .iter()
+        .map(|count| {
+            let levels = count.len() - 1;
+            let total: u64 = count[1..].iter().sum();
+            let mut u = vec![0.0; count.len()];
+            for l in 1..count.len() {
+                u[l] = ((count[l] as f64 + 0.5) / (total as f64 + 0.5 * levels as f64)).max(FLOOR);
+            }
+            u
+        })
+        .collect()
+}
+
+/// Pattern counts of the pairs for which `keep` holds.
+pub fn patterns(cmp: &Comparator, blocked: &Blocked, levels: &[u8], keep: impl Fn(usize) -> bool) -> Patterns {
+    let c = cmp.comparisons.len();
+    let mut out = Patterns::new();
+    for p in 0..blocked.pairs.len() {
+        if keep(p) {
+            *out.entry(levels[p * c..(p + 1) * c].to_vec()).or_default() += 1;
+        }
+    }
+    out
+}
+
+fn initial_m(c: &Comparison) -> Vec<f64> {
+    let n = c.level_count();
+    let mut m = vec![0.0; n];
+    let rest = n - 2;
+    m[1] = 0.8;
+    for v in m.iter_mut().skip(2) {
+        *v = 0.2 / rest as f64;
+    }
+    m
+}
+
+/// EM over `patterns` with u fixed; comparisons not `active` are ignored. Returns m, lambda,
+/// iterations and convergence.
+fn em(
+    patterns: &Patterns,
+    comparisons: &[Comparison],
+    u: &[Vec<f64>],
+    active: &[bool],
+    start_m: &[Vec<f64>],
+    max_iterations: usize,
+    update_m: bool,
+) -> (Vec<Vec<f64>>, f64, usize, bool) {
+    let mut m: Vec<Vec<f64>> = start_m.to_vec();
+    let mut lambda = 0.3;
+    let total: u64 = patterns.values().sum();
+    if total == 0 {
+        return (m, lambda, 0, false);
+    }
+    for iteration in 1..=max_iterations {
+        let mut acc: Vec<Vec<f64>> = comparisons.iter().map(|c| vec![0.0; c.level_count()]).collect();
+        let mut matched = 0.0;
+        for (pattern, &count) in patterns {
+            let mut lm = lambda.ln();
+            let mut lu = (1.0 - lambda).ln();
+            for (c, &l) in pattern.iter().enumerate() {
+                if l != 0 && active[c] {
+                    lm += m[c][l as usize].max(FLOOR).ln();
+                    lu += u[c][l as usize].ln();
+                }
+            }
+            let w = 1.0 / (1.0 + (lu - lm).exp());
+            let mass = w * count as f64;
+            matched += mass;
+            for (c, &l) in pattern.iter().enumerate() {
+                if l != 0 && active[c] {
+                    acc[c][l as usize] += mass;
+                }
+            }
+        }
+        let new_lambda = (matched / total as f64).clamp(FLOOR, 1.0 - FLOOR);
+        let mut change = (new_lambda - lambda).abs();
+        lambda = new_lambda;
+        if update_m {
+            for c in 0..comparisons.len() {
+                if !active[c] {
+                    continue;
+                }
+                let sum: f64 = acc[c][1..].iter().sum();
+                if sum <= 0.0 {
+                    continue;
+                }
+                for l in 1..acc[c].len() {
+                    let v = (acc[c][l] / sum).max(FLOOR);
+                    change = change.max((v - m[c][l]).abs());
+                    m[c][l] = v;
+                }
+            }
+        }
+        if change < 1e-7 {
+            return (m, lambda, iteration, true);
+        }
+    }
+    (m, lambda, max_iterations, false)
+}
+
+/// Estimates the model: u by sampling, m by one EM session per blocking rule, lambda on all
+/// candidate pairs.
+#[allow(clippy::too_many_arguments)]
+pub fn train(
+    cmp: &Comparator,
+    prior: f64,
+    blocked: &Blocked,
+    levels: &[u8],
+    rules: &[(String, Vec<usize>)],
+    u_pairs: usize,
+    seed: u64,
+    max_iterations: usize,
+) -> Model {
+    let comparisons = cmp.comparisons;
+    let u = estimate_u(cmp, u_pairs, seed);
+    let start: Vec<Vec<f64>> = comparisons.iter().map(initial_m).collect();
+    let mut sums: Vec<Vec<f64>> = comparisons.iter().map(|c| vec![0.0; c.level_count()]).collect();
+    let mut estimated = vec![0usize; comparisons.len()];
+    let mut sessions = Vec::new();
+    for (name, attrs) in rules {
+        let active: Vec<bool> = comparisons.iter().map(|c| !attrs.contains(&c.attribute)).collect();
+        if !active.iter().any(|&a| a) {
+            continue;
+        }
+        let pats = patterns(cmp, blocked, levels, |p| {
+            let (a, b) = blocked.pairs[p];
+            agree(cmp.records, attrs, a as usize, b as usize)
+        });
+        let pairs: u64 = pats.values().sum();
+        if pairs == 0 {
+            continue;
+        }
+        let (m, lambda, iterations, converged) = em(&pats, comparisons, &u, &active, &start, max_iterations, true);
+        for c in 0..comparisons.len() {
+            if active[c] {
+                estimated[c] += 1;
+                for l in 1..m[c].len() {
+                    sums[c][l] += m[c][l];
+                }
+            }
+        }
+        sessions.push(EmSession { rule: name.clone(), pairs, iterations, converged, lambda });
+    }
+    let all = patterns(cmp, blocked, levels, |_| true);
+    let everything = vec![true; comparisons.len()];
+    let mut m = start.clone();
+    if estimated.contains(&0) {
+        let (fallback, lambda, iterations, converged) = em(&all, comparisons, &u, &everything, &start, max_iterations, true);
+        sessions.push(EmSession { rule: "(all candidate pairs)".into(), pairs: all.values().sum(), iterations, converged, lambda });
+        for c in 0..comparisons.len() {
+            if estimated[c] == 0 {
+                m[c] = fallback[c].clone();
+            }
+        }
+    }
+    for c in 0..comparisons.len() {
+        if estimated[c] > 0 {
+            m[c] = sums[c].iter().map(|s| s / estimated[c] as f64).collect();
+        }
+    }
+    let (_, lambda_candidates, _, _) = em(&all, comparisons, &u, &everything, &m, max_iterations, false);
+    let tf = comparisons
+        .iter()
+        .map(|c| {
+            c.term_frequency.then(|| {
+                let column = &cmp.records.attrs[c.attribute];
+                let total = column.non_null().max(1) as f64;
+                column.counts.iter().map(|&n| n as f64 / total).collect()
+            })
+        })
+        .collect();
+    Model { lambda: prior, lambda_candidates, m, u, tf, sessions, u_pairs: u_pairs as u64 }
+}
+
+/// The weight of each comparison and the total match weight of pair `p`.
+pub fn score(model: &Model, cmp: &Comparator, pair: (u32, u32), levels: &[u8], weights: &mut [f64]) -> f64 {
+    let mut total = model.prior_weight();
+    for (c, (&l, w)) in levels.iter().zip(weights.iter_mut()).enumerate() {
+        let value = cmp.records.attrs[cmp.comparisons[c].attribute].values[pair.0 as usize];
+        *w = model.weight(cmp.comparisons, c, l, value);
+        total += *w;
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::config::Level;
+
+    fn comparison(levels: usize) -> Comparison {
+        Comparison {
+            name: "x".into(),
+            attribute: 0,
+            levels: vec![Level::Exact; levels],
+            swapped_with: vec![None; levels],
+            term_frequency: false,
+        }
+    }
+
+    /// Pairs drawn from a known two-class mixture: EM must recover m and lambda.
+    #[test]
+    fn em_recovers_a_known_mixture() {
+        let comparisons: Vec<Comparison> = (0..3).map(|_| comparison(1)).collect();
+        // Level 1 = agree, 2 = disagree. True m(agree) = 0.9, u(agree) = 0.05, lambda = 0.2.
+        let (m_true, u_true, lambda_true) = (0.9, 0.05, 0.2);
+        let mut patterns = Patterns::new();
+        let n = 1_000_000.0;
+        for bits in 0..8u8 {
+            let pattern: Vec<u8> = (0..3).map(|c| if bits >> c & 1 == 1 { 1 } else { 2 }).collect();
+            let p = |q: f64| pattern.iter().map(|&l| if l == 1 { q } else { 1.0 - q }).product::<f64>();
+            let expected = n * (lambda_true * p(m_true) + (1.0 - lambda_true) * p(u_true));
+            patterns.insert(pattern, expected.round() as u64);
+        }
+        let u: Vec<Vec<f64>> = (0..3).map(|_| vec![0.0, u_true, 1.0 - u_true]).collect();
+        let start: Vec<Vec<f64>> = comparisons.iter().map(initial_m).collect();
+        let (m, lambda, _, converged) = em(&patterns, &comparisons, &u, &[true; 3], &start, 1000, true);
+        assert!(converged);
+        assert!((lambda - lambda_true).abs() < 1e-3, "lambda {lambda}");
+        for mc in &m {
+            assert!((mc[1] - m_true).abs() < 1e-3, "m {mc:?}");
+        }
+    }
+
+    #[test]
+    fn probability_is_the_logistic_of_the_weight_in_bits() {
+        assert!((probability(0.0) - 0.5).abs() < 1e-12);
+        assert!((probability(1.0) - 2.0 / 3.0).abs() < 1e-12);
+        assert!((probability(-1.0) - 1.0 / 3.0).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,111 @@
+//! `identity`: resolves the records of several tables into persons with stable customer
+//! keys (see [`crate::identity`]). Its table is the identity map; it also creates
+//! `<name>_golden` (the golden record, raw values: hash them before publishing),
+//! `<name>_quality` (one row per figure) and `<name>_pairs` (compared pairs with the level
+//! and weight of every comparison, for explaining any match).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::error::DataFusionError;
+use datafusion::prelude::{ident, SessionContext};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use super::{with_block, BuiltinOutput, BuiltinStep};
+use crate::config::params::Params;
+use crate::identity::config::{IdentityConfig, Settings};
+use crate::identity::{self, Context};
+
+#[derive(Debug)]
+struct Identity {
+    settings: Arc<Settings>,
+}
+
+pub fn compile(with: &serde_yaml::Value) -> Result<Box<dyn BuiltinStep>, String> {
+    let config: IdentityConfig = with_block(with)?;
+    Ok(Box::new(Identity { settings: Arc::new(config.check()?) }))
+}
+
+/// Reads `columns` of `table` as text, one Vec per column; rows with a null are skipped.
+async fn read_text(ctx: &SessionContext, table: &str, columns: &[&str]) -> datafusion::error::Result<Vec<Vec<String>>> {
+    let df = ctx.table(table).await?.select(columns.iter().map(|c| ident(*c)).collect::<Vec<_>>())?;
+    let mut out: Vec<Vec<String>> = vec![Vec::new(); columns.len()];
+    for batch in df.collect().await? {
+        let arrays: Vec<StringArray> = (0..columns.len())
+            .map(|i| {
+                let a = cast(batch.column(i), &DataType::Utf8)?;
+                Ok(a.as_any().downcast_ref::<StringArray>().expect("Utf8").clone())
+            })
+            .collect::<datafusion::error::Result<_>>()?;
+        for row in 0..batch.num_rows() {
+            if arrays.iter().any(|a| a.is_null(row)) {
+                continue;
+            }
+            for (i, a) in arrays.iter().enumerate() {
+                out[i].push(a.value(row).trim().to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn pairs_by_record(
+    ctx: &SessionContext,
+    table: &str,
+    columns: [&str; 3],
+) -> datafusion::error::Result<HashMap<(String, String), String>> {
+    let mut cols = read_text(ctx, table, &columns).await?.into_iter();
+    let (a, b, c) = (cols.next().unwrap_or_default(), cols.next().unwrap_or_default(), cols.next().unwrap_or_default());
+    Ok(a.into_iter().zip(b).zip(c).map(|((s, r), v)| ((s, r), v)).collect())
+}
+
+impl BuiltinStep for Identity {
+    fn inputs(&self) -> Vec<String> {
+        let raw = &self.settings.raw;
+        let mut t: Vec<String> = raw.inputs.iter().map(|i| i.table.to_lowercase()).collect();
+        t.extend(raw.previous.iter().map(|p| p.to_lowercase()));
+        t.extend(raw.ground_truth.iter().map(|g| g.to_lowercase()));
+        t.sort();
+        t.dedup();
+        t
+    }
+
+    fn extra_outputs(&self, name: &str) -> Vec<String> {
+        ["golden", "quality", "pairs"].iter().map(|s| format!("{name}_{s}")).collect()
+    }
+
+    fn run<'a>(&'a self, ctx: &'a SessionContext, _params: &'a Params) -> BoxFuture<'a, datafusion::error::Result<BuiltinOutput>> {
+        async move {
+            let settings = self.settings.clone();
+            let (records, load) = identity::records::load(ctx, &settings).await?;
+            let mut context = Context::default();
+            if let Some(previous) = &settings.raw.previous {
+                context.previous = pairs_by_record(ctx, &previous.to_lowercase(), ["source", "source_record_id", "customer_key"]).await?;
+            }
+            if let Some(truth) = &settings.raw.ground_truth {
+                context.truth = pairs_by_record(ctx, &truth.to_lowercase(), ["source", "record_id", "person_id"]).await?;
+            }
+            if records.is_empty() {
+                tracing::warn!("identity: the inputs hold no records");
+            }
+            let resolution = tokio::task::spawn_blocking(move || identity::resolve(&settings, &records, &load, &context))
+                .await
+                .map_err(|e| DataFusionError::Execution(format!("identity: {e}")))?
+                .map_err(|e| DataFusionError::Execution(format!("identity: {e}")))?;
+            Ok(BuiltinOutput {
+                frame: ctx.read_batch(resolution.map)?,
+                details: Some(resolution.details),
+                tables: vec![
+                    ("golden".into(), ctx.read_batch(resolution.golden)?),
+                    ("quality".into(), ctx.read_batch(resolution.quality)?),
+                    ("pairs".into(), ctx.read_batch(resolution.pairs)?),
+                ],
+            })
+        }
+        .boxed()
+    }
+}
