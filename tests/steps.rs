@@ -46,6 +46,6 @@ fn unknown_builtin_kinds_and_bad_settings_are_config_errors() {
     p.write("pipelines/mini.yaml", &bad);
     let run = p.run(&["validate", "pipelines/mini.yaml"]).expect_code(2);
     let err = run.stderr();
-    assert!(err.contains("unknown built-in step `descibe` (known: describe, clv_fit)"), "{err}");
+    assert!(err.contains("unknown built-in step `descibe` (known: describe, clv_fit, identity)"), "{err}");
     assert!(err.contains("unknown field `tabel`, expected `table`"), "{err}");
 }
