@@ -82,6 +82,8 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
     let mut env = Environment::empty();
     env.execution.memory_limit = Some(limit);
     env.execution.spill_dir = dir.join("spill");
+    // Generated data only: a fresh random key per benchmark, never printed.
+    env.execution.functions.hash_key = Some(format!("bench-{:016x}", rand::random::<u64>()));
     for (name, sub) in [("exports", "exports"), ("marts", "marts")] {
         let spec = StoreSpec::from_location(name, &dir.join(sub).to_string_lossy()).map_err(anyhow::Error::msg)?;
         env.stores.insert(name.into(), spec);
