@@ -31,6 +31,9 @@ pub struct StepReport {
     /// Rows built; unknown for views, which are computed where they are read.
     pub rows: Option<u64>,
     pub duration_ms: u64,
+    /// Peak resident memory of the process during the step (Linux).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_bytes: Option<u64>,
     pub checks: Vec<CheckResult>,
     pub warnings: Vec<String>,
     /// What a built-in step reports about itself (e.g. a model fit's convergence).
@@ -56,6 +59,9 @@ pub struct Manifest {
     pub duration_ms: Option<u64>,
     pub parameters: Params,
     pub inputs: Vec<LoadedSource>,
+    /// Peak resident memory of the process while the sources loaded (Linux).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sources_peak_rss_bytes: Option<u64>,
     pub steps: Vec<StepReport>,
     pub outputs: Vec<WrittenMart>,
     pub quarantine: Vec<QuarantineReport>,
@@ -65,6 +71,11 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// Highest peak resident memory of any phase of the run, when measured.
+    pub fn peak_rss_bytes(&self) -> Option<u64> {
+        self.steps.iter().filter_map(|s| s.peak_rss_bytes).chain(self.sources_peak_rss_bytes).max()
+    }
+
     pub fn new(run_id: &str, pipeline: &str, pipeline_file: &str, parameters: Params) -> Self {
         Self {
             run_id: run_id.into(),
@@ -76,6 +87,7 @@ impl Manifest {
             duration_ms: None,
             parameters,
             inputs: Vec::new(),
+            sources_peak_rss_bytes: None,
             steps: Vec::new(),
             outputs: Vec::new(),
             quarantine: Vec::new(),

@@ -200,6 +200,7 @@ async fn execute(
 
     // Sources load concurrently; every failure is reported, not only the first.
     progress.stage(&format!("loading {} sources", pipeline.sources.len()));
+    crate::memory::reset_peak();
     let loads = pipeline.sources.iter().map(|s| {
         let ctx = &ctx;
         async move {
@@ -209,6 +210,7 @@ async fn execute(
         }
     });
     let results = futures::future::join_all(loads).await;
+    manifest.sources_peak_rss_bytes = crate::memory::peak_rss();
     let mut errors = Vec::new();
     for (source, result, elapsed) in results {
         match result {
@@ -253,12 +255,14 @@ async fn execute(
     for (i, step) in pipeline.steps.iter().enumerate() {
         progress.stage(&format!("step {}/{}: {}", i + 1, pipeline.steps.len(), step.name));
         let started = Instant::now();
+        crate::memory::reset_peak();
         let report = run_step(&ctx, pipeline, step, params, publisher, work_dir, written).await;
         let mut report = match report {
             Ok(r) => r,
             Err(message) => return Err(message),
         };
         report.duration_ms = started.elapsed().as_millis() as u64;
+        report.peak_rss_bytes = crate::memory::peak_rss();
         info!(
             step = %step.name,
             output = %report.output,
@@ -389,6 +393,7 @@ async fn run_step(
         output: output.into(),
         rows,
         duration_ms: 0,
+        peak_rss_bytes: None,
         checks,
         warnings,
         details,

@@ -40,16 +40,11 @@ pub struct BenchArgs {
 
 /// Peak resident memory since the last reset, in bytes (Linux; 0 elsewhere).
 fn peak_rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.to_string()))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
+    crm_marts::memory::peak_rss().unwrap_or(0)
 }
 
 fn reset_peak() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    crm_marts::memory::reset_peak();
 }
 
 fn mib(b: u64) -> f64 {
@@ -97,11 +92,15 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
     for input in &manifest.inputs {
         println!("{:<28} {:>14} {:>10} {:>14}", format!("source {}", input.name), input.rows.unwrap_or(0), "", "");
     }
+    if let Some(peak) = manifest.sources_peak_rss_bytes {
+        println!("{:<28} {:>14} {:>10} {:>14.0}", "load sources", "", "", mib(peak));
+    }
     for step in &manifest.steps {
         let rows = step.rows.map(|r| r.to_string()).unwrap_or_else(|| "view".into());
-        println!("{:<28} {:>14} {:>10.1} {:>14}", format!("step {}", step.name), rows, step.duration_ms as f64 / 1000.0, "");
+        let peak = step.peak_rss_bytes.map(|b| format!("{:.0}", mib(b))).unwrap_or_default();
+        println!("{:<28} {:>14} {:>10.1} {:>14}", format!("step {}", step.name), rows, step.duration_ms as f64 / 1000.0, peak);
     }
-    println!("{:<28} {:>14} {:>10.1} {:>14.0}", "pipeline total", "", total, mib(peak_rss()));
+    println!("{:<28} {:>14} {:>10.1} {:>14.0}", "pipeline total", "", total, mib(manifest.peak_rss_bytes().unwrap_or_else(peak_rss)));
     if temp {
         let _ = std::fs::remove_dir_all(&dir);
     }
