@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod logging;
+mod runs;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -89,6 +90,21 @@ enum Command {
     },
     /// Time each stage on generated data and print rows, seconds and peak memory.
     Bench(bench::BenchArgs),
+    /// List recent runs from their manifests: status, duration, marts, rows, errors.
+    Runs {
+        /// Environment file with the stores.
+        #[arg(long, default_value = "config/local.yaml")]
+        config: PathBuf,
+        /// The store the pipelines publish to.
+        #[arg(long, default_value = "marts")]
+        store: String,
+        /// How many runs, newest first.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// One JSON object per run instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -162,6 +178,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Demo { dir, customers, seed } => demo::run(&dir, customers, seed, cli.log_format).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Runs { config, store, limit, json } => {
+            let env = load_environment(&config, &[])?;
+            runs::list(&env, &store, limit, json).await
+        }
     }
 }
 
