@@ -60,7 +60,9 @@ struct Customer {
     monetary: f64,
 }
 
-fn expected_per_customer(exports: &Path) -> BTreeMap<String, Customer> {
+/// RFM inputs per person: orders are grouped by the person (customer_key) the identity map
+/// gives their ERP customer number.
+fn expected_per_customer(exports: &Path, person_of: &HashMap<String, String>) -> BTreeMap<String, Customer> {
     let as_of = date(AS_OF).unwrap();
     let window_start = as_of - chrono::Duration::days(WINDOW_DAYS);
     let orders = read_export(&exports.join("erp/orders.csv"), b';');
@@ -87,7 +89,8 @@ fn expected_per_customer(exports: &Path) -> BTreeMap<String, Customer> {
         }
         // An order counts only with at least one valid line (the SQL joins lines).
         let Some(net) = order_net.get(&o["order_id"]) else { continue };
-        let c = per.entry(o["customer_id"].clone()).or_insert(Customer { last: d, frequency: 0, monetary: 0.0 });
+        let person = person_of.get(cust).unwrap_or_else(|| panic!("ERP customer {cust} has a person"));
+        let c = per.entry(person.clone()).or_insert(Customer { last: d, frequency: 0, monetary: 0.0 });
         c.last = c.last.max(d);
         if d > window_start {
             c.frequency += 1;
@@ -130,7 +133,8 @@ fn demo_runs_end_to_end_and_rfm_and_abc_match_an_independent_computation() {
     }
     assert!(stdout.contains("quarantined rows"), "the generator's bad rows are quarantined:\n{stdout}");
 
-    let expected = expected_per_customer(&dir.join("exports"));
+    let persons = common::persons_of(&dir.join("marts"), "erp_customers");
+    let expected = expected_per_customer(&dir.join("exports"), &persons);
     assert!(expected.len() > 200, "enough buying customers: {}", expected.len());
 
     // RFM, computed here from the exports.
@@ -155,7 +159,7 @@ fn demo_runs_end_to_end_and_rfm_and_abc_match_an_independent_computation() {
     let rows = read_parquet_rows(&dir.join("marts/mart_rfm.parquet"));
     assert_eq!(rows.len(), n, "one row per buying customer");
     for row in &rows {
-        let id = &row["customer_id"];
+        let id = &row["customer_key"];
         let c = &expected[id];
         assert_eq!(row["recency_days"], ((as_of - c.last).num_days()).to_string(), "{id}");
         assert_eq!(row["frequency"], c.frequency.to_string(), "{id}");
@@ -189,7 +193,7 @@ fn demo_runs_end_to_end_and_rfm_and_abc_match_an_independent_computation() {
     let rows = read_parquet_rows(&dir.join("marts/mart_abc.parquet"));
     assert_eq!(rows.len(), n);
     for row in &rows {
-        assert_eq!(row["abc_class"], class[&row["customer_id"]], "{}", row["customer_id"]);
+        assert_eq!(row["abc_class"], class[&row["customer_key"]], "{}", row["customer_key"]);
     }
     let summary = read_parquet_rows(&dir.join("marts/mart_abc_summary.parquet"));
     let a = summary.iter().find(|r| r["abc_class"] == "A").unwrap();

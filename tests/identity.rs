@@ -80,7 +80,7 @@ fn febrl3_is_deduplicated_against_its_own_ground_truth() {
 
 /// The real pipeline reduced to the identity sources and steps.
 fn identity_pipeline() -> String {
-    const SOURCES: &[&str] = &["erp_customers", "loyalty_members", "web_clickstream", "previous_identity_map", "identity_ground_truth"];
+    const SOURCES: &[&str] = &["erp_customers", "erp_orders", "loyalty_members", "web_clickstream", "previous_identity_map", "identity_ground_truth"];
     let text = std::fs::read_to_string(repo().join("pipelines/customer_marts.yaml")).unwrap();
     let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
     let map = doc.as_mapping_mut().unwrap();
@@ -90,7 +90,7 @@ fn identity_pipeline() -> String {
         let sql = s.get("sql").and_then(|v| v.as_str()).unwrap_or_default();
         s.get("builtin").and_then(|v| v.as_str()) == Some("identity")
             || sql.starts_with("identity/")
-            || ["staging/stg_customers.sql", "staging/stg_members.sql", "staging/stg_clickstream.sql"].contains(&sql)
+            || ["staging/stg_customers.sql", "staging/stg_orders.sql", "staging/stg_members.sql", "staging/stg_clickstream.sql"].contains(&sql)
             || sql.starts_with("marts/mart_identity")
             || sql == "marts/mart_customer.sql"
     });
@@ -194,6 +194,13 @@ fn write_fixture(p: &Project, extra_member: Option<&str>) {
     let (erp, members) = guard_fixture(extra_member);
     p.write("exports/erp/customers.csv", &(erp.join("\n") + "\n"));
     p.write("exports/loyalty/members.ndjson", &members);
+    // C99 ordered, but the ERP export has no master record for C99.
+    p.write(
+        "exports/erp/orders.csv",
+        "order_id;customer_id;order_date;channel;store_id;status;payment_status;delivery\n\
+         O1;C01;2026-10-01;web;;completed;ok;home\n\
+         O2;C99;2026-10-02;store;S1;completed;ok;none\n",
+    );
     p.write(
         "exports/web/clickstream.ndjson",
         "{\"event_id\":\"e1\",\"cookie_id\":\"k1\",\"ts\":\"2026-11-01T10:00:00Z\",\"page_type\":\"home\",\"login_customer_id\":\"C01\"}\n\
@@ -213,6 +220,10 @@ fn guards_stop_over_merging_and_keys_merge_and_retire_across_runs() {
     assert_eq!(map[&("web_cookies".to_string(), "k1".to_string())]["customer_key"], key("C01"));
     assert_eq!(map[&("web_cookies".to_string(), "k2".to_string())]["customer_key"], key("C01"));
     assert_ne!(key("C03"), key("C01"));
+    // A customer number known only from an order is a person of its own, so its orders
+    // reach the marts.
+    let orphan = &map[&("erp_customers".to_string(), "C99".to_string())];
+    assert_eq!((orphan["match_method"].as_str(), orphan["cluster_size"].as_str()), ("unmatched", "1"));
     // The shop phone, the test e-mail and the club e-mail join nobody.
     let strangers: BTreeSet<String> = (0..6).map(|i| key(&format!("C1{i}"))).chain((0..4).map(|i| key(&format!("C2{i}")))).collect();
     assert_eq!(strangers.len(), 10);

@@ -34,6 +34,8 @@ const SOURCES: &[&str] = &[
     "utm_channel_map",
     "touchpoint_types",
     "previous_loyalty_ladder",
+    "previous_identity_map",
+    "identity_ground_truth",
 ];
 
 const STEPS: &[&str] = &[
@@ -45,6 +47,11 @@ const STEPS: &[&str] = &[
     "staging/stg_app_events.sql",
     "staging/stg_survey_answers.sql",
     "staging/stg_clickstream.sql",
+    "identity/int_identity_erp.sql",
+    "identity/int_identity_members.sql",
+    "identity/int_identity_web.sql",
+    "marts/mart_identity_map.sql",
+    "intermediate/int_member_keys.sql",
     "intermediate/int_order_values.sql",
     "marts/mart_rfm.sql",
     "marts/mart_lifecycle.sql",
@@ -80,7 +87,10 @@ fn relationship_pipeline() -> String {
         .unwrap()
         .as_sequence_mut()
         .unwrap()
-        .retain(|s| s.get("sql").and_then(|v| v.as_str()).is_some_and(|f| STEPS.contains(&f)));
+        .retain(|s| {
+            s.get("sql").and_then(|v| v.as_str()).is_some_and(|f| STEPS.contains(&f))
+                || s.get("builtin").and_then(|v| v.as_str()) == Some("identity")
+        });
     serde_yaml::to_string(&doc).unwrap()
 }
 
@@ -116,6 +126,46 @@ fn mart(p: &Project, name: &str) -> Vec<Row> {
     read_parquet_rows(&p.path(&format!("marts/{name}.parquet")))
 }
 
+/// A readable name for every person of the published identity map: their ERP customer
+/// numbers joined by `+`, else their loyalty member ids, else their cookies.
+fn person_labels(p: &Project) -> HashMap<String, String> {
+    let mut ids: BTreeMap<String, [BTreeSet<String>; 3]> = BTreeMap::new();
+    for r in mart(p, "mart_identity_map") {
+        let slot = match r["source"].as_str() {
+            "erp_customers" => 0,
+            "loyalty_members" => 1,
+            _ => 2,
+        };
+        ids.entry(r["customer_key"].clone()).or_default()[slot].insert(r["source_record_id"].clone());
+    }
+    ids.into_iter()
+        .map(|(key, sets)| {
+            let set = sets.iter().find(|s| !s.is_empty()).unwrap();
+            (key, set.iter().cloned().collect::<Vec<_>>().join("+"))
+        })
+        .collect()
+}
+
+/// The rows of a mart with a `person` column: the label of the row's customer_key (empty
+/// when the row has no person).
+fn with_persons(p: &Project, name: &str) -> Vec<Row> {
+    let labels = person_labels(p);
+    mart(p, name)
+        .into_iter()
+        .map(|mut r| {
+            let label = labels.get(&r["customer_key"]).cloned().unwrap_or_default();
+            assert!(label.is_empty() == r["customer_key"].is_empty(), "{name}: unknown customer_key {r:?}");
+            r.insert("person".into(), label);
+            r
+        })
+        .collect()
+}
+
+/// A per-person mart keyed by the person's label.
+fn by_person(p: &Project, name: &str) -> BTreeMap<String, Row> {
+    keyed(with_persons(p, name), "person")
+}
+
 fn keyed(rows: Vec<Row>, key: &str) -> BTreeMap<String, Row> {
     let n = rows.len();
     let map: BTreeMap<String, Row> = rows.into_iter().map(|r| (r[key].clone(), r)).collect();
@@ -147,10 +197,11 @@ fn fixture_ladder_lifecycle_and_winback_have_the_known_answers() {
     let p = fixture();
     run_at(&p, AS_OF);
 
-    let ladder = keyed(mart(&p, "mart_loyalty_ladder"), "customer_id");
-    // C10 is created after the as-of date; C12 has an order but no master record.
+    let ladder = by_person(&p, "mart_loyalty_ladder");
+    // C10 is created after the as-of date; C12 has an order but no master record; M99 is a
+    // loyalty member without an ERP record.
     let ids: Vec<&str> = ladder.keys().map(String::as_str).collect();
-    assert_eq!(ids, ["C1", "C11", "C12", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9"]);
+    assert_eq!(ids, ["C1", "C11", "C12", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9", "M99"]);
     let expect = [
         ("C1", "prospect", "2026-01-10"),
         ("C2", "customer", "2026-06-01"),
@@ -168,6 +219,9 @@ fn fixture_ladder_lifecycle_and_winback_have_the_known_answers() {
         ("C9", "client", "2024-02-09"),
         ("C11", "customer", "2023-05-01"),
         ("C12", "customer", "2026-11-10"),
+        // App activity on 10 November and a latest valid NPS of 9 (the 11 is off the
+        // scale), promoter since the 10 of 2 November.
+        ("M99", "advocate", "2026-11-02"),
     ];
     for (id, rung, on) in expect {
         assert_row(&ladder[id], id, &[("rung", rung), ("rung_reached_on", on), ("movement", "new"), ("previous_rung", "")]);
@@ -178,9 +232,11 @@ fn fixture_ladder_lifecycle_and_winback_have_the_known_answers() {
     // Two orders on one day make a client on that day.
     assert_row(&ladder["C6"], "C6", &[("completed_orders", "2"), ("client_reached_on", "2026-11-01"), ("latest_nps", "3")]);
     assert_row(&ladder["C7"], "C7", &[("is_partner", "true"), ("customer_type", "B2B")]);
-    assert_row(&ladder["C12"], "C12", &[("customer_type", ""), ("has_loyalty_id", "")]);
+    assert_row(&ladder["C12"], "C12", &[("customer_type", ""), ("has_loyalty_id", "false")]);
+    assert_row(&ladder["C5"], "C5", &[("has_loyalty_id", "true"), ("known_since", "2024-01-01")]);
+    assert_row(&ladder["M99"], "M99", &[("customer_type", ""), ("has_loyalty_id", "true"), ("known_since", "2024-06-01"), ("completed_orders", "0")]);
 
-    let life = keyed(mart(&p, "mart_lifecycle"), "customer_id");
+    let life = by_person(&p, "mart_lifecycle");
     assert_eq!(life.len(), 10, "buyers only: C1 never bought, C10 is unknown yet");
     // (id, orders, purchase days, days since, usual gap, basis, state, since, next, profit)
     let expect = [
@@ -216,10 +272,10 @@ fn fixture_ladder_lifecycle_and_winback_have_the_known_answers() {
 
     // Dormant or lost, profitable and reachable: C9 (lost, SMS only) before C3 (dormant,
     // e-mail). C4 is dormant but consents to nothing; C11 is lost at a loss.
-    let winback = mart(&p, "mart_winback");
+    let winback = with_persons(&p, "mart_winback");
     let list: Vec<(&str, &str, &str, &str)> = winback
         .iter()
-        .map(|r| (r["winback_rank"].as_str(), r["customer_id"].as_str(), r["preferred_channel"].as_str(), r["profit"].as_str()))
+        .map(|r| (r["winback_rank"].as_str(), r["person"].as_str(), r["preferred_channel"].as_str(), r["profit"].as_str()))
         .collect();
     assert_eq!(list, [("1", "C9", "sms", "400.0"), ("2", "C3", "email", "135.0")]);
 
@@ -231,7 +287,7 @@ fn fixture_sessions_touchpoints_and_journeys_have_the_known_answers() {
     let p = fixture();
     run_at(&p, AS_OF);
 
-    let tp = keyed(mart(&p, "mart_touchpoints"), "touchpoint_id");
+    let tp = keyed(with_persons(&p, "mart_touchpoints"), "touchpoint_id");
     let web: BTreeMap<&str, &Row> = tp.iter().filter(|(_, r)| r["source_system"] == "web").map(|(k, r)| (k.as_str(), r)).collect();
     // 17 distinct events (W104 and W109 came twice); W204 is 23 November in Copenhagen.
     assert_eq!(web.len(), 16, "{:?}", web.keys());
@@ -264,35 +320,36 @@ fn fixture_sessions_touchpoints_and_journeys_have_the_known_answers() {
                 ("creator", creator),
                 ("stage", stage),
                 ("channel", "online"),
-                ("customer_id", "C5"),
+                ("person", "C5"),
             ],
         );
     }
     assert_row(web["web:W103"], "W103", &[("entry_channel", "Email"), ("is_session_entry", "true"), ("occurred_on", "2026-03-29")]);
     assert_row(web["web:W104"], "W104", &[("is_session_entry", "false"), ("occurred_at", "2026-03-29T01:10:00Z")]);
     // An anonymous cookie stays anonymous; 23:30 UTC on 31 October is 1 November locally.
-    assert_row(web["web:W203"], "W203", &[("customer_id", ""), ("occurred_on", "2026-11-01"), ("session_id", "c0ffee0000000002#1"), ("entry_channel", "Referral")]);
+    assert_row(web["web:W203"], "W203", &[("person", ""), ("occurred_on", "2026-11-01"), ("session_id", "c0ffee0000000002#1"), ("entry_channel", "Referral")]);
     assert_row(web["web:W202"], "W202", &[("session_id", "c0ffee0000000002#3")]);
     // A shared computer: each session with a login belongs to that login, the anonymous
     // one to the cookie's first login.
-    assert_row(web["web:W301"], "W301", &[("customer_id", "C6")]);
-    assert_row(web["web:W302"], "W302", &[("customer_id", "C6")]);
-    assert_row(web["web:W303"], "W303", &[("customer_id", "C8")]);
+    assert_row(web["web:W301"], "W301", &[("person", "C6")]);
+    assert_row(web["web:W302"], "W302", &[("person", "C6")]);
+    assert_row(web["web:W303"], "W303", &[("person", "C8")]);
 
     // Other sources.
-    assert_row(&tp["app:A403"], "A403", &[("touchpoint_type", "app_check_in"), ("channel", "offline"), ("occurred_on", "2026-08-25"), ("customer_id", "C4")]);
+    assert_row(&tp["app:A403"], "A403", &[("touchpoint_type", "app_check_in"), ("channel", "offline"), ("occurred_on", "2026-08-25"), ("person", "C4")]);
     assert_row(&tp["app:A601"], "A601", &[("touchpoint_type", "referral"), ("creator", "earned")]);
-    assert_row(&tp["app:A991"], "A991", &[("touchpoint_type", "service_contact"), ("is_pain_point", "true"), ("customer_id", "")]);
-    assert_row(&tp["failed_payment:O602"], "O602", &[("stage", "purchase"), ("is_pain_point", "true"), ("customer_id", "C6")]);
+    // The member without an ERP record is a person of their own.
+    assert_row(&tp["app:A991"], "A991", &[("touchpoint_type", "service_contact"), ("is_pain_point", "true"), ("person", "M99")]);
+    assert_row(&tp["failed_payment:O602"], "O602", &[("stage", "purchase"), ("is_pain_point", "true"), ("person", "C6")]);
     assert_row(&tp["purchase:O602"], "O602", &[("touchpoint_type", "online_purchase"), ("amount", "40.0")]);
     assert_row(&tp["purchase:O502"], "O502", &[("touchpoint_type", "store_purchase"), ("channel", "offline")]);
-    assert_row(&tp["return:R1"], "R1", &[("stage", "post-purchase"), ("channel", "offline"), ("amount", "50.0"), ("customer_id", "C3")]);
+    assert_row(&tp["return:R1"], "R1", &[("stage", "post-purchase"), ("channel", "offline"), ("amount", "50.0"), ("person", "C3")]);
     assert!(!tp.contains_key("purchase:O304") && tp.contains_key("failed_payment:O304"), "cancelled: no purchase");
     assert!(!tp.contains_key("purchase:O999"), "after the as-of date");
     assert_eq!(tp.keys().filter(|k| k.starts_with("survey:")).count(), 12, "S905 came twice");
     assert_eq!(tp.len(), 16 + 10 + 16 + 2 + 2 + 12, "web + app + purchases + failed payments + returns + survey");
 
-    let journeys = keyed(mart(&p, "mart_journeys"), "customer_id");
+    let journeys = by_person(&p, "mart_journeys");
     assert_row(
         &journeys["C5"],
         "C5",
@@ -354,13 +411,13 @@ fn fixture_cx_cohorts_and_revenue_at_risk_have_the_known_answers() {
             ("csat", "60.0"),
             ("ces", "3.6"),
             // Failed payment O602 and complaint A602 (both C6, revenue 100), and a service
-            // contact of an unlinked member; all revenue in the window is 2200.
+            // contact of M99, who has not bought; all revenue in the window is 2200.
             ("pain_points", "3"),
             ("failed_payments", "1"),
             ("complaints", "1"),
             ("service_contacts", "1"),
             ("returns", "0"),
-            ("customers_with_pain_points", "1"),
+            ("customers_with_pain_points", "2"),
             ("revenue_with_pain_points", "100.0"),
             ("friction_index", "9.09"),
         ],
@@ -369,10 +426,10 @@ fn fixture_cx_cohorts_and_revenue_at_risk_have_the_known_answers() {
     assert_row(row("touchpoint", "web"), "web", &[("nps", "0.0"), ("csat", "0.0"), ("ces", "5.0")]);
     assert_row(row("touchpoint", "app"), "app", &[("nps", "-100.0"), ("nps_answers", "1"), ("csat", "100.0"), ("ces", "5.0")]);
     assert_row(row("touchpoint", "delivery"), "delivery", &[("survey_answers", "1"), ("nps", ""), ("csat", ""), ("ces", "")]);
-    assert_row(row("rfm_segment", "(not linked)"), "not linked", &[("survey_answers", "3"), ("nps", "100.0"), ("service_contacts", "1")]);
+    assert_row(row("rfm_segment", "(no purchases)"), "no purchases", &[("survey_answers", "3"), ("nps", "100.0"), ("service_contacts", "1")]);
     assert_row(&cx[&("2025-01-01".into(), "total".into(), "All".into())], "January 2025", &[("nps", "100.0"), ("csat", "100.0"), ("ces", "2.0")]);
 
-    let risk = keyed(mart(&p, "mart_cx_customers"), "customer_id");
+    let risk = by_person(&p, "mart_cx_customers");
     assert_row(&risk["C2"], "C2", &[("risk_reason", "detractor_and_lifecycle"), ("revenue_at_risk", "100.0")]);
     assert_row(&risk["C3"], "C3", &[("risk_reason", "lifecycle"), ("nps_group", "passive"), ("revenue_at_risk", "400.0"), ("pain_points", "2"), ("friction_weight", "800.0")]);
     assert_row(&risk["C6"], "C6", &[("risk_reason", "detractor"), ("revenue_at_risk", "100.0"), ("pain_points", "2"), ("failed_payments", "1"), ("complaints", "1")]);
@@ -397,14 +454,14 @@ fn fixture_cx_cohorts_and_revenue_at_risk_have_the_known_answers() {
 fn ladder_movements_compare_with_the_previous_run_and_reruns_keep_them() {
     let p = fixture();
     run_at(&p, "2026-06-15");
-    let before = keyed(mart(&p, "mart_loyalty_ladder"), "customer_id");
+    let before = by_person(&p, "mart_loyalty_ladder");
     assert_row(&before["C2"], "C2 in June", &[("rung", "supporter"), ("supporter_reached_on", "2026-05-20")]);
     assert_row(&before["C8"], "C8 in June", &[("rung", "prospect")]);
     assert!(!before.contains_key("C12"), "no order yet, no master record");
 
     run_at(&p, AS_OF);
     let check = |p: &Project| {
-        let after = keyed(mart(p, "mart_loyalty_ladder"), "customer_id");
+        let after = by_person(p, "mart_loyalty_ladder");
         let moves: BTreeMap<&str, (&str, &str, &str)> = after
             .iter()
             .map(|(id, r)| (id.as_str(), (r["previous_rung"].as_str(), r["rung"].as_str(), r["movement"].as_str())))
@@ -412,6 +469,7 @@ fn ladder_movements_compare_with_the_previous_run_and_reruns_keep_them() {
         assert_eq!(moves["C2"], ("supporter", "customer", "down"), "no app activity since May");
         assert_eq!(moves["C8"], ("prospect", "customer", "up"));
         assert_eq!(moves["C12"], ("", "customer", "new"));
+        assert_eq!(moves["M99"], ("prospect", "advocate", "up"));
         for id in ["C1", "C3", "C4", "C5", "C6", "C7", "C9", "C11"] {
             assert_eq!(moves[id].2, "same", "{id}: {:?}", moves[id]);
         }
@@ -645,6 +703,13 @@ struct Reference {
     /// Valid returns: (return_id, order_id, date).
     returns: Vec<(String, String, Option<NaiveDate>)>,
     customers: BTreeMap<String, Customer>,
+    /// The published identity map: the person of every ERP customer number, loyalty member
+    /// id (with member ids only ERP records carry, as int_member_keys) and cookie.
+    erp_person: HashMap<String, String>,
+    member_person: HashMap<String, String>,
+    cookie_person: HashMap<String, String>,
+    /// Join dates of the member records the pipeline kept (those in the identity map).
+    joined: HashMap<String, Option<NaiveDate>>,
     /// member_id -> (may e-mail, may sms), every record agreeing.
     consent: HashMap<String, (bool, bool)>,
     /// Deduplicated by event_id, up to the as-of date (Copenhagen days).
@@ -660,7 +725,10 @@ fn text(v: &str) -> Option<String> {
 }
 
 impl Reference {
-    fn load(exports: &Path, as_of: NaiveDate) -> Self {
+    fn load(exports: &Path, marts: &Path, as_of: NaiveDate) -> Self {
+        let erp_person = common::persons_of(marts, "erp_customers");
+        let cookie_person = common::persons_of(marts, "web_cookies");
+        let mut member_person = common::persons_of(marts, "loyalty_members");
         let mut orders = BTreeMap::new();
         for o in read_export(&exports.join("erp/orders.csv"), b';') {
             let Some(day) = date(&o["order_date"]) else { continue };
@@ -700,7 +768,8 @@ impl Reference {
             }
             // A purchase needs at least one valid line.
             let Some((net, cost)) = lines.get(id) else { continue };
-            purchases.entry(o.customer.clone()).or_default().push(Purchase { order_id: id.clone(), day: o.day, net: *net, cost: *cost });
+            let person = erp_person.get(&o.customer).unwrap_or_else(|| panic!("{} has a person", o.customer));
+            purchases.entry(person.clone()).or_default().push(Purchase { order_id: id.clone(), day: o.day, net: *net, cost: *cost });
         }
         for list in purchases.values_mut() {
             list.sort_by(|a, b| (a.day, &a.order_id).cmp(&(b.day, &b.order_id)));
@@ -740,9 +809,22 @@ impl Reference {
                 Customer { created, loyalty_id: text(&c["loyalty_id"]), kind: text(&c["customer_type"]), contract: text(&c["contract_id"]) },
             );
         }
+        let mut erp_only: BTreeMap<String, String> = BTreeMap::new();
+        for (id, c) in &customers {
+            let Some(m) = c.loyalty_id.as_ref().filter(|m| !member_person.contains_key(*m)) else { continue };
+            let k = &erp_person[id];
+            let e = erp_only.entry(m.clone()).or_insert_with(|| k.clone());
+            if k < e {
+                *e = k.clone();
+            }
+        }
+        let mut joined: HashMap<String, Option<NaiveDate>> = HashMap::new();
         let mut consent: HashMap<String, (bool, bool)> = HashMap::new();
         for m in read_ndjson(&exports.join("loyalty/members.ndjson")) {
             let Some(id) = json_str(&m, "member_id") else { continue };
+            if member_person.contains_key(id) {
+                joined.insert(id.to_string(), json_str(&m, "joined_at").and_then(date));
+            }
             let flag = |k: &str| m.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
             let e = consent.entry(id.to_string()).or_insert((true, true));
             e.0 &= flag("consent_email");
@@ -819,6 +901,7 @@ impl Reference {
                 *slot = click;
             }
         }
+        member_person.extend(erp_only);
         Reference {
             as_of,
             orders,
@@ -826,6 +909,10 @@ impl Reference {
             refunds,
             returns,
             customers,
+            erp_person,
+            member_person,
+            cookie_person,
+            joined,
             consent,
             app_events: app_events.into_values().collect(),
             survey: survey.into_values().collect(),
@@ -878,29 +965,58 @@ impl Reference {
         round_to(list.iter().filter(|p| self.days(p.day) < 365).map(|p| p.net).sum(), 2)
     }
 
-    /// Valid NPS answers (0-10) of a member, oldest first (date, then response_id).
-    fn nps_answers(&self, member: &str) -> Vec<(NaiveDate, &str, i64)> {
+    /// The person of a loyalty member id.
+    fn member(&self, member: &str) -> Option<&str> {
+        self.member_person.get(member).map(String::as_str)
+    }
+
+    /// Valid NPS answers (0-10) of all member ids of a person, oldest first (date, then
+    /// response_id).
+    fn nps_answers(&self, person: &str) -> Vec<(NaiveDate, &str, i64)> {
         let mut v: Vec<(NaiveDate, &str, i64)> = self
             .survey
             .iter()
-            .filter(|s| s.member == member)
+            .filter(|s| self.member(&s.member) == Some(person))
             .filter_map(|s| s.nps.filter(|n| (0..=10).contains(n)).map(|n| (s.day, s.id.as_str(), n)))
             .collect();
         v.sort();
         v
     }
 
-    /// (rung, reached on) per ERP customer.
+    /// (rung, reached on) per person.
     fn ladder(&self) -> BTreeMap<String, (&'static str, Option<NaiveDate>)> {
-        let mut population: BTreeSet<String> = self.customers.keys().filter(|id| self.known(id).is_some()).cloned().collect();
-        population.extend(self.purchases.keys().cloned());
+        // ERP records known on the as-of date, per person.
+        let mut records: BTreeMap<&str, Vec<(&str, &Customer)>> = BTreeMap::new();
+        for (id, c) in &self.customers {
+            if self.known(id).is_some() {
+                records.entry(self.erp_person[id].as_str()).or_default().push((id.as_str(), c));
+            }
+        }
+        // Members who had joined on the as-of date: the earliest join date per person.
+        let mut joined: BTreeMap<&str, Option<NaiveDate>> = BTreeMap::new();
+        for (m, day) in &self.joined {
+            if day.is_none_or(|d| d <= self.as_of) {
+                let e = joined.entry(self.member_person[m].as_str()).or_insert(*day);
+                *e = match (*e, *day) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+        let mut population: BTreeSet<&str> = records.keys().copied().collect();
+        population.extend(joined.keys().copied());
+        population.extend(self.purchases.keys().map(String::as_str));
         let mut out = BTreeMap::new();
-        for id in population {
-            let record = self.known(&id);
-            let list = self.purchases.get(&id).cloned().unwrap_or_default();
-            let member = record.and_then(|c| c.loyalty_id.clone());
+        for person in population {
+            let recs = records.get(person).map(Vec::as_slice).unwrap_or_default();
+            let list = self.purchases.get(person).cloned().unwrap_or_default();
+            let created = recs.iter().filter_map(|(_, c)| c.created).min();
+            let known_since = match (created, joined.get(person).copied().flatten()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let (mut first_active, mut referral) = (None::<NaiveDate>, None::<NaiveDate>);
-            for e in self.app_events.iter().filter(|e| Some(&e.member) == member.as_ref()) {
+            for e in self.app_events.iter().filter(|e| self.member(&e.member) == Some(person)) {
                 let day = copenhagen_day(e.at);
                 if self.days(day) < 90 {
                     first_active = Some(first_active.map_or(day, |d| d.min(day)));
@@ -910,14 +1026,12 @@ impl Reference {
                 }
             }
             let mut promoter_since = None;
-            if let Some(m) = &member {
-                let answers = self.nps_answers(m);
-                if answers.last().is_some_and(|a| a.2 >= 9) {
-                    let run_start = answers.iter().rposition(|a| a.2 < 9).map_or(0, |i| i + 1);
-                    promoter_since = Some(answers[run_start].0);
-                }
+            let answers = self.nps_answers(person);
+            if answers.last().is_some_and(|a| a.2 >= 9) {
+                let run_start = answers.iter().rposition(|a| a.2 < 9).map_or(0, |i| i + 1);
+                promoter_since = Some(answers[run_start].0);
             }
-            let partner = record.is_some_and(|c| {
+            let partner = recs.iter().any(|(_, c)| {
                 c.kind.as_deref().is_some_and(|t| t.trim().eq_ignore_ascii_case("B2B")) && c.contract.as_deref().is_some_and(|k| !k.trim().is_empty())
             });
             let advocate = match (promoter_since, referral) {
@@ -935,15 +1049,16 @@ impl Reference {
             } else if list.len() == 1 {
                 ("customer", Some(list[0].day))
             } else {
-                ("prospect", record.and_then(|c| c.created))
+                ("prospect", known_since)
             };
-            out.insert(id, rung);
+            out.insert(person.to_string(), rung);
         }
         out
     }
 
     /// Web sessions: per cookie in time order (then event_id), cut where the gap is 30
-    /// minutes or more; owned by the session's first login, else the cookie's first login.
+    /// minutes or more; owned by the person of the session's first login, else of the
+    /// cookie's first login, else of the cookie itself (a checkout e-mail).
     fn sessions(&self, utm_seed: &[HashMap<String, String>]) -> Vec<Session> {
         let mut by_cookie: BTreeMap<&str, Vec<&Click>> = BTreeMap::new();
         for c in &self.clicks {
@@ -952,7 +1067,9 @@ impl Reference {
         let mut out = Vec::new();
         for events in by_cookie.values_mut() {
             events.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
-            let cookie_login = events.iter().find_map(|e| e.login.clone());
+            let person = |login: Option<&String>| login.and_then(|l| self.erp_person.get(l)).cloned();
+            let cookie_login = person(events.iter().find_map(|e| e.login.as_ref()));
+            let cookie_person = self.cookie_person.get(&events[0].cookie).cloned();
             let mut start = 0;
             for i in 1..=events.len() {
                 if i < events.len() && events[i].at - events[i - 1].at < Duration::minutes(30) {
@@ -962,7 +1079,7 @@ impl Reference {
                 let (src, med) = (key_of(part[0].source.as_deref()), key_of(part[0].medium.as_deref()));
                 let rule = seed_match(utm_seed, &[("utm_source", &src), ("utm_medium", &med)]);
                 out.push(Session {
-                    customer: part.iter().find_map(|e| e.login.clone()).or_else(|| cookie_login.clone()),
+                    customer: person(part.iter().find_map(|e| e.login.as_ref())).or_else(|| cookie_login.clone()).or_else(|| cookie_person.clone()),
                     start: part[0].at,
                     converted: part.iter().any(|e| key_of(e.page.as_deref()) == "confirmation"),
                     channel: rule["entry_channel"].clone(),
@@ -985,12 +1102,16 @@ fn generated_exports_match_an_independent_computation() {
     p.run(&["generate", "--customers", "500", "--seed", "7", "--out", "exports"]).expect_code(0);
     run_at(&p, AS_OF);
     let as_of = date(AS_OF).unwrap();
-    let r = Reference::load(&p.path("exports"), as_of);
+    let r = Reference::load(&p.path("exports"), &p.path("marts"), as_of);
+    // The marts are per person: some persons have several ERP records, and the member ids
+    // and cookies of a person count together.
+    let erp_persons: BTreeSet<&String> = r.erp_person.values().collect();
+    assert!(erp_persons.len() < r.erp_person.len(), "persons with several ERP records");
     assert!(r.purchases.len() > 250, "enough buyers: {}", r.purchases.len());
 
     // Lifecycle.
     let life_ref = r.lifecycle();
-    let life = keyed(mart(&p, "mart_lifecycle"), "customer_id");
+    let life = keyed(mart(&p, "mart_lifecycle"), "customer_key");
     assert_eq!(life.keys().collect::<Vec<_>>(), life_ref.keys().collect::<Vec<_>>());
     let mut states: BTreeMap<&str, usize> = BTreeMap::new();
     for (id, (state, gap, days, profit)) in &life_ref {
@@ -1007,20 +1128,23 @@ fn generated_exports_match_an_independent_computation() {
     let mut expected: Vec<(f64, &String)> = life_ref
         .iter()
         .filter(|(_, (state, _, _, profit))| ["dormant", "lost"].contains(state) && *profit > 0.0)
-        .filter(|(id, _)| {
-            r.customers.get(*id).and_then(|c| c.loyalty_id.as_ref()).and_then(|m| r.consent.get(m)).is_some_and(|(e, s)| *e || *s)
+        .filter(|(person, _)| {
+            // Every member record of the person must agree; persons without one are skipped.
+            let flags: Vec<(bool, bool)> =
+                r.joined.keys().filter(|m| r.member_person[*m] == **person).map(|m| r.consent[m]).collect();
+            !flags.is_empty() && (flags.iter().all(|f| f.0) || flags.iter().all(|f| f.1))
         })
         .map(|(id, (.., profit))| (*profit, id))
         .collect();
     expected.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap().then_with(|| a.1.cmp(b.1)));
     let expected: Vec<String> = expected.into_iter().map(|(_, id)| id.clone()).collect();
-    let got: Vec<String> = mart(&p, "mart_winback").into_iter().map(|r| r["customer_id"].clone()).collect();
+    let got: Vec<String> = mart(&p, "mart_winback").into_iter().map(|r| r["customer_key"].clone()).collect();
     assert!(!expected.is_empty());
     assert_eq!(got, expected);
 
     // Loyalty ladder.
     let ladder_ref = r.ladder();
-    let ladder = keyed(mart(&p, "mart_loyalty_ladder"), "customer_id");
+    let ladder = keyed(mart(&p, "mart_loyalty_ladder"), "customer_key");
     assert_eq!(ladder.len(), ladder_ref.len());
     let mut rungs: BTreeMap<&str, usize> = BTreeMap::new();
     for (id, (rung, on)) in &ladder_ref {
@@ -1073,10 +1197,14 @@ fn generated_exports_match_an_independent_computation() {
             per_customer.entry(c.as_str()).or_default().push(s);
         }
     }
-    let journeys = keyed(mart(&p, "mart_journeys"), "customer_id");
+    let journeys = keyed(mart(&p, "mart_journeys"), "customer_key");
     let mut paths = 0;
     for (c, list) in per_customer.iter_mut() {
-        let row = &journeys[*c];
+        let row = journeys.get(*c).unwrap_or_else(|| {
+            let ids: Vec<_> = list.iter().flat_map(|s| s.click_ids.iter()).take(5).collect();
+            let rows: Vec<_> = touch.iter().filter(|t| ids.iter().any(|i| t["touchpoint_id"] == format!("web:{i}"))).collect();
+            panic!("{c}: no journey; sessions {ids:?}; mart rows {rows:?}")
+        });
         assert_eq!(row["sessions"], list.len().to_string(), "{c}");
         assert_eq!(row["converting_sessions"], list.iter().filter(|s| s.converted).count().to_string(), "{c}");
         let Some(first) = r.purchases.get(*c).map(|l| l[0].day) else {
@@ -1102,15 +1230,6 @@ fn generated_exports_match_an_independent_computation() {
 
     // Touchpoints per customer, stage and pain point, classified here with the seed.
     let types = read_export(&repo().join("sql/seeds/touchpoint_types.csv"), b',');
-    let mut member_customer: HashMap<&str, &str> = HashMap::new();
-    for (id, c) in &r.customers {
-        if let Some(m) = &c.loyalty_id {
-            let e = member_customer.entry(m.as_str()).or_insert(id.as_str());
-            if id.as_str() < *e {
-                *e = id.as_str();
-            }
-        }
-    }
     let mut counted: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     let mut add = |customer: Option<&str>, key: String| {
         let Some(c) = customer else { return };
@@ -1135,21 +1254,21 @@ fn generated_exports_match_an_independent_computation() {
     }
     for o in r.orders.values() {
         if o.day <= as_of && key_of(o.payment.as_deref()) == "failed" {
-            add(Some(&o.customer), format!("erp:failed_payment:{}", o.channel_key()));
+            add(r.erp_person.get(&o.customer).map(String::as_str), format!("erp:failed_payment:{}", o.channel_key()));
         }
     }
     let mut seen_returns = BTreeSet::new();
     for (rid, oid, day) in &r.returns {
         let Some(o) = r.orders.get(oid).filter(|o| o.day <= as_of) else { continue };
         if day.unwrap_or(o.day) <= as_of && seen_returns.insert(rid.clone()) {
-            add(Some(&o.customer), format!("erp:return:{}", o.channel_key()));
+            add(r.erp_person.get(&o.customer).map(String::as_str), format!("erp:return:{}", o.channel_key()));
         }
     }
     for e in &r.app_events {
-        add(member_customer.get(e.member.as_str()).copied(), format!("app:{}", key_of(Some(&e.kind))));
+        add(r.member(&e.member), format!("app:{}", key_of(Some(&e.kind))));
     }
     for s in &r.survey {
-        add(member_customer.get(s.member.as_str()).copied(), format!("survey:{}", key_of(s.touchpoint.as_deref())));
+        add(r.member(&s.member), format!("survey:{}", key_of(s.touchpoint.as_deref())));
     }
     assert_eq!(journeys.len(), counted.len(), "customers with touchpoints");
     for (c, counts) in &counted {
@@ -1206,8 +1325,7 @@ fn generated_exports_match_an_independent_computation() {
     // Revenue at risk: detractors and at-risk or dormant customers, each counted once.
     let mut at_risk = 0.0;
     for (c, (state, ..)) in &life_ref {
-        let member = r.customers.get(c).and_then(|x| x.loyalty_id.clone());
-        let latest = member.as_deref().and_then(|m| r.nps_answers(m).last().map(|a| a.2));
+        let latest = r.nps_answers(c).last().map(|a| a.2);
         if latest.is_some_and(|n| n <= 6) || ["at_risk", "dormant"].contains(state) {
             at_risk += r.window_revenue(c);
         }

@@ -84,14 +84,21 @@ fn value_marts_match_an_independent_computation() {
     let start = as_of - chrono::Duration::days(WINDOW_DAYS);
     let in_window = |d: NaiveDate| d > start && d <= as_of;
 
-    // Orders (valid rows only, as the pipeline quarantines the rest).
+    // The marts are per person: ERP customers and loyalty members are grouped through the
+    // published identity map.
+    let marts = dir.join("marts");
+    let erp_person = common::persons_of(&marts, "erp_customers");
+    let member_person = common::persons_of(&marts, "loyalty_members");
+
+    // Orders (valid rows only, as the pipeline quarantines the rest), by person.
     let mut order_customer: HashMap<String, (String, NaiveDate, bool, bool)> = HashMap::new();
     for o in rows(&ex.join("erp/orders.csv"), b';') {
         let Some(d) = date(&o["order_date"]) else { continue };
         if o["order_id"].trim().is_empty() || o["customer_id"].trim().is_empty() || o["status"].trim().is_empty() {
             continue;
         }
-        order_customer.insert(o["order_id"].clone(), (o["customer_id"].clone(), d, o["status"] == "completed", o["delivery"] == "home"));
+        let person = erp_person.get(o["customer_id"].trim()).unwrap_or_else(|| panic!("{} has a person", o["customer_id"]));
+        order_customer.insert(o["order_id"].clone(), (person.clone(), d, o["status"] == "completed", o["delivery"] == "home"));
     }
     let mut exp: BTreeMap<String, Expected> = BTreeMap::new();
     let mut counted_orders: HashMap<String, bool> = HashMap::new();
@@ -129,12 +136,20 @@ fn value_marts_match_an_independent_computation() {
             e.refunds += optf(&r["refund_amount"]).unwrap_or(0.0);
         }
     }
-    // Service contacts of the loyalty member printed on the ERP record.
+    // Service contacts of the person's loyalty members; a member id that only ERP records
+    // carry belongs to the person of those records.
     let customers = rows(&ex.join("erp/customers.csv"), b';');
-    let mut members_of: HashMap<String, Vec<String>> = HashMap::new();
+    let mut person_of_member = member_person.clone();
     for c in &customers {
-        if !c["loyalty_id"].is_empty() {
-            members_of.entry(c["loyalty_id"].clone()).or_default().push(c["customer_id"].clone());
+        let (m, id) = (c["loyalty_id"].trim(), c["customer_id"].trim());
+        if m.is_empty() || member_person.contains_key(m) {
+            continue;
+        }
+        if let Some(k) = erp_person.get(id) {
+            let e = person_of_member.entry(m.to_string()).or_insert_with(|| k.clone());
+            if k < e {
+                *e = k.clone();
+            }
         }
     }
     for e in ndjson(&ex.join("loyalty/app_events.ndjson")) {
@@ -146,20 +161,17 @@ fn value_marts_match_an_independent_computation() {
         if !in_window(at.date_naive()) {
             continue;
         }
-        for cust in members_of.get(e["member_id"].as_str().unwrap()).into_iter().flatten() {
-            if let Some(x) = exp.get_mut(cust) {
-                x.contacts += 1;
-            }
+        if let Some(x) = person_of_member.get(e["member_id"].as_str().unwrap()).and_then(|k| exp.get_mut(k)) {
+            x.contacts += 1;
         }
     }
 
-    let marts = dir.join("marts");
     let prof = read_parquet_rows(&marts.join("mart_profitability.parquet"));
     assert_eq!(prof.len(), exp.len(), "one row per customer with an order in the window");
     let close = |a: &str, b: f64| (a.parse::<f64>().unwrap() - b).abs() < 0.011;
     let mut traps = 0;
     for row in &prof {
-        let e = &exp[&row["customer_id"]];
+        let e = &exp[&row["customer_key"]];
         let cost_to_serve = e.returns as f64 * 60.0 + e.contacts as f64 * 45.0 + e.deliveries as f64 * 39.0;
         let profit = e.gross - e.discounts - e.refunds - e.cogs - cost_to_serve;
         assert_eq!(row["orders"], e.orders.to_string(), "{row:?}");
@@ -177,7 +189,7 @@ fn value_marts_match_an_independent_computation() {
     let months = WINDOW_DAYS as f64 / 30.4375;
     let mut methods: HashMap<String, usize> = HashMap::new();
     for row in &sow {
-        let e = &exp[&row["customer_id"]];
+        let e = &exp[&row["customer_key"]];
         assert!(close(&row["our_monthly_spend"], e.our_spend / months), "{row:?}");
         *methods.entry(row["category_spend_method"].clone()).or_default() += 1;
         if row["category_spend_method"] == "wallet_allocation_rule" {
@@ -223,9 +235,14 @@ fn value_marts_match_an_independent_computation() {
     }
     assert_eq!(tiers.len(), 4, "all four tiers occur: {tiers:?}");
 
-    // The 360 mart has every ERP customer once and no personal data.
+    // The 360 mart has every person once and no personal data; persons with several ERP
+    // records make it shorter than the ERP export.
     let wide = read_parquet_rows(&marts.join("mart_customer_360.parquet"));
-    assert_eq!(wide.len(), customers.len());
+    let persons: std::collections::BTreeSet<&String> = erp_person.values().chain(member_person.values()).collect();
+    assert_eq!(wide.len(), read_parquet_rows(&marts.join("mart_customer.parquet")).len());
+    assert!(wide.len() >= persons.len() && wide.len() < customers.len() + member_person.len(), "{} persons", wide.len());
+    let wide_keys: std::collections::BTreeSet<&String> = wide.iter().map(|r| &r["customer_key"]).collect();
+    assert!(persons.iter().all(|k| wide_keys.contains(k)), "every ERP and loyalty person is in mart_customer_360");
     for column in ["email", "phone", "first_name", "last_name", "street"] {
         assert!(!wide[0].contains_key(column), "mart_customer_360 must not carry {column}");
     }

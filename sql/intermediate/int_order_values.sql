@@ -1,7 +1,9 @@
 -- Completed orders up to the as-of date with their line totals, one row per order.
--- The order-line join happens here once; the marts read this table.
+-- The order-line join and the person (customer_key) of the ordering ERP customer happen
+-- here once; the marts read this table.
 SELECT
     o.order_id,
+    k.customer_key,
     o.customer_id,
     o.order_date,
     o.channel,
@@ -15,6 +17,9 @@ SELECT
     sum(CASE WHEN coalesce(l.discount_amount, 0.0) > 0 THEN 1 ELSE 0 END) AS discounted_lines
 FROM stg_orders o
 JOIN stg_order_lines l ON l.order_id = o.order_id
+-- int_identity_erp gives every ordering customer number an identity record, so no order
+-- is lost here.
+JOIN identity k ON k.source = 'erp_customers' AND k.source_record_id = o.customer_id
 WHERE o.status = 'completed'
   AND o.order_date <= $as_of
-GROUP BY o.order_id, o.customer_id, o.order_date, o.channel, o.delivery, o.payment_status
+GROUP BY o.order_id, k.customer_key, o.customer_id, o.order_date, o.channel, o.delivery, o.payment_status

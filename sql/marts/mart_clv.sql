@@ -1,7 +1,7 @@
 -- mart_clv: predicted customer lifetime value per customer from the BG/NBD and
 -- Gamma-Gamma models fitted by the clv_fit step (mart_clv_model). Columns: mart_clv.yml.
 SELECT
-    s.customer_id,
+    s.customer_key,
     s.frequency,
     s.recency,
     s.t,

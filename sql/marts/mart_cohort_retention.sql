@@ -1,30 +1,30 @@
--- mart_cohort_retention: ERP customers grouped by the month of their first purchase; for
+-- mart_cohort_retention: persons grouped by the month of their first purchase; for
 -- every later month up to the as-of month, how many still bought, their share of the cohort,
 -- their revenue and the revenue retention against month 0. Columns: mart_cohort_retention.yml.
 WITH order_values AS (
     -- A purchase is a completed order on or before the as-of date with at least one line.
-    SELECT order_id, customer_id, order_date, net_amount AS net_revenue
+    SELECT order_id, customer_key, order_date, net_amount AS net_revenue
     FROM int_order_values
 ),
 month_index AS (
     -- Months counted from year 0 so that offsets are plain differences.
     SELECT
-        customer_id,
+        customer_key,
         net_revenue,
         CAST(date_part('year', order_date) AS BIGINT) * 12 + CAST(date_part('month', order_date) AS BIGINT) - 1 AS month_no
     FROM order_values
 ),
 first_months AS (
-    SELECT customer_id, min(month_no) AS cohort_no FROM month_index GROUP BY customer_id
+    SELECT customer_key, min(month_no) AS cohort_no FROM month_index GROUP BY customer_key
 ),
 cohorts AS (
     SELECT cohort_no, count(*) AS cohort_customers FROM first_months GROUP BY cohort_no
 ),
 customer_months AS (
     -- One row per customer and month, so counting rows counts distinct customers.
-    SELECT customer_id, month_no, sum(net_revenue) AS net_revenue
+    SELECT customer_key, month_no, sum(net_revenue) AS net_revenue
     FROM month_index
-    GROUP BY customer_id, month_no
+    GROUP BY customer_key, month_no
 ),
 activity AS (
     SELECT
@@ -33,7 +33,7 @@ activity AS (
         count(*) AS active_customers,
         sum(m.net_revenue) AS revenue
     FROM customer_months m
-    JOIN first_months f ON f.customer_id = m.customer_id
+    JOIN first_months f ON f.customer_key = m.customer_key
     GROUP BY f.cohort_no, m.month_no - f.cohort_no
 ),
 as_of_month AS (

@@ -1,8 +1,10 @@
--- mart_customer_360: one wide row per ERP customer joining every customer mart, so a BI
--- tool needs no joins. Columns: mart_customer_360.yml.
+-- mart_customer_360: one wide row per person (customer_key) joining every customer mart,
+-- so a BI tool needs no joins. Columns: mart_customer_360.yml.
 SELECT
-    c.customer_id,
-    c.customer_type,
+    c.customer_key,
+    c.records AS identity_records,
+    c.sources AS identity_sources,
+    ll.customer_type,
     r.first_order_date,
     r.last_order_date,
     r.recency_days,
@@ -30,12 +32,12 @@ SELECT
     l.lifecycle_state,
     ll.rung AS loyalty_rung,
     $as_of AS as_of_date
-FROM stg_customers c
-LEFT JOIN mart_rfm r ON r.customer_id = c.customer_id
-LEFT JOIN mart_abc a ON a.customer_id = c.customer_id
-LEFT JOIN mart_customer_value v ON v.customer_id = c.customer_id
-LEFT JOIN mart_clv k ON k.customer_id = c.customer_id
-LEFT JOIN mart_profitability p ON p.customer_id = c.customer_id
-LEFT JOIN mart_share_of_wallet w ON w.customer_id = c.customer_id
-LEFT JOIN mart_lifecycle l ON l.customer_id = c.customer_id
-LEFT JOIN mart_loyalty_ladder ll ON ll.customer_id = c.customer_id
+FROM mart_customer c
+LEFT JOIN mart_rfm r ON r.customer_key = c.customer_key
+LEFT JOIN mart_abc a ON a.customer_key = c.customer_key
+LEFT JOIN mart_customer_value v ON v.customer_key = c.customer_key
+LEFT JOIN mart_clv k ON k.customer_key = c.customer_key
+LEFT JOIN mart_profitability p ON p.customer_key = c.customer_key
+LEFT JOIN mart_share_of_wallet w ON w.customer_key = c.customer_key
+LEFT JOIN mart_lifecycle l ON l.customer_key = c.customer_key
+LEFT JOIN mart_loyalty_ladder ll ON ll.customer_key = c.customer_key

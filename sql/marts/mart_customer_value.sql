@@ -1,29 +1,30 @@
--- mart_customer_value: actual and potential value per customer and the Peppers & Rogers
+-- mart_customer_value: actual and potential value per person and the Peppers & Rogers
 -- value tier. Columns: mart_customer_value.yml.
 WITH lifetime AS (
-    SELECT customer_id, sum(net_amount - cost_amount) AS margin
+    SELECT customer_key, sum(net_amount - cost_amount) AS margin
     FROM int_order_values
-    GROUP BY customer_id
+    GROUP BY customer_key
 ),
 lifetime_refunds AS (
-    SELECT o.customer_id, sum(coalesce(r.refund_amount, 0.0)) AS refunds
+    SELECT k.customer_key, sum(coalesce(r.refund_amount, 0.0)) AS refunds
     FROM stg_returns r
     JOIN stg_orders o ON o.order_id = r.order_id
+    JOIN identity k ON k.source = 'erp_customers' AND k.source_record_id = o.customer_id
     WHERE r.return_date <= $as_of
-    GROUP BY o.customer_id
+    GROUP BY k.customer_key
 ),
 valued AS (
     SELECT
-        c.customer_id,
+        c.customer_key,
         round(coalesce(lt.margin, 0.0) - coalesce(lr.refunds, 0.0), 2) AS actual_value,
         c.clv,
         round(coalesce(w.category_monthly_spend, 0.0) * $clv_horizon_months * $clv_margin_rate, 2) AS wallet_potential,
         p.profit AS window_profit
     FROM mart_clv c
-    LEFT JOIN lifetime lt ON lt.customer_id = c.customer_id
-    LEFT JOIN lifetime_refunds lr ON lr.customer_id = c.customer_id
-    LEFT JOIN mart_share_of_wallet w ON w.customer_id = c.customer_id
-    LEFT JOIN mart_profitability p ON p.customer_id = c.customer_id
+    LEFT JOIN lifetime lt ON lt.customer_key = c.customer_key
+    LEFT JOIN lifetime_refunds lr ON lr.customer_key = c.customer_key
+    LEFT JOIN mart_share_of_wallet w ON w.customer_key = c.customer_key
+    LEFT JOIN mart_profitability p ON p.customer_key = c.customer_key
 ),
 potential AS (
     SELECT
@@ -40,7 +41,7 @@ thresholds AS (
     FROM potential
 )
 SELECT
-    p.customer_id,
+    p.customer_key,
     p.actual_value,
     round(p.clv, 2) AS clv,
     p.wallet_potential,

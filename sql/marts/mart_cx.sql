@@ -1,20 +1,14 @@
 -- mart_cx: customer-experience scores per month (NPS, CSAT, CES from the loyalty-app
 -- surveys) in total, per survey touchpoint and per RFM segment, with the month's pain
 -- points and a revenue-weighted friction index. Columns and definitions: mart_cx.yml.
-WITH member_customers AS (
-    -- One ERP customer per loyalty member, as in mart_touchpoints.
-    SELECT loyalty_id AS member_id, min(customer_id) AS customer_id
-    FROM stg_customers
-    WHERE loyalty_id IS NOT NULL
-    GROUP BY loyalty_id
-),
-segments AS (
+WITH segments AS (
+    -- The RFM segment of the answering member's person (int_member_keys).
     SELECT
-        mc.member_id,
-        mc.customer_id,
+        mk.member_id,
+        mk.customer_key,
         coalesce(r.rfm_segment, '(no purchases)') AS rfm_segment
-    FROM member_customers mc
-    LEFT JOIN mart_rfm r ON r.customer_id = mc.customer_id
+    FROM int_member_keys mk
+    LEFT JOIN mart_rfm r ON r.customer_key = mk.customer_key
 ),
 answers AS (
     SELECT
@@ -61,33 +55,33 @@ scores AS (
 weights AS (
     -- A customer's weight is the net revenue of the window ending on the as-of date
     -- (mart_rfm.monetary); customers without purchases weigh 0.
-    SELECT customer_id, rfm_segment, monetary FROM mart_rfm
+    SELECT customer_key, rfm_segment, monetary FROM mart_rfm
 ),
 pains AS (
     SELECT
         CAST(date_trunc('month', t.occurred_on) AS DATE) AS month,
-        t.customer_id,
+        t.customer_key,
         t.touchpoint_type,
         CASE
-            WHEN t.customer_id IS NULL THEN '(not linked)'
+            WHEN t.customer_key IS NULL THEN '(not linked)'
             ELSE coalesce(w.rfm_segment, '(no purchases)')
         END AS rfm_segment,
         coalesce(w.monetary, 0.0) AS weight
     FROM mart_touchpoints t
-    LEFT JOIN weights w ON w.customer_id = t.customer_id
+    LEFT JOIN weights w ON w.customer_key = t.customer_key
     WHERE t.is_pain_point
 ),
 pain_rows AS (
-    SELECT month, 'total' AS breakdown, 'All' AS breakdown_value, customer_id, touchpoint_type, weight FROM pains
+    SELECT month, 'total' AS breakdown, 'All' AS breakdown_value, customer_key, touchpoint_type, weight FROM pains
     UNION ALL
-    SELECT month, 'rfm_segment', rfm_segment, customer_id, touchpoint_type, weight FROM pains
+    SELECT month, 'rfm_segment', rfm_segment, customer_key, touchpoint_type, weight FROM pains
 ),
 pain_customers AS (
     SELECT month, breakdown, breakdown_value, sum(weight) AS revenue_with_pain_points, count(*) AS customers_with_pain_points
     FROM (
-        SELECT DISTINCT month, breakdown, breakdown_value, customer_id, weight
+        SELECT DISTINCT month, breakdown, breakdown_value, customer_key, weight
         FROM pain_rows
-        WHERE customer_id IS NOT NULL
+        WHERE customer_key IS NOT NULL
     ) d
     GROUP BY month, breakdown, breakdown_value
 ),

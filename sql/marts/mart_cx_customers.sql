@@ -1,31 +1,31 @@
--- mart_cx_customers: per buying ERP customer, the latest NPS answer, the lifecycle state,
+-- mart_cx_customers: per buying person, the latest NPS answer, the lifecycle state,
 -- the revenue at risk (revenue of detractors and of at-risk or dormant customers) and the
 -- pain points met in the window with their revenue-weighted friction. Sum the columns for
 -- totals. Columns and definitions: mart_cx_customers.yml.
 WITH nps_answers AS (
+    -- Valid NPS answers of the person's loyalty member records, newest first.
     SELECT
-        member_id,
-        answered_on,
-        nps,
-        row_number() OVER (PARTITION BY member_id ORDER BY answered_on DESC, response_id DESC) AS recency_no
+        k.customer_key,
+        a.answered_on,
+        a.nps,
+        row_number() OVER (PARTITION BY k.customer_key ORDER BY a.answered_on DESC, a.response_id DESC) AS recency_no
     FROM (
         SELECT *, row_number() OVER (PARTITION BY response_id ORDER BY answered_on, member_id) AS copy_no
         FROM stg_survey_answers
         WHERE nps BETWEEN 0 AND 10
           AND answered_on <= $as_of
     ) a
-    WHERE copy_no = 1
+    JOIN int_member_keys k ON k.member_id = a.member_id
+    WHERE a.copy_no = 1
 ),
 latest_nps AS (
-    -- The latest answer of the loyalty member whose member_id is the customer's loyalty_id.
-    SELECT c.customer_id, max(n.nps) AS latest_nps, max(n.answered_on) AS latest_nps_on
-    FROM (SELECT DISTINCT customer_id, loyalty_id FROM stg_customers WHERE loyalty_id IS NOT NULL) c
-    JOIN nps_answers n ON n.member_id = c.loyalty_id AND n.recency_no = 1
-    GROUP BY c.customer_id
+    SELECT customer_key, nps AS latest_nps, answered_on AS latest_nps_on
+    FROM nps_answers
+    WHERE recency_no = 1
 ),
 pains AS (
     SELECT
-        customer_id,
+        customer_key,
         count(*) AS pain_points,
         count(CASE WHEN touchpoint_type = 'failed_payment' THEN 1 END) AS failed_payments,
         count(CASE WHEN touchpoint_type = 'return' THEN 1 END) AS returns,
@@ -33,13 +33,13 @@ pains AS (
         count(CASE WHEN touchpoint_type = 'service_contact' THEN 1 END) AS service_contacts
     FROM mart_touchpoints
     WHERE is_pain_point
-      AND customer_id IS NOT NULL
+      AND customer_key IS NOT NULL
       AND CAST(occurred_on AS INT) > CAST($as_of AS INT) - $window_days
-    GROUP BY customer_id
+    GROUP BY customer_key
 ),
 joined AS (
     SELECT
-        l.customer_id,
+        l.customer_key,
         l.lifecycle_state,
         r.rfm_segment,
         r.monetary AS window_revenue,
@@ -58,12 +58,12 @@ joined AS (
         coalesce(p.complaints, 0) AS complaints,
         coalesce(p.service_contacts, 0) AS service_contacts
     FROM mart_lifecycle l
-    JOIN mart_rfm r ON r.customer_id = l.customer_id
-    LEFT JOIN latest_nps n ON n.customer_id = l.customer_id
-    LEFT JOIN pains p ON p.customer_id = l.customer_id
+    JOIN mart_rfm r ON r.customer_key = l.customer_key
+    LEFT JOIN latest_nps n ON n.customer_key = l.customer_key
+    LEFT JOIN pains p ON p.customer_key = l.customer_key
 )
 SELECT
-    customer_id,
+    customer_key,
     lifecycle_state,
     rfm_segment,
     window_revenue,

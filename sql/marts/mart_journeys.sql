@@ -1,12 +1,12 @@
--- mart_journeys: per ERP customer, the touchpoints of mart_touchpoints by stage, channel and
+-- mart_journeys: per person, the touchpoints of mart_touchpoints by stage, channel and
 -- creator, web sessions and their conversion, and the path of sessions before the first
 -- purchase. Columns and definitions: mart_journeys.yml.
 WITH customer_touchpoints AS (
-    SELECT * FROM mart_touchpoints WHERE customer_id IS NOT NULL
+    SELECT * FROM mart_touchpoints WHERE customer_key IS NOT NULL
 ),
 sessions AS (
     SELECT
-        customer_id,
+        customer_key,
         session_id,
         min(occurred_at) AS session_start,
         min(occurred_on) AS session_start_on,
@@ -14,38 +14,38 @@ sessions AS (
         max(CASE WHEN lower(trim(page_type)) = 'confirmation' THEN 1 ELSE 0 END) AS converted
     FROM customer_touchpoints
     WHERE session_id IS NOT NULL
-    GROUP BY customer_id, session_id
+    GROUP BY customer_key, session_id
 ),
 first_purchases AS (
-    SELECT customer_id, min(occurred_on) AS first_purchase_on
+    SELECT customer_key, min(occurred_on) AS first_purchase_on
     FROM customer_touchpoints
     WHERE touchpoint_id LIKE 'purchase:%'
-    GROUP BY customer_id
+    GROUP BY customer_key
 ),
 first_day_conversions AS (
     -- On the day of the first purchase, the path ends with the first converting session.
-    SELECT s.customer_id, min(s.session_start) AS converting_start
+    SELECT s.customer_key, min(s.session_start) AS converting_start
     FROM sessions s
-    JOIN first_purchases f ON f.customer_id = s.customer_id AND s.session_start_on = f.first_purchase_on
+    JOIN first_purchases f ON f.customer_key = s.customer_key AND s.session_start_on = f.first_purchase_on
     WHERE s.converted = 1
-    GROUP BY s.customer_id
+    GROUP BY s.customer_key
 ),
 path_sessions AS (
     SELECT
-        s.customer_id,
+        s.customer_key,
         s.session_start,
         s.session_id,
         s.entry_channel,
-        row_number() OVER (PARTITION BY s.customer_id ORDER BY s.session_start DESC, s.session_id DESC) AS steps_back
+        row_number() OVER (PARTITION BY s.customer_key ORDER BY s.session_start DESC, s.session_id DESC) AS steps_back
     FROM sessions s
-    JOIN first_purchases f ON f.customer_id = s.customer_id
-    LEFT JOIN first_day_conversions c ON c.customer_id = s.customer_id
+    JOIN first_purchases f ON f.customer_key = s.customer_key
+    LEFT JOIN first_day_conversions c ON c.customer_key = s.customer_key
     WHERE s.session_start_on < f.first_purchase_on
        OR (s.session_start_on = f.first_purchase_on AND (c.converting_start IS NULL OR s.session_start <= c.converting_start))
 ),
 paths AS (
     SELECT
-        customer_id,
+        customer_key,
         count(*) AS sessions_before_first_purchase,
         CASE WHEN count(*) > $journey_path_max_sessions THEN '... > ' ELSE '' END
             || string_agg(
@@ -53,16 +53,16 @@ paths AS (
                 ' > ' ORDER BY session_start, session_id
             ) AS path_to_first_purchase
     FROM path_sessions
-    GROUP BY customer_id
+    GROUP BY customer_key
 ),
 session_counts AS (
-    SELECT customer_id, count(*) AS sessions, sum(converted) AS converting_sessions
+    SELECT customer_key, count(*) AS sessions, sum(converted) AS converting_sessions
     FROM sessions
-    GROUP BY customer_id
+    GROUP BY customer_key
 ),
 touchpoint_counts AS (
     SELECT
-        customer_id,
+        customer_key,
         min(occurred_on) AS first_touchpoint_on,
         max(occurred_on) AS last_touchpoint_on,
         count(*) AS touchpoints,
@@ -76,10 +76,10 @@ touchpoint_counts AS (
         count(CASE WHEN creator = 'earned' THEN 1 END) AS earned_touchpoints,
         count(CASE WHEN is_pain_point THEN 1 END) AS pain_points
     FROM customer_touchpoints
-    GROUP BY customer_id
+    GROUP BY customer_key
 )
 SELECT
-    t.customer_id,
+    t.customer_key,
     t.first_touchpoint_on,
     t.last_touchpoint_on,
     t.touchpoints,
@@ -101,6 +101,6 @@ SELECT
     p.path_to_first_purchase,
     $as_of AS as_of_date
 FROM touchpoint_counts t
-LEFT JOIN session_counts s ON s.customer_id = t.customer_id
-LEFT JOIN first_purchases f ON f.customer_id = t.customer_id
-LEFT JOIN paths p ON p.customer_id = t.customer_id
+LEFT JOIN session_counts s ON s.customer_key = t.customer_key
+LEFT JOIN first_purchases f ON f.customer_key = t.customer_key
+LEFT JOIN paths p ON p.customer_key = t.customer_key

@@ -1,48 +1,48 @@
--- mart_lifecycle: active / at_risk / dormant / lost per buying ERP customer, judged against
+-- mart_lifecycle: active / at_risk / dormant / lost per buying person, judged against
 -- the customer's own usual gap between purchases, with lifetime revenue, cost, refunds and
 -- profit (the win-back list reads them). Columns and definitions: mart_lifecycle.yml.
 WITH order_values AS (
     -- A purchase is a completed order on or before the as-of date with at least one order
     -- line, as in mart_rfm.
-    SELECT order_id, customer_id, order_date, net_amount AS net_revenue, cost_amount AS cost
+    SELECT order_id, customer_key, order_date, net_amount AS net_revenue, cost_amount AS cost
     FROM int_order_values
 ),
 refunds AS (
     SELECT
-        v.customer_id,
+        v.customer_key,
         sum(coalesce(r.refund_amount, 0.0)) AS refunds
     FROM stg_returns r
     JOIN order_values v ON v.order_id = r.order_id
     WHERE coalesce(r.return_date, v.order_date) <= $as_of
-    GROUP BY v.customer_id
+    GROUP BY v.customer_key
 ),
 purchase_days AS (
-    SELECT DISTINCT customer_id, order_date FROM order_values
+    SELECT DISTINCT customer_key, order_date FROM order_values
 ),
 gaps AS (
     -- Days between consecutive distinct purchase days: two orders on one day are one visit.
     SELECT
-        customer_id,
+        customer_key,
         CAST(order_date AS INT)
-            - CAST(lag(order_date) OVER (PARTITION BY customer_id ORDER BY order_date) AS INT) AS gap_days
+            - CAST(lag(order_date) OVER (PARTITION BY customer_key ORDER BY order_date) AS INT) AS gap_days
     FROM purchase_days
 ),
 gap_stats AS (
     SELECT
-        customer_id,
+        customer_key,
         count(gap_days) AS gap_count,
         median(CAST(gap_days AS DOUBLE)) AS median_gap_days
     FROM gaps
-    GROUP BY customer_id
+    GROUP BY customer_key
 ),
 day_counts AS (
-    SELECT customer_id, count(*) AS purchase_days FROM purchase_days GROUP BY customer_id
+    SELECT customer_key, count(*) AS purchase_days FROM purchase_days GROUP BY customer_key
 ),
 per_customer AS (
     -- order_values has one row per order, so count(*) counts orders; distinct days come
     -- from day_counts (count(DISTINCT) per customer does not scale to millions).
     SELECT
-        v.customer_id,
+        v.customer_key,
         min(v.order_date) AS first_order_date,
         max(v.order_date) AS last_order_date,
         count(*) AS completed_orders,
@@ -50,8 +50,8 @@ per_customer AS (
         sum(v.net_revenue) AS net_revenue,
         sum(v.cost) AS cost
     FROM order_values v
-    JOIN day_counts d ON d.customer_id = v.customer_id
-    GROUP BY v.customer_id
+    JOIN day_counts d ON d.customer_key = v.customer_key
+    GROUP BY v.customer_key
 ),
 judged AS (
     SELECT
@@ -70,8 +70,8 @@ judged AS (
         END AS usual_gap_basis,
         coalesce(r.refunds, 0.0) AS refunds
     FROM per_customer p
-    JOIN gap_stats g ON g.customer_id = p.customer_id
-    LEFT JOIN refunds r ON r.customer_id = p.customer_id
+    JOIN gap_stats g ON g.customer_key = p.customer_key
+    LEFT JOIN refunds r ON r.customer_key = p.customer_key
 ),
 staged AS (
     SELECT
@@ -104,7 +104,7 @@ staged AS (
     FROM judged j
 )
 SELECT
-    customer_id,
+    customer_key,
     first_order_date,
     last_order_date,
     completed_orders,

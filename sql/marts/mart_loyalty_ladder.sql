@@ -1,50 +1,72 @@
--- mart_loyalty_ladder: each ERP customer's rung on the loyalty ladder (prospect, customer,
+-- mart_loyalty_ladder: each person's rung on the loyalty ladder (prospect, customer,
 -- client, supporter, advocate, partner), the date each rung was reached where the data
 -- tells, and the movement since the previous published run. Columns: mart_loyalty_ladder.yml.
-WITH customer_records AS (
+WITH erp_records AS (
+    -- ERP master records known on the as-of date, with their person.
     SELECT
-        customer_id,
-        created_on,
-        loyalty_id,
-        customer_type,
-        contract_id,
-        row_number() OVER (
-            PARTITION BY customer_id
-            ORDER BY created_on DESC NULLS LAST, loyalty_id NULLS LAST, customer_type NULLS LAST, contract_id NULLS LAST
-        ) AS record_rank
-    FROM stg_customers
-    WHERE coalesce(created_on, $as_of) <= $as_of
+        k.customer_key,
+        c.customer_id,
+        c.created_on,
+        c.customer_type,
+        upper(trim(c.customer_type)) = upper($partner_customer_type) AND nullif(trim(c.contract_id), '') IS NOT NULL AS is_partner
+    FROM stg_customers c
+    JOIN identity k ON k.source = 'erp_customers' AND k.source_record_id = c.customer_id
+    WHERE coalesce(c.created_on, $as_of) <= $as_of
+),
+person_records AS (
+    -- One row per person with ERP records: the earliest creation, the customer type of the
+    -- newest record, and partner when any record is a partner account.
+    SELECT
+        customer_key,
+        min(created_on) AS created_on,
+        max(CASE WHEN record_rank = 1 THEN customer_type END) AS customer_type,
+        bool_or(coalesce(is_partner, false)) AS is_partner
+    FROM (
+        SELECT
+            *,
+            row_number() OVER (
+                PARTITION BY customer_key
+                ORDER BY created_on DESC NULLS LAST, customer_id
+            ) AS record_rank
+        FROM erp_records
+    ) r
+    GROUP BY customer_key
+),
+members AS (
+    -- Loyalty-app members who had joined on the as-of date, with their person.
+    SELECT k.customer_key, min(m.joined_on) AS joined_on
+    FROM stg_members m
+    JOIN int_member_keys k ON k.member_id = m.member_id
+    WHERE coalesce(m.joined_on, $as_of) <= $as_of
+    GROUP BY k.customer_key
 ),
 order_values AS (
-    -- A purchase is a completed order on or before the as-of date with at least one line.
-    SELECT o.order_id, o.customer_id, o.order_date
-    FROM stg_orders o
-    JOIN stg_order_lines l ON l.order_id = o.order_id
-    WHERE o.status = 'completed'
-      AND o.order_date <= $as_of
-    GROUP BY o.order_id, o.customer_id, o.order_date
+    SELECT order_id, customer_key, order_date FROM int_order_values
 ),
 numbered_orders AS (
     SELECT
-        customer_id,
+        customer_key,
         order_date,
-        row_number() OVER (PARTITION BY customer_id ORDER BY order_date, order_id) AS order_no
+        row_number() OVER (PARTITION BY customer_key ORDER BY order_date, order_id) AS order_no
     FROM order_values
 ),
 purchases AS (
     SELECT
-        customer_id,
+        customer_key,
         count(*) AS completed_orders,
         min(order_date) AS first_order_date,
         min(CASE WHEN order_no = $client_min_orders THEN order_date END) AS client_order_date
     FROM numbered_orders
-    GROUP BY customer_id
+    GROUP BY customer_key
 ),
 population AS (
-    -- ERP customers known on the as-of date, and buyers whose master record is missing.
-    SELECT customer_id FROM customer_records WHERE record_rank = 1
+    -- Persons with an ERP record or a loyalty-app membership known on the as-of date, and
+    -- buyers whose master record is missing.
+    SELECT customer_key FROM person_records
     UNION
-    SELECT customer_id FROM purchases
+    SELECT customer_key FROM members
+    UNION
+    SELECT customer_key FROM purchases
 ),
 app_events AS (
     -- Filters on export columns come before the deduplicating window (see mart_touchpoints).
@@ -65,8 +87,9 @@ app_events AS (
     ) e
 ),
 app_activity AS (
+    -- Per person, over the events of all their loyalty member ids.
     SELECT
-        member_id,
+        k.customer_key,
         count(CASE WHEN CAST(event_date AS INT) > CAST($as_of AS INT) - $supporter_active_days THEN 1 END) AS app_events_in_window,
         min(CASE WHEN CAST(event_date AS INT) > CAST($as_of AS INT) - $supporter_active_days THEN event_date END) AS first_app_event_in_window,
         count(CASE
@@ -77,16 +100,18 @@ app_activity AS (
             WHEN event_type = 'referral_sent'
              AND CAST(event_date AS INT) > CAST($as_of AS INT) - $advocate_referral_days THEN event_date
         END) AS first_referral_in_window
-    FROM app_events
-    WHERE copy_no = 1
-    GROUP BY member_id
+    FROM app_events e
+    JOIN int_member_keys k ON k.member_id = e.member_id
+    WHERE e.copy_no = 1
+    GROUP BY k.customer_key
 ),
 nps_answers AS (
+    -- Per person, the answers of all their loyalty member ids in one sequence.
     SELECT
-        member_id,
-        answered_on,
-        nps,
-        row_number() OVER (PARTITION BY member_id ORDER BY answered_on, response_id) AS answer_no
+        k.customer_key,
+        a.answered_on,
+        a.nps,
+        row_number() OVER (PARTITION BY k.customer_key ORDER BY a.answered_on, a.response_id) AS answer_no
     FROM (
         SELECT
             response_id,
@@ -98,35 +123,40 @@ nps_answers AS (
         WHERE nps BETWEEN 0 AND 10
           AND answered_on <= $as_of
     ) a
-    WHERE copy_no = 1
+    JOIN int_member_keys k ON k.member_id = a.member_id
+    WHERE a.copy_no = 1
 ),
 nps_runs AS (
     SELECT
-        member_id,
+        customer_key,
         max(answer_no) AS last_answer_no,
         max(CASE WHEN nps < 9 THEN answer_no END) AS last_non_promoter_no
     FROM nps_answers
-    GROUP BY member_id
+    GROUP BY customer_key
 ),
 nps_status AS (
     -- The latest answer decides; a promoter since the first answer of the unbroken run of
     -- promoter answers that ends with the latest one.
     SELECT
-        a.member_id,
+        a.customer_key,
         max(CASE WHEN a.answer_no = r.last_answer_no THEN a.nps END) AS latest_nps,
         max(CASE WHEN a.answer_no = r.last_answer_no THEN a.answered_on END) AS latest_nps_on,
         min(CASE WHEN a.answer_no > coalesce(r.last_non_promoter_no, 0) THEN a.answered_on END) AS promoter_since
     FROM nps_answers a
-    JOIN nps_runs r ON r.member_id = a.member_id
-    GROUP BY a.member_id
+    JOIN nps_runs r ON r.customer_key = a.customer_key
+    GROUP BY a.customer_key
 ),
 facts AS (
     SELECT
-        p.customer_id,
-        c.created_on,
+        p.customer_key,
+        CASE
+            WHEN m.joined_on IS NULL THEN c.created_on
+            WHEN c.created_on IS NULL OR m.joined_on < c.created_on THEN m.joined_on
+            ELSE c.created_on
+        END AS created_on,
         c.customer_type,
-        CASE WHEN c.customer_id IS NOT NULL THEN c.loyalty_id IS NOT NULL END AS has_loyalty_id,
-        upper(trim(c.customer_type)) = upper($partner_customer_type) AND nullif(trim(c.contract_id), '') IS NOT NULL AS is_partner,
+        m.customer_key IS NOT NULL AS has_loyalty_id,
+        c.is_partner,
         coalesce(o.completed_orders, 0) AS completed_orders,
         o.first_order_date,
         o.client_order_date,
@@ -138,10 +168,11 @@ facts AS (
         n.latest_nps_on,
         CASE WHEN n.latest_nps >= 9 THEN n.promoter_since END AS promoter_since
     FROM population p
-    LEFT JOIN customer_records c ON c.customer_id = p.customer_id AND c.record_rank = 1
-    LEFT JOIN purchases o ON o.customer_id = p.customer_id
-    LEFT JOIN app_activity a ON a.member_id = c.loyalty_id
-    LEFT JOIN nps_status n ON n.member_id = c.loyalty_id
+    LEFT JOIN person_records c ON c.customer_key = p.customer_key
+    LEFT JOIN members m ON m.customer_key = p.customer_key
+    LEFT JOIN purchases o ON o.customer_key = p.customer_key
+    LEFT JOIN app_activity a ON a.customer_key = p.customer_key
+    LEFT JOIN nps_status n ON n.customer_key = p.customer_key
 ),
 rungs AS (
     SELECT
@@ -166,7 +197,7 @@ previous AS (
     -- The previously published mart. A rerun for the same as-of date keeps the comparison
     -- that run made; a published mart from a later as-of date (a backfill) is ignored.
     SELECT
-        customer_id,
+        customer_key,
         CASE WHEN as_of_date < $as_of THEN rung ELSE previous_rung END AS rung,
         CASE WHEN as_of_date < $as_of THEN rung_level ELSE previous_rung_level END AS rung_level,
         CASE WHEN as_of_date < $as_of THEN as_of_date ELSE previous_as_of_date END AS as_of_date
@@ -174,7 +205,7 @@ previous AS (
     WHERE as_of_date <= $as_of
 )
 SELECT
-    r.customer_id,
+    r.customer_key,
     r.customer_type,
     r.has_loyalty_id,
     CASE r.rung_level
@@ -216,4 +247,4 @@ SELECT
     END AS movement,
     $as_of AS as_of_date
 FROM rungs r
-LEFT JOIN previous p ON p.customer_id = r.customer_id
+LEFT JOIN previous p ON p.customer_key = r.customer_key

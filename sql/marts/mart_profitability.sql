@@ -1,8 +1,8 @@
--- mart_profitability: what each ERP customer earned us in the window, after the cost
+-- mart_profitability: what each person earned us in the window, after the cost
 -- of serving them (activity-based costing). Columns: mart_profitability.yml.
 WITH order_totals AS (
     SELECT
-        customer_id,
+        customer_key,
         order_id,
         CASE WHEN delivery = 'home' THEN 1 ELSE 0 END AS home_delivery,
         gross_amount AS gross_revenue,
@@ -15,7 +15,7 @@ WITH order_totals AS (
 ),
 sales AS (
     SELECT
-        customer_id,
+        customer_key,
         count(*) AS orders,
         sum(home_delivery) AS deliveries,
         sum(gross_revenue) AS gross_revenue,
@@ -23,28 +23,29 @@ sales AS (
         sum(cost_of_goods) AS cost_of_goods,
         CAST(sum(discounted_lines) AS DOUBLE) / sum(lines) AS discounted_line_share
     FROM order_totals
-    GROUP BY customer_id
+    GROUP BY customer_key
 ),
 refunds AS (
-    SELECT o.customer_id, count(*) AS returns, sum(coalesce(r.refund_amount, 0.0)) AS refunds
+    SELECT k.customer_key, count(*) AS returns, sum(coalesce(r.refund_amount, 0.0)) AS refunds
     FROM stg_returns r
     JOIN stg_orders o ON o.order_id = r.order_id
+    JOIN identity k ON k.source = 'erp_customers' AND k.source_record_id = o.customer_id
     WHERE r.return_date <= $as_of
       AND CAST(r.return_date AS INT) > CAST($as_of AS INT) - $window_days
-    GROUP BY o.customer_id
+    GROUP BY k.customer_key
 ),
 contacts AS (
-    SELECT c.customer_id, count(*) AS service_contacts
-    FROM stg_customers c
-    JOIN stg_app_events e ON e.member_id = c.loyalty_id
+    SELECT m.customer_key, count(*) AS service_contacts
+    FROM stg_app_events e
+    JOIN int_member_keys m ON m.member_id = e.member_id
     WHERE e.event_type IN ('service_contact', 'complaint')
       AND CAST(e.event_time AS DATE) <= $as_of
       AND CAST(CAST(e.event_time AS DATE) AS INT) > CAST($as_of AS INT) - $window_days
-    GROUP BY c.customer_id
+    GROUP BY m.customer_key
 ),
 costed AS (
     SELECT
-        s.customer_id,
+        s.customer_key,
         s.orders,
         round(s.gross_revenue, 2) AS gross_revenue,
         round(s.discounts, 2) AS discounts,
@@ -59,11 +60,11 @@ costed AS (
             + s.deliveries * $cost_per_delivery, 2) AS cost_to_serve,
         s.discounted_line_share
     FROM sales s
-    LEFT JOIN refunds r ON r.customer_id = s.customer_id
-    LEFT JOIN contacts c ON c.customer_id = s.customer_id
+    LEFT JOIN refunds r ON r.customer_key = s.customer_key
+    LEFT JOIN contacts c ON c.customer_key = s.customer_key
 )
 SELECT
-    customer_id,
+    customer_key,
     orders,
     gross_revenue,
     discounts,

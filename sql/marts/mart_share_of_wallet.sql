@@ -1,29 +1,31 @@
--- mart_share_of_wallet: our share of each ERP customer's monthly category spend, with
--- the category spend estimated three ways and the method used recorded per customer.
+-- mart_share_of_wallet: our share of each person's monthly category spend, with the
+-- category spend estimated three ways and the method used recorded per person.
 -- Columns: mart_share_of_wallet.yml.
 WITH our_spend AS (
     SELECT
-        customer_id,
+        customer_key,
         sum(net_amount) / ($window_days / 30.4375) AS our_monthly_spend
     FROM int_order_values
     WHERE CAST(order_date AS INT) > CAST($as_of AS INT) - $window_days
-    GROUP BY customer_id
+    GROUP BY customer_key
 ),
 latest_survey AS (
-    SELECT member_id, category_spend_monthly, brands_used, our_rank
+    -- The latest answer of any loyalty member record of the person.
+    SELECT customer_key, category_spend_monthly, brands_used, our_rank
     FROM (
         SELECT
-            member_id, category_spend_monthly, brands_used, our_rank,
-            row_number() OVER (PARTITION BY member_id ORDER BY answered_on DESC, response_id DESC) AS rn
-        FROM stg_survey_answers
-        WHERE answered_on <= $as_of
+            m.customer_key, a.category_spend_monthly, a.brands_used, a.our_rank,
+            row_number() OVER (PARTITION BY m.customer_key ORDER BY a.answered_on DESC, a.response_id DESC) AS rn
+        FROM stg_survey_answers a
+        JOIN int_member_keys m ON m.member_id = a.member_id
+        WHERE a.answered_on <= $as_of
     ) s
     WHERE rn = 1
 ),
 profile AS (
+    -- Age band and region from the person's golden record.
     SELECT
-        customer_id,
-        loyalty_id,
+        customer_key,
         CASE
             WHEN birth_date IS NULL THEN 'unknown'
             WHEN (CAST($as_of AS INT) - CAST(birth_date AS INT)) / 365.25 < 30 THEN '18-29'
@@ -33,11 +35,11 @@ profile AS (
         END AS age_band,
         -- Danish postcodes below 3000 are the capital region.
         CASE WHEN TRY_CAST(postcode AS INT) < 3000 THEN 'capital' ELSE 'other' END AS region
-    FROM stg_customers
+    FROM (SELECT customer_key, TRY_CAST(birth_date AS DATE) AS birth_date, postcode FROM identity_golden) g
 ),
 estimates AS (
     SELECT
-        p.customer_id,
+        p.customer_key,
         s.our_monthly_spend,
         sv.category_spend_monthly AS survey_spend,
         -- Wallet Allocation Rule (Keiningham et al.): share = (1 - r / (n + 1)) x 2 / n.
@@ -49,8 +51,8 @@ estimates AS (
         p.age_band,
         p.region
     FROM our_spend s
-    JOIN profile p ON p.customer_id = s.customer_id
-    LEFT JOIN latest_survey sv ON sv.member_id = p.loyalty_id
+    JOIN profile p ON p.customer_key = s.customer_key
+    LEFT JOIN latest_survey sv ON sv.customer_key = p.customer_key
     LEFT JOIN category_spend_reference ref ON ref.age_band = p.age_band AND ref.region = p.region
 ),
 chosen AS (
@@ -64,7 +66,7 @@ chosen AS (
     FROM estimates
 )
 SELECT
-    customer_id,
+    customer_key,
     round(our_monthly_spend, 2) AS our_monthly_spend,
     method AS category_spend_method,
     round(CASE method

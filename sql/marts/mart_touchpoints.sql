@@ -1,15 +1,15 @@
 -- mart_touchpoints: every interaction up to the as-of date (web page views cut into
 -- sessions, purchases, failed payments, returns, loyalty-app events, survey answers),
 -- classified by buying stage, channel and creator through the seeds touchpoint_types.csv
--- and utm_channel_map.csv, and attributed to an ERP customer where the data links it.
+-- and utm_channel_map.csv, and attributed to the person (customer_key) the data links it to.
 -- Web page views come sessionised from int_web_sessions.
 -- Columns and definitions: mart_touchpoints.yml.
-WITH member_customers AS (
-    -- One ERP customer per loyalty member: the lowest customer_id carrying it as loyalty_id.
-    SELECT loyalty_id AS member_id, min(customer_id) AS customer_id
-    FROM stg_customers
-    WHERE loyalty_id IS NOT NULL
-    GROUP BY loyalty_id
+WITH erp_keys AS (
+    SELECT source_record_id AS customer_id, customer_key FROM identity WHERE source = 'erp_customers'
+),
+cookie_keys AS (
+    -- Cookies with a login or a checkout e-mail are identity records of their own.
+    SELECT source_record_id AS cookie_id, customer_key FROM identity WHERE source = 'web_cookies'
 ),
 session_channels AS (
     -- A session's traffic source is the UTM tag of its first event. Rules are matched once
@@ -36,7 +36,9 @@ web_touchpoints AS (
         'web' AS source_system,
         'web:' || coalesce(nullif(lower(trim(e.page_type)), ''), '(none)') AS type_key,
         CASE WHEN e.session_event_no = 1 THEN coalesce(sc.visit_type, 'web_visit') END AS entry_touchpoint_type,
-        coalesce(e.session_customer_id, e.cookie_customer_id) AS customer_id,
+        -- The person the session logs in as, else the person of the cookie (its first login
+        -- or the e-mail typed at checkout, as the identity step linked them).
+        coalesce(ks.customer_key, kl.customer_key, kc.customer_key) AS customer_key,
         e.cookie_id,
         CAST(NULL AS VARCHAR) AS member_id,
         e.cookie_id || '#' || CAST(e.session_no AS VARCHAR) AS session_id,
@@ -50,17 +52,21 @@ web_touchpoints AS (
         CAST(NULL AS DOUBLE) AS amount
     FROM int_web_sessions e
     LEFT JOIN session_channels sc ON sc.utm_source_key = e.utm_source_key AND sc.utm_medium_key = e.utm_medium_key
+    LEFT JOIN erp_keys ks ON ks.customer_id = e.session_customer_id
+    LEFT JOIN erp_keys kl ON kl.customer_id = e.cookie_customer_id
+    LEFT JOIN cookie_keys kc ON kc.cookie_id = e.cookie_id
 ),
 orders AS (
     SELECT
         o.order_id,
-        o.customer_id,
+        k.customer_key,
         o.order_date,
         o.status,
         o.payment_status,
         coalesce(nullif(lower(trim(o.channel)), ''), CASE WHEN o.store_id IS NOT NULL THEN 'store' ELSE '(none)' END) AS channel_key,
         row_number() OVER (PARTITION BY o.order_id ORDER BY o.order_date, o.customer_id) AS copy_no
     FROM stg_orders o
+    LEFT JOIN erp_keys k ON k.customer_id = o.customer_id
     WHERE o.order_date <= $as_of
 ),
 order_revenue AS (
@@ -72,7 +78,7 @@ erp_touchpoints AS (
         'purchase:' || o.order_id AS touchpoint_id,
         'erp' AS source_system,
         'erp:purchase:' || o.channel_key AS type_key,
-        o.customer_id,
+        o.customer_key,
         o.order_id,
         o.order_date AS occurred_on,
         r.net_revenue AS amount
@@ -84,7 +90,7 @@ erp_touchpoints AS (
         'failed_payment:' || o.order_id,
         'erp',
         'erp:failed_payment:' || o.channel_key,
-        o.customer_id,
+        o.customer_key,
         o.order_id,
         o.order_date,
         CAST(NULL AS DOUBLE)
@@ -96,7 +102,7 @@ erp_touchpoints AS (
         'return:' || r.return_id,
         'erp',
         'erp:return:' || min(o.channel_key),
-        min(o.customer_id),
+        min(o.customer_key),
         min(r.order_id),
         min(coalesce(r.return_date, o.order_date)),
         sum(coalesce(r.refund_amount, 0.0))
@@ -109,7 +115,7 @@ app_touchpoints AS (
     SELECT
         'app:' || e.event_id AS touchpoint_id,
         'app:' || coalesce(nullif(lower(trim(e.event_type)), ''), '(none)') AS type_key,
-        mc.customer_id,
+        mk.customer_key,
         e.member_id,
         e.event_time AS occurred_at,
         CAST(e.event_time AT TIME ZONE $report_time_zone AS DATE) AS occurred_on
@@ -120,14 +126,14 @@ app_touchpoints AS (
         FROM stg_app_events
         WHERE CAST(event_time AT TIME ZONE $report_time_zone AS DATE) <= $as_of
     ) e
-    LEFT JOIN member_customers mc ON mc.member_id = e.member_id
+    LEFT JOIN int_member_keys mk ON mk.member_id = e.member_id
     WHERE e.copy_no = 1
 ),
 survey_touchpoints AS (
     SELECT
         'survey:' || s.response_id AS touchpoint_id,
         'survey:' || coalesce(nullif(lower(trim(s.touchpoint)), ''), '(none)') AS type_key,
-        mc.customer_id,
+        mk.customer_key,
         s.member_id,
         s.answered_on AS occurred_on
     FROM (
@@ -135,29 +141,29 @@ survey_touchpoints AS (
         FROM stg_survey_answers
         WHERE answered_on <= $as_of
     ) s
-    LEFT JOIN member_customers mc ON mc.member_id = s.member_id
+    LEFT JOIN int_member_keys mk ON mk.member_id = s.member_id
     WHERE s.copy_no = 1
 ),
 all_touchpoints AS (
     SELECT
-        touchpoint_id, source_system, type_key, entry_touchpoint_type, customer_id, cookie_id, member_id,
+        touchpoint_id, source_system, type_key, entry_touchpoint_type, customer_key, cookie_id, member_id,
         session_id, is_session_entry, entry_channel, session_creator, page_type, order_id, occurred_at, occurred_on, amount
     FROM web_touchpoints
     UNION ALL
     SELECT
-        touchpoint_id, source_system, type_key, CAST(NULL AS VARCHAR), customer_id, CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR),
+        touchpoint_id, source_system, type_key, CAST(NULL AS VARCHAR), customer_key, CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR),
         CAST(NULL AS VARCHAR), CAST(NULL AS BOOLEAN), CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR),
         order_id, arrow_cast(NULL, 'Timestamp(Microsecond, Some("UTC"))'), occurred_on, amount
     FROM erp_touchpoints
     UNION ALL
     SELECT
-        touchpoint_id, 'app', type_key, CAST(NULL AS VARCHAR), customer_id, CAST(NULL AS VARCHAR), member_id,
+        touchpoint_id, 'app', type_key, CAST(NULL AS VARCHAR), customer_key, CAST(NULL AS VARCHAR), member_id,
         CAST(NULL AS VARCHAR), CAST(NULL AS BOOLEAN), CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR),
         CAST(NULL AS VARCHAR), occurred_at, occurred_on, CAST(NULL AS DOUBLE)
     FROM app_touchpoints
     UNION ALL
     SELECT
-        touchpoint_id, 'survey', type_key, CAST(NULL AS VARCHAR), customer_id, CAST(NULL AS VARCHAR), member_id,
+        touchpoint_id, 'survey', type_key, CAST(NULL AS VARCHAR), customer_key, CAST(NULL AS VARCHAR), member_id,
         CAST(NULL AS VARCHAR), CAST(NULL AS BOOLEAN), CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR),
         CAST(NULL AS VARCHAR), arrow_cast(NULL, 'Timestamp(Microsecond, Some("UTC"))'), occurred_on, CAST(NULL AS DOUBLE)
     FROM survey_touchpoints
@@ -191,7 +197,7 @@ SELECT
     coalesce(channel, 'unmapped') AS channel,
     CASE WHEN creator = 'session' THEN session_creator ELSE coalesce(creator, 'unmapped') END AS creator,
     coalesce(is_pain_point, false) AS is_pain_point,
-    customer_id,
+    customer_key,
     cookie_id,
     member_id,
     session_id,

@@ -1,20 +1,20 @@
--- mart_winback: profitable dormant or lost ERP customers whose loyalty-app consent allows
+-- mart_winback: profitable dormant or lost persons whose loyalty-app consent allows
 -- contact, ranked by lifetime profit. No e-mail, phone, name or address: the CRM tool looks
--- the contact details up by customer_id. Columns and definitions: mart_winback.yml.
+-- the contact details up by customer_key. Columns and definitions: mart_winback.yml.
 WITH consent AS (
-    -- Consent of the loyalty member whose member_id is the customer's loyalty_id; a flag
-    -- counts only when every record of that link says true (unknown = no consent).
+    -- Consent from the loyalty-app member records of the person; a flag counts only when
+    -- every member record of the person says true (unknown = no consent).
     SELECT
-        c.customer_id,
+        k.customer_key,
         bool_and(coalesce(m.consent_email, false)) AS may_email,
         bool_and(coalesce(m.consent_sms, false)) AS may_sms
-    FROM stg_customers c
-    JOIN stg_members m ON m.member_id = c.loyalty_id
-    GROUP BY c.customer_id
+    FROM stg_members m
+    JOIN int_member_keys k ON k.member_id = m.member_id
+    GROUP BY k.customer_key
 ),
 candidates AS (
     SELECT
-        l.customer_id,
+        l.customer_key,
         l.lifecycle_state,
         l.last_order_date,
         l.days_since_last_purchase,
@@ -26,15 +26,15 @@ candidates AS (
         c.may_sms,
         r.rfm_segment
     FROM mart_lifecycle l
-    JOIN consent c ON c.customer_id = l.customer_id
-    LEFT JOIN mart_rfm r ON r.customer_id = l.customer_id
+    JOIN consent c ON c.customer_key = l.customer_key
+    LEFT JOIN mart_rfm r ON r.customer_key = l.customer_key
     WHERE l.lifecycle_state IN ('dormant', 'lost')
       AND l.profit > $winback_min_profit
       AND (c.may_email OR c.may_sms)
 )
 SELECT
-    CAST(row_number() OVER (ORDER BY profit DESC, customer_id) AS BIGINT) AS winback_rank,
-    customer_id,
+    CAST(row_number() OVER (ORDER BY profit DESC, customer_key) AS BIGINT) AS winback_rank,
+    customer_key,
     lifecycle_state,
     last_order_date,
     days_since_last_purchase,

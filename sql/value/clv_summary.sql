@@ -5,12 +5,12 @@
 --   t         = time from the first purchase day to the as-of date (the customer's age),
 --   monetary  = mean amount of the repeat purchase days (0 without repeats).
 WITH firsts AS (
-    SELECT customer_id, min(purchase_date) AS first_date
+    SELECT customer_key, min(purchase_date) AS first_date
     FROM clv_transactions
-    GROUP BY customer_id
+    GROUP BY customer_key
 )
 SELECT
-    t.customer_id,
+    t.customer_key,
     CAST(count(*) - 1 AS DOUBLE) AS frequency,
     CAST(CAST(max(t.purchase_date) AS INT) - CAST(f.first_date AS INT) AS DOUBLE) / $clv_time_unit_days AS recency,
     CAST(CAST($as_of AS INT) - CAST(f.first_date AS INT) AS DOUBLE) / $clv_time_unit_days AS t,
@@ -19,5 +19,5 @@ SELECT
     f.first_date,
     max(t.purchase_date) AS last_date
 FROM clv_transactions t
-JOIN firsts f ON f.customer_id = t.customer_id
-GROUP BY t.customer_id, f.first_date
+JOIN firsts f ON f.customer_key = t.customer_key
+GROUP BY t.customer_key, f.first_date

@@ -133,6 +133,18 @@ pub fn read_parquet_rows(path: &Path) -> Vec<std::collections::BTreeMap<String, 
     rows
 }
 
+/// The person (customer_key) of every record of `source` in the identity map published
+/// in `marts`: source record id -> customer_key. The marts are keyed by person, so a test
+/// that computes a mart from the exports groups source records through this map.
+#[allow(dead_code)]
+pub fn persons_of(marts: &Path, source: &str) -> std::collections::HashMap<String, String> {
+    read_parquet_rows(&marts.join("mart_identity_map.parquet"))
+        .into_iter()
+        .filter(|r| r["source"] == source)
+        .map(|r| (r["source_record_id"].clone(), r["customer_key"].clone()))
+        .collect()
+}
+
 pub fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
