@@ -7,6 +7,7 @@ SELECT
     o.customer_id,
     o.order_date,
     o.channel,
+    o.store_id,
     o.delivery,
     o.payment_status,
     sum(l.gross_amount) AS gross_amount,
@@ -22,4 +23,4 @@ JOIN stg_order_lines l ON l.order_id = o.order_id
 JOIN identity k ON k.source = 'erp_customers' AND k.source_record_id = o.customer_id
 WHERE o.status = 'completed'
   AND o.order_date <= $as_of
-GROUP BY o.order_id, k.customer_key, o.customer_id, o.order_date, o.channel, o.delivery, o.payment_status
+GROUP BY o.order_id, k.customer_key, o.customer_id, o.order_date, o.channel, o.store_id, o.delivery, o.payment_status

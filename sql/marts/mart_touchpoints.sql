@@ -69,22 +69,18 @@ orders AS (
     LEFT JOIN erp_keys k ON k.customer_id = o.customer_id
     WHERE o.order_date <= $as_of
 ),
-order_revenue AS (
-    SELECT order_id, sum(net_amount) AS net_revenue FROM stg_order_lines GROUP BY order_id
-),
 erp_touchpoints AS (
-    -- Purchases: completed orders with at least one line, as in mart_rfm.
+    -- Purchases: completed orders with at least one line, as in mart_rfm (int_order_values
+    -- has them with their net revenue and person).
     SELECT
-        'purchase:' || o.order_id AS touchpoint_id,
+        'purchase:' || v.order_id AS touchpoint_id,
         'erp' AS source_system,
-        'erp:purchase:' || o.channel_key AS type_key,
-        o.customer_key,
-        o.order_id,
-        o.order_date AS occurred_on,
-        r.net_revenue AS amount
-    FROM orders o
-    JOIN order_revenue r ON r.order_id = o.order_id
-    WHERE o.copy_no = 1 AND o.status = 'completed'
+        'erp:purchase:' || coalesce(nullif(lower(trim(v.channel)), ''), CASE WHEN v.store_id IS NOT NULL THEN 'store' ELSE '(none)' END) AS type_key,
+        v.customer_key,
+        v.order_id,
+        v.order_date AS occurred_on,
+        v.net_amount AS amount
+    FROM int_order_values v
     UNION ALL
     SELECT
         'failed_payment:' || o.order_id,
