@@ -196,7 +196,7 @@ pub async fn load(
             }
             .map_err(df_err)?;
             let df = match declared {
-                Some(cols) => project_declared(df, cols).map_err(df_err)?,
+                Some(cols) => project_declared(df, cols, &name).map_err(df_err)?,
                 None => df,
             };
             ctx.register_table(name.as_str(), df.into_view()).map_err(df_err)?;
@@ -257,9 +257,23 @@ pub async fn load(
 fn project_declared(
     df: datafusion::dataframe::DataFrame,
     cols: &[Column],
+    source: &str,
 ) -> datafusion::error::Result<datafusion::dataframe::DataFrame> {
-    use datafusion::prelude::{cast, ident};
-    let exprs: Vec<_> = cols.iter().map(|c| cast(ident(&c.name), arrow_type(c.kind)).alias(&c.name)).collect();
+    use datafusion::prelude::{cast, ident, lit};
+    use datafusion::scalar::ScalarValue;
+    let present: std::collections::HashSet<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let mut exprs = Vec::with_capacity(cols.len());
+    for c in cols {
+        if present.contains(&c.name) || c.required {
+            // A missing required column fails here, naming the column.
+            exprs.push(cast(ident(&c.name), arrow_type(c.kind)).alias(&c.name));
+        } else {
+            // An optional column the files lack (a mart written before the column was
+            // added, say) reads as NULL rather than failing the run.
+            tracing::warn!(source, column = %c.name, "declared column not in the Parquet files; read as NULL");
+            exprs.push(cast(lit(ScalarValue::Null), arrow_type(c.kind)).alias(&c.name));
+        }
+    }
     df.select(exprs)
 }
 

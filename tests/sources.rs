@@ -80,6 +80,7 @@ sources:
     schema:
       - { name: region, type: string }
       - { name: amount, type: float }
+      - { name: currency, type: string }
   regions:
     seed: regions.csv
     format: csv
@@ -90,7 +91,7 @@ publish: { store: marts }
 "#,
         &[
             ("marts/mart_sales.sql", "SELECT s.region, r.name, sum(s.amount) AS amount FROM sales s JOIN regions r ON r.region = s.region GROUP BY 1, 2\n"),
-            ("marts/mart_previous.sql", "SELECT count(*) AS rows_before FROM sales_copy\n"),
+            ("marts/mart_previous.sql", "SELECT count(*) AS rows_before, count(currency) AS with_currency FROM sales_copy\n"),
             ("seeds/regions.csv", "region,name\nN,North\nS,South\n"),
         ],
     );
@@ -104,7 +105,14 @@ publish: { store: marts }
     assert_eq!(rows, vec![("North".into(), "12.5".into()), ("South".into(), "1.0".into())]);
     assert_eq!(read_parquet_rows(&p.path("marts/mart_previous.parquet"))[0]["rows_before"], "0", "first run: empty");
     run(&p).expect_code(0);
-    assert_eq!(read_parquet_rows(&p.path("marts/mart_previous.parquet"))[0]["rows_before"], "2", "second run reads the first's mart");
+    let previous = &read_parquet_rows(&p.path("marts/mart_previous.parquet"))[0];
+    assert_eq!(previous["rows_before"], "2", "second run reads the first's mart");
+    // A declared optional column the Parquet file lacks reads as NULL; a required one fails.
+    assert_eq!(previous["with_currency"], "0");
+    let pipeline = std::fs::read_to_string(p.path("pipelines/p.yaml")).unwrap();
+    p.write("pipelines/p.yaml", &pipeline.replace("{ name: currency, type: string }", "{ name: currency, type: string, required: true }"));
+    let failed = run(&p).expect_code(1);
+    assert!(failed.stderr().contains("currency"), "{}", failed.stderr());
 }
 
 #[test]
