@@ -13,6 +13,7 @@ pub mod config;
 pub mod functions;
 pub mod generate;
 pub mod identity;
+pub mod joblock;
 pub mod manifest;
 pub mod memory;
 pub mod publish;

@@ -1,10 +1,12 @@
 //! Command-line interface: what the user typed is parsed by clap, then resolved into
 //! compiled configuration before anything runs.
 
+mod backfill;
 mod bench;
 mod demo;
 mod logging;
 mod runs;
+mod schedule;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -90,6 +92,40 @@ enum Command {
     },
     /// Time each stage on generated data and print rows, seconds and peak memory.
     Bench(bench::BenchArgs),
+    /// Run a pipeline for every as-of date from --from to --to, oldest first, skipping dates
+    /// that already succeeded (unless --force); stops at the first failing date.
+    Backfill {
+        /// Pipeline file, e.g. pipelines/customer_marts.yaml.
+        pipeline: PathBuf,
+        /// Environment file with stores and limits.
+        #[arg(long, default_value = "config/local.yaml")]
+        config: PathBuf,
+        /// First as-of date (YYYY-MM-DD).
+        #[arg(long)]
+        from: String,
+        /// Last as-of date (YYYY-MM-DD), inclusive.
+        #[arg(long)]
+        to: String,
+        /// Run dates that already succeeded again.
+        #[arg(long)]
+        force: bool,
+        /// A parameter value, `name=value` (repeatable); as_of comes from the range.
+        #[arg(long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// Replace a store's location, `name=url-or-path` (repeatable).
+        #[arg(long = "store", value_name = "NAME=URL")]
+        stores: Vec<String>,
+    },
+    /// Run the jobs of job files (or of every *.yaml in a folder) on their cron schedules,
+    /// in the foreground; SIGTERM or SIGINT finishes the running jobs and exits.
+    Schedule {
+        /// Job files or folders of job files, e.g. jobs/.
+        #[arg(required = true)]
+        jobs: Vec<PathBuf>,
+        /// Address of the metrics (/metrics) and health (/health) endpoint; `off` for none.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        listen: String,
+    },
     /// List recent runs from their manifests: status, duration, marts, rows, errors.
     Runs {
         /// Environment file with the stores.
@@ -178,6 +214,30 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Demo { dir, customers, seed } => demo::run(&dir, customers, seed, cli.log_format).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Backfill { pipeline, config, from, to, force, params, stores } => {
+            let env = load_environment(&config, &stores)?;
+            let date = |flag: &str, text: &str| {
+                chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                    .map_err(|_| UsageError(format!("{flag} {text:?} is not a date (YYYY-MM-DD)")))
+            };
+            let args = backfill::BackfillArgs {
+                pipeline: &pipeline,
+                env: &env,
+                from: date("--from", &from)?,
+                to: date("--to", &to)?,
+                force,
+                given: parse_pairs(&params, "--param")?,
+                format: cli.log_format,
+            };
+            backfill::run(args).await
+        }
+        Command::Schedule { jobs, listen } => {
+            let listen = match listen.as_str() {
+                "off" | "" => None,
+                addr => Some(addr.parse().map_err(|_| UsageError(format!("--listen {addr:?}: expected HOST:PORT or off")))?),
+            };
+            schedule::run(&jobs, listen, cli.log_format).await
+        }
         Command::Runs { config, store, limit, json } => {
             let env = load_environment(&config, &[])?;
             runs::list(&env, &store, limit, json).await
@@ -237,10 +297,13 @@ pub fn print_summary(m: &Manifest) {
 }
 
 /// Validates files: environments first, so pipelines can be checked against their stores.
-async fn validate(files: &[PathBuf]) -> Result<ExitCode> {
+async fn validate(paths: &[PathBuf]) -> Result<ExitCode> {
+    // A folder stands for its *.yaml files (`crm-marts validate jobs/`).
+    let files = &crm_marts::config::job::job_files(paths)?;
     let mut diags = Diagnostics::default();
     let mut envs: Vec<Environment> = Vec::new();
     let mut pipelines: Vec<&PathBuf> = Vec::new();
+    let mut jobs = 0;
     for file in files {
         match file_kind(file) {
             Ok(FileKind::Environment) => match Environment::load(file) {
@@ -248,6 +311,10 @@ async fn validate(files: &[PathBuf]) -> Result<ExitCode> {
                 Err(d) => diags.extend(d),
             },
             Ok(FileKind::Pipeline) => pipelines.push(file),
+            Ok(FileKind::Job) => {
+                jobs += 1;
+                diags.extend(validate_job(file).await);
+            }
             Err(d) => diags.push(d),
         }
     }
@@ -274,7 +341,15 @@ async fn validate(files: &[PathBuf]) -> Result<ExitCode> {
     if !diags.is_empty() {
         return Err(diags.into());
     }
-    println!("{} file{} valid ({checked} pipeline{}, {} environment{})", files.len(), plural(files.len()), plural(checked), envs.len(), plural(envs.len()));
+    println!(
+        "{} file{} valid ({checked} pipeline{}, {} environment{}, {jobs} job{})",
+        files.len(),
+        plural(files.len()),
+        plural(checked),
+        envs.len(),
+        plural(envs.len()),
+        plural(jobs)
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -289,6 +364,37 @@ fn plural(n: usize) -> &'static str {
 enum FileKind {
     Pipeline,
     Environment,
+    Job,
+}
+
+/// Checks a job file, its environment and its pipelines under that environment.
+async fn validate_job(file: &Path) -> Diagnostics {
+    let mut diags = Diagnostics::default();
+    let job = match crm_marts::config::Job::load(file) {
+        Ok(j) => j,
+        Err(d) => return d,
+    };
+    let env = match Environment::load(&job.config) {
+        Ok(e) => e,
+        Err(d) => return d,
+    };
+    if !env.stores.contains_key(&job.lock_store) {
+        diags.push(crm_marts::config::Diagnostic::new(file, format!("lock.store `{}` is not a store of {}", job.lock_store, job.config.display())));
+    }
+    for p in &job.pipelines {
+        match Pipeline::load(p, Some(&env)) {
+            Ok(pipeline) => {
+                diags.extend(crm_marts::validate::plan_pipeline(&pipeline).await);
+                for name in job.params.keys() {
+                    if !pipeline.parameters.contains_key(name) {
+                        diags.push(crm_marts::config::Diagnostic::new(file, format!("params.{name}: pipeline {} has no such parameter", p.display())));
+                    }
+                }
+            }
+            Err(d) => diags.extend(d),
+        }
+    }
+    diags
 }
 
 /// Tells a pipeline from an environment by its top-level keys.
@@ -297,12 +403,14 @@ fn file_kind(file: &Path) -> std::result::Result<FileKind, crm_marts::config::Di
     let text = std::fs::read_to_string(file).map_err(|e| Diagnostic::new(file, format!("cannot read file: {e}")))?;
     let value: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| Diagnostic::from_yaml(file, &e))?;
     let has = |k: &str| value.get(k).is_some();
-    if has("steps") || has("sources") || has("publish") {
+    if has("schedule") {
+        Ok(FileKind::Job)
+    } else if has("steps") || has("sources") || has("publish") {
         Ok(FileKind::Pipeline)
     } else if has("stores") || has("execution") {
         Ok(FileKind::Environment)
     } else {
-        Err(Diagnostic::new(file, "not a pipeline (sources, steps, publish) or an environment (stores, execution)").at(1, 1))
+        Err(Diagnostic::new(file, "not a pipeline (sources, steps, publish), an environment (stores, execution) or a job (schedule)").at(1, 1))
     }
 }
 

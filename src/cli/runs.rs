@@ -43,7 +43,7 @@ fn line(m: &Value) -> RunLine {
 }
 
 /// Reads the newest `limit` manifests of `store`.
-async fn manifests(store: &Store, limit: usize) -> Result<Vec<Value>> {
+pub(super) async fn manifests(store: &Store, limit: usize) -> Result<Vec<Value>> {
     let prefix = store.path("_runs")?;
     let mut files: Vec<_> = store
         .object_store

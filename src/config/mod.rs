@@ -3,10 +3,12 @@
 
 pub mod diag;
 pub mod environment;
+pub mod job;
 pub mod mart;
 pub mod params;
 pub mod pipeline;
 
 pub use diag::{Diagnostic, Diagnostics};
 pub use environment::Environment;
+pub use job::Job;
 pub use pipeline::Pipeline;
