@@ -66,7 +66,8 @@ impl Scheduler {
 
     /// Sends SIGTERM and returns the exit code.
     fn stop(mut self) -> (i32, String) {
-        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        // The shell's kill builtin, so no procps is needed.
+        Command::new("sh").args(["-c", &format!("kill -TERM {}", self.child.id())]).status().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -169,7 +170,12 @@ fn two_schedulers_on_the_same_jobs_run_each_tick_once() {
     let ticks = std::fs::read_dir(p.path("marts/_jobs/mini/ticks")).unwrap().count();
     let runs = manifests(&p);
     assert!(runs.iter().all(|m| m["status"] == "succeeded"), "{runs:?}");
-    assert_eq!(runs.len(), ticks, "one run per claimed tick\n--- a\n{log_a}\n--- b\n{log_b}");
+    // A claimed tick runs, unless the run of the previous tick still holds the job lock in
+    // the other scheduler (a slow machine): then it is skipped, never run twice.
+    let logs = format!("{log_a}{log_b}");
+    let skipped = logs.matches("tick skipped: the job is running in another scheduler").count();
+    assert_eq!(runs.len() + skipped, ticks, "one run per claimed tick\n--- a\n{log_a}\n--- b\n{log_b}");
+    assert!(runs.len() >= 2, "{runs:?}");
     // Both fired at every tick; the one that lost the claim says so.
     assert!(format!("{log_a}{log_b}").contains("tick claimed by another scheduler"), "{log_a}\n{log_b}");
 }
