@@ -21,43 +21,46 @@ params: { as_of: "{yesterday}" }
 timeout_minutes: 5
 "#;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 struct Scheduler {
     child: Child,
-    port: u16,
     log: std::path::PathBuf,
 }
 
 impl Scheduler {
     fn start(p: &Project, name: &str) -> Self {
-        let port = free_port();
         let log = p.path(&format!("{name}.log"));
+        // Port 0: the system picks a free port and the scheduler logs it, so parallel tests
+        // never race for one.
         let child = Command::new(env!("CARGO_BIN_EXE_crm-marts"))
-            .args(["schedule", "jobs", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["schedule", "jobs", "--listen", "127.0.0.1:0"])
             .current_dir(p.path(""))
             .env("CRM_MARTS_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        Scheduler { child, port, log }
+        Scheduler { child, log }
+    }
+
+    /// The port of the metrics endpoint, from the scheduler's log.
+    fn port(&self) -> u16 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = self.log();
+            if let Some(rest) = log.split("metrics on http://127.0.0.1:").nth(1) {
+                return rest.split('/').next().unwrap().parse().unwrap();
+            }
+            assert!(Instant::now() < deadline, "no metrics address in the log:\n{log}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn get(&self, path: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
-                write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-                let mut out = String::new();
-                s.read_to_string(&mut out).unwrap();
-                return out;
-            }
-            assert!(Instant::now() < deadline, "no endpoint on port {}", self.port);
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let mut s = TcpStream::connect(("127.0.0.1", self.port())).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
     }
 
     fn log(&self) -> String {
