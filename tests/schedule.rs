@@ -56,10 +56,11 @@ impl Scheduler {
     }
 
     fn get(&self, path: &str) -> String {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port())).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        let fail = |e: std::io::Error| -> ! { panic!("GET {path}: {e}\n--- scheduler log\n{}", self.log()) };
+        let mut s = TcpStream::connect(("127.0.0.1", self.port())).unwrap_or_else(|e| fail(e));
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).unwrap_or_else(|e| fail(e));
         let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
+        s.read_to_string(&mut out).unwrap_or_else(|e| fail(e));
         out
     }
 

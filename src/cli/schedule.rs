@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_cron_scheduler::{Job as CronJob, JobScheduler};
@@ -160,7 +160,7 @@ fn arm(
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>> {
     Box::pin(async move {
         let job = &sched.jobs[idx];
-        let Some(tick) = job.next_tick(after) else {
+        let Some(tick) = job.next_tick(after.trunc_subsecs(0)) else {
             tracing::warn!(job = %job.name, "the schedule has no further tick");
             return Ok(());
         };
@@ -170,6 +170,10 @@ fn arm(
         let one_shot = CronJob::new_one_shot_at_instant_async(Instant::now() + wait, move |_id, cron| {
             let s = s.clone();
             Box::pin(async move {
+                // The scheduler fires on whole seconds and may be early by a fraction of one.
+                if let Ok(early) = (tick - Utc::now()).to_std() {
+                    tokio::time::sleep(early).await;
+                }
                 if s.stopping.load(Ordering::SeqCst) {
                     return;
                 }
@@ -305,12 +309,23 @@ async fn serve(listener: tokio::net::TcpListener, sched: Arc<Scheduler>) {
         let Ok((mut conn, _)) = listener.accept().await else { continue };
         let sched = sched.clone();
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 2048];
-            let n = match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
-            let request = String::from_utf8_lossy(&buf[..n]);
+            // Read the request head (it may arrive in pieces) up to its blank line.
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            let complete = tokio::time::timeout(Duration::from_secs(5), async {
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return false,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                true
+            })
+            .await;
+            if !matches!(complete, Ok(true)) {
+                return;
+            }
+            let request = String::from_utf8_lossy(&head);
             let path = request.lines().next().and_then(|l| l.split_whitespace().nth(1)).unwrap_or("/");
             let (code, kind, body) = match path {
                 "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics(&sched)),
