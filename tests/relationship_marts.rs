@@ -51,6 +51,7 @@ const STEPS: &[&str] = &[
     "identity/int_identity_members.sql",
     "identity/int_identity_web.sql",
     "marts/mart_identity_map.sql",
+    "intermediate/int_erp_keys.sql",
     "intermediate/int_member_keys.sql",
     "intermediate/int_order_values.sql",
     "marts/mart_rfm.sql",

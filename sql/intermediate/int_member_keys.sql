@@ -7,7 +7,7 @@ WHERE source = 'loyalty_members'
 UNION ALL
 SELECT c.loyalty_id AS member_id, min(k.customer_key) AS customer_key
 FROM stg_customers c
-JOIN identity k ON k.source = 'erp_customers' AND k.source_record_id = c.customer_id
+JOIN int_erp_keys k ON k.customer_id = c.customer_id
 WHERE c.loyalty_id IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM identity m WHERE m.source = 'loyalty_members' AND m.source_record_id = c.loyalty_id)
 GROUP BY c.loyalty_id

@@ -20,7 +20,7 @@ FROM stg_orders o
 JOIN stg_order_lines l ON l.order_id = o.order_id
 -- int_identity_erp gives every ordering customer number an identity record, so no order
 -- is lost here.
-JOIN identity k ON k.source = 'erp_customers' AND k.source_record_id = o.customer_id
+JOIN int_erp_keys k ON k.customer_id = o.customer_id
 WHERE o.status = 'completed'
   AND o.order_date <= $as_of
 GROUP BY o.order_id, k.customer_key, o.customer_id, o.order_date, o.channel, o.store_id, o.delivery, o.payment_status

@@ -9,7 +9,7 @@ lifetime_refunds AS (
     SELECT k.customer_key, sum(coalesce(r.refund_amount, 0.0)) AS refunds
     FROM stg_returns r
     JOIN stg_orders o ON o.order_id = r.order_id
-    JOIN identity k ON k.source = 'erp_customers' AND k.source_record_id = o.customer_id
+    JOIN int_erp_keys k ON k.customer_id = o.customer_id
     WHERE r.return_date <= $as_of
     GROUP BY k.customer_key
 ),

@@ -10,7 +10,7 @@ WITH erp_records AS (
         c.customer_type,
         upper(trim(c.customer_type)) = upper($partner_customer_type) AND nullif(trim(c.contract_id), '') IS NOT NULL AS is_partner
     FROM stg_customers c
-    JOIN identity k ON k.source = 'erp_customers' AND k.source_record_id = c.customer_id
+    JOIN int_erp_keys k ON k.customer_id = c.customer_id
     WHERE coalesce(c.created_on, $as_of) <= $as_of
 ),
 person_records AS (

@@ -29,7 +29,7 @@ refunds AS (
     SELECT k.customer_key, count(*) AS returns, sum(coalesce(r.refund_amount, 0.0)) AS refunds
     FROM stg_returns r
     JOIN stg_orders o ON o.order_id = r.order_id
-    JOIN identity k ON k.source = 'erp_customers' AND k.source_record_id = o.customer_id
+    JOIN int_erp_keys k ON k.customer_id = o.customer_id
     WHERE r.return_date <= $as_of
       AND CAST(r.return_date AS INT) > CAST($as_of AS INT) - $window_days
     GROUP BY k.customer_key

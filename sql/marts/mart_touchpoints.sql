@@ -4,10 +4,7 @@
 -- and utm_channel_map.csv, and attributed to the person (customer_key) the data links it to.
 -- Web page views come sessionised from int_web_sessions.
 -- Columns and definitions: mart_touchpoints.yml.
-WITH erp_keys AS (
-    SELECT source_record_id AS customer_id, customer_key FROM identity WHERE source = 'erp_customers'
-),
-cookie_keys AS (
+WITH cookie_keys AS (
     -- Cookies with a login or a checkout e-mail are identity records of their own.
     SELECT source_record_id AS cookie_id, customer_key FROM identity WHERE source = 'web_cookies'
 ),
@@ -52,8 +49,8 @@ web_touchpoints AS (
         CAST(NULL AS DOUBLE) AS amount
     FROM int_web_sessions e
     LEFT JOIN session_channels sc ON sc.utm_source_key = e.utm_source_key AND sc.utm_medium_key = e.utm_medium_key
-    LEFT JOIN erp_keys ks ON ks.customer_id = e.session_customer_id
-    LEFT JOIN erp_keys kl ON kl.customer_id = e.cookie_customer_id
+    LEFT JOIN int_erp_keys ks ON ks.customer_id = e.session_customer_id
+    LEFT JOIN int_erp_keys kl ON kl.customer_id = e.cookie_customer_id
     LEFT JOIN cookie_keys kc ON kc.cookie_id = e.cookie_id
 ),
 orders AS (
@@ -66,7 +63,7 @@ orders AS (
         coalesce(nullif(lower(trim(o.channel)), ''), CASE WHEN o.store_id IS NOT NULL THEN 'store' ELSE '(none)' END) AS channel_key,
         row_number() OVER (PARTITION BY o.order_id ORDER BY o.order_date, o.customer_id) AS copy_no
     FROM stg_orders o
-    LEFT JOIN erp_keys k ON k.customer_id = o.customer_id
+    LEFT JOIN int_erp_keys k ON k.customer_id = o.customer_id
     WHERE o.order_date <= $as_of
 ),
 erp_touchpoints AS (
