@@ -124,18 +124,27 @@ pub async fn run(
         RunError::Config(Diagnostics(vec![Diagnostic::new(&pipeline.file, e.to_string())]))
     })?;
     let mut manifest = Manifest::new(&run_id, &pipeline.name, &pipeline.file.display().to_string(), params.clone());
-    let scratch = execution.spill_dir.join(&run_id);
-    let work_dir = scratch.join("work");
     let failed = |mut manifest: Manifest, message: String| {
         manifest.errors.push(message.clone());
         manifest.finish(RunStatus::Failed);
         RunError::Failed { run_id: run_id.clone(), message, manifest: Box::new(manifest) }
     };
+    for dir in crate::scratch::Scratch::remove_abandoned(&execution.spill_dir) {
+        info!(folder = %dir.display(), "removed the scratch folder of a run that did not finish");
+    }
+    // Removed when dropped, whichever way this function returns.
+    let scratch = match crate::scratch::Scratch::create(&execution.spill_dir, &run_id) {
+        Ok(s) => s,
+        Err(e) => {
+            let dir = execution.spill_dir.join(&run_id);
+            return Err(failed(manifest, format!("cannot create scratch folder {}: {e}", dir.display())));
+        }
+    };
+    let work_dir = scratch.dir.join("work");
     if let Err(e) = std::fs::create_dir_all(&work_dir) {
         return Err(failed(manifest, format!("cannot create work folder {}: {e}", work_dir.display())));
     }
     if let Err(e) = manifest.write(publish_store).await {
-        let _ = std::fs::remove_dir_all(&scratch);
         return Err(failed(manifest, e.to_string()));
     }
     info!(run_id = %run_id, pipeline = %pipeline.name, "run started");
@@ -146,7 +155,7 @@ pub async fn run(
         Ok(()) => publish_all(&publisher, &written, &mut manifest, progress).await,
         Err(e) => Err(e),
     };
-    let _ = std::fs::remove_dir_all(&scratch);
+    drop(scratch);
     progress.done();
     match result {
         Ok(()) => {
@@ -341,6 +350,13 @@ async fn run_step(
     };
     for (suffix, frame) in tables {
         ctx.register_table(format!("{}_{suffix}", step.name).as_str(), frame.into_view()).map_err(|e| located(&e))?;
+    }
+    if tracing::enabled!(target: "crm_marts::plan", tracing::Level::DEBUG) && (step.publish.is_some() || step.materialize) {
+        // The physical plan as it will run (`CRM_MARTS_LOG=crm_marts::plan=debug`), to see
+        // which side of each join is built in memory and which operators may spill.
+        let plan = df.clone().create_physical_plan().await.map_err(|e| located(&e))?;
+        let text = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string();
+        tracing::debug!(target: "crm_marts::plan", step = %step.name, "physical plan:\n{text}");
     }
     let (output, rows) = if let Some(sink) = &step.publish {
         let schema = df.schema().as_arrow().clone();

@@ -60,6 +60,7 @@ const STEPS: &[&str] = &[
     "marts/mart_loyalty_ladder.sql",
     "marts/mart_cohort_retention.sql",
     "intermediate/int_web_sessions.sql",
+    "intermediate/int_pain_orders.sql",
     "marts/mart_touchpoints.sql",
     "marts/mart_journeys.sql",
     "marts/mart_cx.sql",

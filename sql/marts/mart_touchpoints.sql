@@ -2,8 +2,13 @@
 -- sessions, purchases, failed payments, returns, loyalty-app events, survey answers),
 -- classified by buying stage, channel and creator through the seeds touchpoint_types.csv
 -- and utm_channel_map.csv, and attributed to the person (customer_key) the data links it to.
--- Web page views come sessionised from int_web_sessions.
--- Columns and definitions: mart_touchpoints.yml.
+-- Web page views come sessionised from int_web_sessions, failed payments and returns from
+-- int_pain_orders. Columns and definitions: mart_touchpoints.yml.
+--
+-- Memory: DataFusion builds a hash join's table from its left input whenever statistics do
+-- not tell it which side is smaller, which is the case for derived tables. Every join of
+-- a large input here is therefore written `small RIGHT JOIN large`: the small side (keys,
+-- rules) is held in memory and the events stream through.
 WITH cookie_keys AS (
     -- Cookies with a login or a checkout e-mail are identity records of their own.
     SELECT source_record_id AS cookie_id, customer_key FROM identity WHERE source = 'web_cookies'
@@ -27,44 +32,50 @@ session_channels AS (
     ) r
     WHERE rule_rank = 1
 ),
+web_channels AS (
+    SELECT e.*, sc.entry_channel, sc.creator AS session_creator, sc.visit_type
+    FROM session_channels sc
+    RIGHT JOIN int_web_sessions e ON sc.utm_source_key = e.utm_source_key AND sc.utm_medium_key = e.utm_medium_key
+),
+web_session_keys AS (
+    -- The person the session logs in as.
+    SELECT e.*, ks.customer_key AS session_key
+    FROM int_erp_keys ks
+    RIGHT JOIN web_channels e ON ks.customer_id = e.session_customer_id
+),
+web_login_keys AS (
+    -- The person of the cookie's first login.
+    SELECT e.*, kl.customer_key AS login_key
+    FROM int_erp_keys kl
+    RIGHT JOIN web_session_keys e ON kl.customer_id = e.cookie_customer_id
+),
+web_keys AS (
+    -- The cookie's own identity record (linked by the e-mail typed at checkout).
+    SELECT e.*, kc.customer_key AS cookie_key
+    FROM cookie_keys kc
+    RIGHT JOIN web_login_keys e ON kc.cookie_id = e.cookie_id
+),
 web_touchpoints AS (
     SELECT
         'web:' || e.event_id AS touchpoint_id,
         'web' AS source_system,
         'web:' || coalesce(nullif(lower(trim(e.page_type)), ''), '(none)') AS type_key,
-        CASE WHEN e.session_event_no = 1 THEN coalesce(sc.visit_type, 'web_visit') END AS entry_touchpoint_type,
+        CASE WHEN e.session_event_no = 1 THEN coalesce(e.visit_type, 'web_visit') END AS entry_touchpoint_type,
         -- The person the session logs in as, else the person of the cookie (its first login
         -- or the e-mail typed at checkout, as the identity step linked them).
-        coalesce(ks.customer_key, kl.customer_key, kc.customer_key) AS customer_key,
+        coalesce(e.session_key, e.login_key, e.cookie_key) AS customer_key,
         e.cookie_id,
         CAST(NULL AS VARCHAR) AS member_id,
         e.cookie_id || '#' || CAST(e.session_no AS VARCHAR) AS session_id,
         e.session_event_no = 1 AS is_session_entry,
-        coalesce(sc.entry_channel, 'Unmapped') AS entry_channel,
-        coalesce(sc.creator, 'unmapped') AS session_creator,
+        coalesce(e.entry_channel, 'Unmapped') AS entry_channel,
+        coalesce(e.session_creator, 'unmapped') AS session_creator,
         e.page_type,
         CAST(NULL AS VARCHAR) AS order_id,
         e.event_time AS occurred_at,
         CAST(e.event_time AT TIME ZONE $report_time_zone AS DATE) AS occurred_on,
         CAST(NULL AS DOUBLE) AS amount
-    FROM int_web_sessions e
-    LEFT JOIN session_channels sc ON sc.utm_source_key = e.utm_source_key AND sc.utm_medium_key = e.utm_medium_key
-    LEFT JOIN int_erp_keys ks ON ks.customer_id = e.session_customer_id
-    LEFT JOIN int_erp_keys kl ON kl.customer_id = e.cookie_customer_id
-    LEFT JOIN cookie_keys kc ON kc.cookie_id = e.cookie_id
-),
-orders AS (
-    SELECT
-        o.order_id,
-        k.customer_key,
-        o.order_date,
-        o.status,
-        o.payment_status,
-        coalesce(nullif(lower(trim(o.channel)), ''), CASE WHEN o.store_id IS NOT NULL THEN 'store' ELSE '(none)' END) AS channel_key,
-        row_number() OVER (PARTITION BY o.order_id ORDER BY o.order_date, o.customer_id) AS copy_no
-    FROM stg_orders o
-    LEFT JOIN int_erp_keys k ON k.customer_id = o.customer_id
-    WHERE o.order_date <= $as_of
+    FROM web_keys e
 ),
 erp_touchpoints AS (
     -- Purchases: completed orders with at least one line, as in mart_rfm (int_order_values
@@ -87,8 +98,8 @@ erp_touchpoints AS (
         o.order_id,
         o.order_date,
         CAST(NULL AS DOUBLE)
-    FROM orders o
-    WHERE o.copy_no = 1 AND lower(trim(o.payment_status)) = 'failed'
+    FROM int_pain_orders o
+    WHERE o.payment_failed
     UNION ALL
     -- Returns: one touchpoint per return_id (its lines summed).
     SELECT
@@ -100,7 +111,7 @@ erp_touchpoints AS (
         min(coalesce(r.return_date, o.order_date)),
         sum(coalesce(r.refund_amount, 0.0))
     FROM stg_returns r
-    JOIN orders o ON o.order_id = r.order_id AND o.copy_no = 1
+    JOIN int_pain_orders o ON o.order_id = r.order_id AND o.has_return
     WHERE coalesce(r.return_date, o.order_date) <= $as_of
     GROUP BY r.return_id
 ),
@@ -179,8 +190,8 @@ type_rules AS (
 ),
 classified AS (
     SELECT t.*, m.touchpoint_type, m.stage, m.channel, m.creator, m.is_pain_point
-    FROM all_touchpoints t
-    LEFT JOIN type_rules m ON m.type_key = t.type_key
+    FROM type_rules m
+    RIGHT JOIN all_touchpoints t ON m.type_key = t.type_key
 )
 SELECT
     touchpoint_id,
