@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod memory;
 pub mod publish;
 pub mod run;
+pub mod scratch;
 pub mod sources;
 pub mod sql;
 pub mod steps;
