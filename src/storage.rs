@@ -51,8 +51,8 @@ impl Store {
             let prefix = ObjectPath::parse(url.path()).map_err(|e| path_err(spec, url.path(), e))?;
             (Arc::new(InMemory::new()), prefix, base)
         } else {
-            let (store, prefix) = object_store::parse_url_opts(url, spec.options.iter().map(|(k, v)| (k, v.clone())))
-                .map_err(|source| StorageError::Open { store: spec.name.clone(), url: url.to_string(), source })?;
+            let open_err = |source| StorageError::Open { store: spec.name.clone(), url: url.to_string(), source };
+            let (store, prefix) = open_url(url, &spec.options, spec.retry.as_ref()).map_err(open_err)?;
             let base = match url.host_str() {
                 Some(h) => Url::parse(&format!("{}://{h}", url.scheme())).expect("valid base URL"),
                 None => Url::parse(&format!("{}://", url.scheme())).expect("valid base URL"),
@@ -120,6 +120,45 @@ impl Store {
     pub fn register(&self, ctx: &SessionContext) {
         ctx.register_object_store(&self.base_url, self.object_store.clone());
     }
+}
+
+/// A client for `url` with `options` (object_store's configuration keys) and, for remote
+/// stores, the retry settings; plus the path prefix the URL names.
+fn open_url(
+    url: &Url,
+    options: &[(String, String)],
+    retry: Option<&object_store::RetryConfig>,
+) -> Result<(Box<dyn ObjectStore>, ObjectPath), object_store::Error> {
+    use object_store::ObjectStoreScheme;
+    let (scheme, path) = ObjectStoreScheme::parse(url)?;
+    let prefix = ObjectPath::parse(path)?;
+    #[cfg(feature = "cloud")]
+    {
+        macro_rules! remote {
+            ($builder:ty, $key:ty) => {{
+                let mut builder = <$builder>::new().with_url(url.as_str());
+                for (key, value) in options {
+                    builder = builder.with_config(key.parse::<$key>()?, value.clone());
+                }
+                if let Some(retry) = retry {
+                    builder = builder.with_retry(retry.clone());
+                }
+                return Ok((Box::new(builder.build()?), prefix));
+            }};
+        }
+        match scheme {
+            ObjectStoreScheme::AmazonS3 => remote!(object_store::aws::AmazonS3Builder, object_store::aws::AmazonS3ConfigKey),
+            ObjectStoreScheme::MicrosoftAzure => {
+                remote!(object_store::azure::MicrosoftAzureBuilder, object_store::azure::AzureConfigKey)
+            }
+            ObjectStoreScheme::GoogleCloudStorage => {
+                remote!(object_store::gcp::GoogleCloudStorageBuilder, object_store::gcp::GoogleConfigKey)
+            }
+            _ => {}
+        }
+    }
+    let _ = (scheme, retry);
+    object_store::parse_url_opts(url, options.iter().map(|(k, v)| (k, v.clone())))
 }
 
 fn path_err(spec: &StoreSpec, path: &str, e: object_store::path::Error) -> StorageError {

@@ -40,6 +40,41 @@ pub struct StoreConfig {
     pub url: String,
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// How transient errors (5xx, timeouts, dropped connections) of a remote store are
+    /// retried. Per-request timeouts are options (`timeout`, `connect_timeout`).
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
+}
+
+/// Retries of a remote store's requests, with exponential backoff.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Retries of one request; 0 turns retrying off (default 10).
+    #[serde(default = "default_max_retries")]
+    pub max_retries: usize,
+    /// No retry starts later than this after the first attempt (default 180).
+    #[serde(default = "default_retry_timeout")]
+    pub timeout_seconds: f64,
+    /// Wait before the first retry (default 100); it doubles up to `max_backoff_seconds`.
+    #[serde(default = "default_initial_backoff")]
+    pub initial_backoff_ms: u64,
+    /// Longest wait between two attempts (default 15).
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff_seconds: f64,
+}
+
+fn default_max_retries() -> usize {
+    10
+}
+fn default_retry_timeout() -> f64 {
+    180.0
+}
+fn default_initial_backoff() -> u64 {
+    100
+}
+fn default_max_backoff() -> f64 {
+    15.0
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -92,6 +127,8 @@ pub struct StoreSpec {
     pub name: String,
     pub url: Url,
     pub options: Vec<(String, String)>,
+    /// Retry settings of a remote store (object_store's defaults when absent).
+    pub retry: Option<object_store::RetryConfig>,
 }
 
 impl fmt::Debug for StoreSpec {
@@ -114,7 +151,7 @@ impl fmt::Display for StoreSpec {
 impl StoreSpec {
     /// A store from a URL or local path, with no options.
     pub fn from_location(name: &str, location: &str) -> Result<Self, String> {
-        Ok(Self { name: name.to_string(), url: resolve_url(location)?, options: Vec::new() })
+        Ok(Self { name: name.to_string(), url: resolve_url(location)?, options: Vec::new(), retry: None })
     }
 }
 
@@ -169,8 +206,38 @@ pub fn compile(
                 ),
             }
         }
+        let retry = match &store.retry {
+            None => None,
+            Some(r) => {
+                let mut seconds = |v: f64, key: &str| {
+                    if v.is_finite() && v >= 0.0 {
+                        Some(std::time::Duration::from_secs_f64(v))
+                    } else {
+                        diags.push(
+                            Diagnostic::new(file, format!("stores.{name}.retry.{key}: expected a number of seconds >= 0, found {v}"))
+                                .at_opt(locate(text, &["stores", &name, "retry", key])),
+                        );
+                        None
+                    }
+                };
+                let timeout = seconds(r.timeout_seconds, "timeout_seconds");
+                let max_backoff = seconds(r.max_backoff_seconds, "max_backoff_seconds");
+                match (timeout, max_backoff) {
+                    (Some(retry_timeout), Some(max_backoff)) => Some(object_store::RetryConfig {
+                        backoff: object_store::BackoffConfig {
+                            init_backoff: std::time::Duration::from_millis(r.initial_backoff_ms),
+                            max_backoff,
+                            base: 2.0,
+                        },
+                        max_retries: r.max_retries,
+                        retry_timeout,
+                    }),
+                    _ => None,
+                }
+            }
+        };
         if let Some(url) = url {
-            stores.insert(name.clone(), StoreSpec { name, url, options });
+            stores.insert(name.clone(), StoreSpec { name, url, options, retry });
         }
     }
 
@@ -350,6 +417,7 @@ mod tests {
             name: "s".into(),
             url: Url::parse("s3://b/").unwrap(),
             options: vec![("aws_secret_access_key".into(), "hunter2".into())],
+            retry: None,
         };
         assert!(!format!("{s:?} {s}").contains("hunter2"));
     }
