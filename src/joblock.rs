@@ -64,6 +64,31 @@ pub async fn claim_tick(store: &Store, job: &str, tick: DateTime<Utc>, holder: &
     }
 }
 
+/// Tick claims are kept this long, so `_jobs/<job>/ticks/` does not grow without end.
+pub const TICK_CLAIMS_KEPT: chrono::Duration = chrono::Duration::days(7);
+
+/// Deletes the job's tick claims for ticks before `before`; returns how many. Claims are
+/// named by their tick, so the name alone says whether one is old; an old claim can no
+/// longer be contested, as no scheduler fires a tick that long after it was due.
+pub async fn prune_ticks(store: &Store, job: &str, before: DateTime<Utc>) -> Result<usize, StorageError> {
+    use futures::TryStreamExt;
+    let dir = store.path(&format!("{}/ticks", job_dir(job)))?;
+    let cutoff = tick_name(before);
+    let claims: Vec<_> = store.object_store.list(Some(&dir)).try_collect().await.map_err(|e| store.io_error(&dir, e))?;
+    let mut removed = 0;
+    for meta in claims {
+        let name = meta.location.filename().unwrap_or_default();
+        // Both are `%Y%m%dT%H%M%SZ`: text order is time order.
+        if name.len() == cutoff.len() && name < cutoff.as_str() {
+            match store.object_store.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => removed += 1,
+                Err(e) => return Err(store.io_error(&meta.location, e)),
+            }
+        }
+    }
+    Ok(removed)
+}
+
 impl JobLock {
     /// Takes the job's lock for `holder` until `expires_at`, or says who holds it.
     pub async fn acquire(

@@ -227,6 +227,11 @@ impl Scheduler {
             tracing::info!(job = name, %tick, "tick claimed by another scheduler; not run here");
             return Ok(());
         }
+        match crm_marts::joblock::prune_ticks(&store, name, tick - crm_marts::joblock::TICK_CLAIMS_KEPT).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(job = name, removed = n, "old tick claims removed"),
+            Err(e) => tracing::warn!(job = name, error = %e, "old tick claims could not be removed"),
+        }
         let expires = Utc::now() + chrono::Duration::from_std(job.lock_expiry).unwrap_or(chrono::Duration::hours(7));
         let lock = match JobLock::acquire(&store, name, &self.holder, tick, expires).await? {
             Ok(lock) => lock,
