@@ -155,6 +155,11 @@ pub async fn run(
         Ok(()) => publish_all(&publisher, &written, &mut manifest, progress).await,
         Err(e) => Err(e),
     };
+    // Incremental sources remember what this run read, once it has published.
+    let result = match result {
+        Ok(()) => commit_source_states(pipeline, execution, &publisher, &mut manifest).await,
+        Err(e) => Err(e),
+    };
     drop(scratch);
     progress.done();
     match result {
@@ -214,7 +219,8 @@ async fn execute(
         let ctx = &ctx;
         async move {
             let started = Instant::now();
-            let r = sources::load(ctx, s, stores, params, work_dir).await;
+            let inc = sources::IncrementalContext { store: &publisher.store, pipeline: &pipeline.name, full_refresh: execution.full_refresh };
+            let r = sources::load(ctx, s, stores, params, work_dir, Some(inc)).await;
             (s, r, started.elapsed())
         }
     });
@@ -414,6 +420,25 @@ async fn run_step(
         warnings,
         details,
     })
+}
+
+async fn commit_source_states(
+    pipeline: &Pipeline,
+    execution: &Execution,
+    publisher: &Publisher,
+    manifest: &mut Manifest,
+) -> Result<(), String> {
+    let inc = sources::IncrementalContext { store: &publisher.store, pipeline: &pipeline.name, full_refresh: execution.full_refresh };
+    for loaded in &mut manifest.inputs {
+        if let Some(mut state) = loaded.next_state.take() {
+            state.run_id = manifest.run_id.clone();
+            state.run_started_at = manifest.started_at;
+            sources::commit_state(&inc, &loaded.name, &state)
+                .await
+                .map_err(|e| format!("source `{}`: recording the incremental state: {e}", loaded.name))?;
+        }
+    }
+    Ok(())
 }
 
 async fn publish_all(

@@ -2,6 +2,12 @@
 //! become typed Arrow batches staged as Parquet in the work folder, rows that do not are
 //! written to a quarantine file with file, line and reason. Parquet exports and sources
 //! without a schema are handed to DataFusion directly. Inputs are only ever read.
+//!
+//! An incremental source (`incremental:` in the pipeline) stages each file on its own and
+//! keeps the staged copies in the publish store under `_state/<pipeline>/<source>/`, with
+//! `state.json` naming each file by path, size and etag. The next run parses only files
+//! that are new, changed, or modified within the late-data window before the last
+//! successful run started; the others are read from their staged copy.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -22,7 +28,7 @@ use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions, S
 use futures::StreamExt;
 use globset::Glob;
 use object_store::{GetResultPayload, ObjectMeta, ObjectStoreExt};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::params::{render_path, Params};
 use crate::config::pipeline::{Column, ColumnType, Source, SourceFormat, SourceLocation};
@@ -55,6 +61,9 @@ pub struct InputFile {
     pub last_modified: DateTime<Utc>,
     pub rows: Option<u64>,
     pub quarantined: u64,
+    /// Read from the staged copy of an earlier run (incremental sources).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub reused: bool,
 }
 
 /// What loading one source did.
@@ -70,6 +79,91 @@ pub struct LoadedSource {
     /// Local quarantine file to publish, when rows were quarantined.
     #[serde(skip)]
     pub quarantine_file: Option<PathBuf>,
+    /// For an incremental source: the state to record once the run has succeeded.
+    #[serde(skip)]
+    pub next_state: Option<SourceState>,
+}
+
+/// Where incremental sources keep their state: the publish store of the pipeline.
+#[derive(Debug, Clone, Copy)]
+pub struct IncrementalContext<'a> {
+    pub store: &'a Store,
+    pub pipeline: &'a str,
+    /// Parse every file again, as if no earlier run existed.
+    pub full_refresh: bool,
+}
+
+/// What an incremental source knows after a successful run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourceState {
+    /// Changes when the declared schema or the parsing options change: the staged copies
+    /// of an older fingerprint are not reused.
+    pub fingerprint: String,
+    pub run_id: String,
+    pub run_started_at: DateTime<Utc>,
+    pub files: Vec<StagedFile>,
+}
+
+/// One export file and its staged copy (`files/<staged>` under the state folder).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StagedFile {
+    pub path: String,
+    pub size: u64,
+    pub etag: Option<String>,
+    pub last_modified: DateTime<Utc>,
+    pub staged: String,
+    pub rows: u64,
+}
+
+fn state_dir(ctx: &IncrementalContext<'_>, source: &str) -> String {
+    format!("_state/{}/{source}", ctx.pipeline)
+}
+
+/// The fingerprint of everything that decides how a file is parsed.
+fn fingerprint(source: &Source) -> String {
+    use sha2::{Digest, Sha256};
+    let text = format!("{:?}|{:?}|{:?}", source.format, source.csv, source.schema);
+    hex::encode(&Sha256::digest(text.as_bytes())[..12])
+}
+
+async fn read_state(ctx: &IncrementalContext<'_>, source: &str) -> Result<Option<SourceState>, StorageError> {
+    let path = ctx.store.path(&format!("{}/state.json", state_dir(ctx, source)))?;
+    match ctx.store.object_store.get(&path).await {
+        Ok(r) => {
+            let bytes = r.bytes().await.map_err(|e| ctx.store.io_error(&path, e))?;
+            match serde_json::from_slice(&bytes) {
+                Ok(state) => Ok(Some(state)),
+                Err(e) => {
+                    tracing::warn!(source, error = %e, "unreadable incremental state; every file is read again");
+                    Ok(None)
+                }
+            }
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(ctx.store.io_error(&path, e)),
+    }
+}
+
+/// Records the state of a source after a successful run and removes staged copies no
+/// longer named by it.
+pub async fn commit_state(ctx: &IncrementalContext<'_>, source: &str, state: &SourceState) -> Result<(), StorageError> {
+    use futures::TryStreamExt;
+    let dir = state_dir(ctx, source);
+    let path = ctx.store.path(&format!("{dir}/state.json"))?;
+    let body = serde_json::to_vec_pretty(state).expect("state serialises");
+    ctx.store.object_store.put(&path, body.into()).await.map_err(|e| ctx.store.io_error(&path, e))?;
+    let files = ctx.store.path(&format!("{dir}/files"))?;
+    let listed: Vec<ObjectMeta> = ctx.store.object_store.list(Some(&files)).try_collect().await.map_err(|e| ctx.store.io_error(&files, e))?;
+    for meta in listed {
+        let name = meta.location.filename().unwrap_or_default();
+        if !state.files.iter().any(|f| f.staged == name) {
+            match ctx.store.object_store.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(ctx.store.io_error(&meta.location, e)),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Lists the files of a source: one file, every file under a prefix, or a glob.
@@ -145,6 +239,7 @@ pub async fn load(
     stores: &Stores,
     params: &Params,
     work_dir: &Path,
+    incremental: Option<IncrementalContext<'_>>,
 ) -> Result<LoadedSource, SourceError> {
     let name = source.name.clone();
     let (store, metas) = match list_files(source, stores, params).await {
@@ -154,7 +249,7 @@ pub async fn load(
             let table = datafusion::catalog::MemTable::try_new(Arc::new(Schema::new(fields)), vec![vec![]])
                 .map_err(|e| SourceError::DataFusion(e, name.clone()))?;
             ctx.register_table(name.as_str(), Arc::new(table)).map_err(|e| SourceError::DataFusion(e, name.clone()))?;
-            return Ok(LoadedSource { name, files: vec![], rows: Some(0), quarantined: 0, reasons: BTreeMap::new(), quarantine_file: None });
+            return Ok(LoadedSource { name, files: vec![], rows: Some(0), quarantined: 0, reasons: BTreeMap::new(), quarantine_file: None, next_state: None });
         }
         other => other?,
     };
@@ -168,6 +263,7 @@ pub async fn load(
             last_modified: m.last_modified,
             rows: None,
             quarantined: 0,
+            reused: false,
         })
         .collect();
     let urls: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
@@ -200,10 +296,13 @@ pub async fn load(
                 None => df,
             };
             ctx.register_table(name.as_str(), df.into_view()).map_err(df_err)?;
-            return Ok(LoadedSource { name, files, rows: None, quarantined: 0, reasons: BTreeMap::new(), quarantine_file: None });
+            return Ok(LoadedSource { name, files, rows: None, quarantined: 0, reasons: BTreeMap::new(), quarantine_file: None, next_state: None });
         }
     };
 
+    if let (Some(window), Some(inc)) = (source.incremental, incremental) {
+        return load_incremental(ctx, source, schema, &store, &metas, files, work_dir, window, inc).await;
+    }
     let staged = work_dir.join(format!("{name}.parquet"));
     let quarantine_path = work_dir.join(format!("{name}.quarantine.parquet"));
     let mut stager = Stager::new(&name, schema, &staged, &quarantine_path).map_err(|message| SourceError::File {
@@ -212,29 +311,7 @@ pub async fn load(
         message,
     })?;
     for (meta, file) in metas.iter().zip(files.iter_mut()) {
-        let local = local_copy(&store, meta, work_dir).await.map_err(|e| SourceError::Storage(e, name.clone()))?;
-        let url = file.path.clone();
-        let format = source.format;
-        let csv = source.csv.clone();
-        let (returned, result) = tokio::task::spawn_blocking(move || {
-            let mut stager = stager;
-            let result = match format {
-                SourceFormat::Csv => stager.read_csv(&local.path, &url, &csv),
-                _ => stager.read_ndjson(&local.path, &url),
-            };
-            drop(local);
-            (stager, result)
-        })
-        .await
-        .expect("source reader panicked");
-        stager = returned;
-        let (rows, bad) = result.map_err(|message| SourceError::File {
-            source_name: name.clone(),
-            file: file.path.clone(),
-            message,
-        })?;
-        file.rows = Some(rows);
-        file.quarantined = bad;
+        stager = stage_file(stager, source, &store, meta, file, work_dir).await?;
     }
     let summary = stager.finish().map_err(|message| SourceError::File {
         source_name: name.clone(),
@@ -250,7 +327,170 @@ pub async fn load(
         quarantined: summary.bad,
         reasons: summary.reasons,
         quarantine_file: (summary.bad > 0).then_some(quarantine_path),
+        next_state: None,
     })
+}
+
+/// Reads one export file through the stager (into its current staged file), and gives
+/// the stager back.
+async fn stage_file(
+    stager: Stager,
+    source: &Source,
+    store: &Store,
+    meta: &ObjectMeta,
+    file: &mut InputFile,
+    work_dir: &Path,
+) -> Result<Stager, SourceError> {
+    let name = source.name.clone();
+    let local = local_copy(store, meta, work_dir).await.map_err(|e| SourceError::Storage(e, name.clone()))?;
+    let url = file.path.clone();
+    let format = source.format;
+    let csv = source.csv.clone();
+    let (stager, result) = tokio::task::spawn_blocking(move || {
+        let mut stager = stager;
+        let result = match format {
+            SourceFormat::Csv => stager.read_csv(&local.path, &url, &csv),
+            _ => stager.read_ndjson(&local.path, &url),
+        };
+        drop(local);
+        (stager, result)
+    })
+    .await
+    .expect("source reader panicked");
+    let (rows, bad) = result.map_err(|message| SourceError::File { source_name: name.clone(), file: file.path.clone(), message })?;
+    file.rows = Some(rows);
+    file.quarantined = bad;
+    Ok(stager)
+}
+
+/// Loads an incremental source: files unchanged since the last successful run (and older
+/// than the late-data window before it) are read from their staged copies; the others
+/// are parsed, each into a staged file of its own, which is kept for the next run.
+#[allow(clippy::too_many_arguments)]
+async fn load_incremental(
+    ctx: &SessionContext,
+    source: &Source,
+    schema: &[Column],
+    store: &Store,
+    metas: &[ObjectMeta],
+    mut files: Vec<InputFile>,
+    work_dir: &Path,
+    window: chrono::Duration,
+    inc: IncrementalContext<'_>,
+) -> Result<LoadedSource, SourceError> {
+    let name = source.name.clone();
+    let storage = |e: StorageError| SourceError::Storage(e, name.clone());
+    let file_err = |file: &Path, message: String| SourceError::File {
+        source_name: name.clone(),
+        file: file.display().to_string(),
+        message,
+    };
+    let fingerprint = fingerprint(source);
+    let previous = if inc.full_refresh {
+        None
+    } else {
+        read_state(&inc, &name).await.map_err(storage)?.filter(|s| {
+            let same = s.fingerprint == fingerprint;
+            if !same {
+                tracing::info!(source = %name, "schema or parsing options changed; every file is read again");
+            }
+            same
+        })
+    };
+    let dir = work_dir.join(format!("{name}.staged"));
+    std::fs::create_dir_all(&dir).map_err(|e| file_err(&dir, e.to_string()))?;
+    let state_files = format!("{}/files", state_dir(&inc, &name));
+    // The first staged file holds no rows: it gives the table its schema when every file
+    // is reused.
+    let quarantine_path = work_dir.join(format!("{name}.quarantine.parquet"));
+    let first = dir.join("000000-schema.parquet");
+    let mut stager = Stager::new(&name, schema, &first, &quarantine_path).map_err(|m| file_err(&first, m))?;
+    let mut next = SourceState { fingerprint: fingerprint.clone(), run_id: String::new(), run_started_at: Utc::now(), files: Vec::new() };
+    let mut fresh: Vec<(PathBuf, String)> = Vec::new();
+    let mut total_rows = 0u64;
+    let mut reused = 0usize;
+    for (i, (meta, file)) in metas.iter().zip(files.iter_mut()).enumerate() {
+        let local = dir.join(format!("{:06}.parquet", i + 1));
+        let known = previous.as_ref().and_then(|p| {
+            p.files
+                .iter()
+                .find(|f| f.path == file.path && f.size == file.size && f.etag == file.etag)
+                .filter(|_| file.last_modified < p.run_started_at - window)
+        });
+        if let Some(known) = known {
+            let cached = store_path(inc.store, &format!("{state_files}/{}", known.staged)).map_err(storage)?;
+            match download(inc.store, &cached, &local).await {
+                Ok(()) => {
+                    file.rows = Some(known.rows);
+                    file.reused = true;
+                    total_rows += known.rows;
+                    reused += 1;
+                    next.files.push(known.clone());
+                    continue;
+                }
+                // A staged copy that went missing is rebuilt from the export.
+                Err(e) => tracing::warn!(source = %name, file = %file.path, error = %e, "staged copy unreadable; reading the export again"),
+            }
+        }
+        stager.rotate(&local).map_err(|m| file_err(&local, m))?;
+        stager = stage_file(stager, source, store, meta, file, work_dir).await?;
+        let staged = format!("{}.parquet", file_id(&file.path, file.size, file.etag.as_deref(), &fingerprint));
+        total_rows += file.rows.unwrap_or(0);
+        next.files.push(StagedFile {
+            path: file.path.clone(),
+            size: file.size,
+            etag: file.etag.clone(),
+            last_modified: file.last_modified,
+            staged: staged.clone(),
+            rows: file.rows.unwrap_or(0),
+        });
+        fresh.push((local, staged));
+    }
+    let summary = stager.finish().map_err(|m| file_err(&dir, m))?;
+    // Keep the new staged files for the next run. They are named by their export's path,
+    // size and etag, so a copy left by a run that then failed is simply reused.
+    for (local, staged) in &fresh {
+        let dest = store_path(inc.store, &format!("{state_files}/{staged}")).map_err(storage)?;
+        crate::publish::upload_file(inc.store, local, &dest).await.map_err(storage)?;
+    }
+    tracing::info!(source = %name, parsed = fresh.len(), reused, "incremental source");
+    let url = format!("{}/", dir.display());
+    ctx.register_parquet(name.as_str(), url.as_str(), ParquetReadOptions::default())
+        .await
+        .map_err(|e| SourceError::DataFusion(e, name.clone()))?;
+    Ok(LoadedSource {
+        name: name.clone(),
+        files,
+        rows: Some(total_rows),
+        quarantined: summary.bad,
+        reasons: summary.reasons,
+        quarantine_file: (summary.bad > 0).then_some(quarantine_path),
+        next_state: Some(next),
+    })
+}
+
+fn store_path(store: &Store, rel: &str) -> Result<object_store::path::Path, StorageError> {
+    store.path(rel)
+}
+
+/// A staged copy's name: the export's path, size and etag, and the parsing fingerprint.
+fn file_id(path: &str, size: u64, etag: Option<&str>, fingerprint: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let text = format!("{path}\n{size}\n{}\n{fingerprint}", etag.unwrap_or(""));
+    hex::encode(&Sha256::digest(text.as_bytes())[..16])
+}
+
+async fn download(store: &Store, from: &object_store::path::Path, to: &Path) -> Result<(), StorageError> {
+    use tokio::io::AsyncWriteExt;
+    let result = store.object_store.get(from).await.map_err(|e| store.io_error(from, e))?;
+    let mut stream = result.into_stream();
+    let mut out = tokio::fs::File::create(to).await.map_err(|e| store.local_error(to, e))?;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| store.io_error(from, e))?;
+        out.write_all(&chunk).await.map_err(|e| store.local_error(to, e))?;
+    }
+    out.flush().await.map_err(|e| store.local_error(to, e))?;
+    Ok(())
 }
 
 /// Keeps the declared columns of a typed source, cast to the declared types.
@@ -375,6 +615,16 @@ impl Stager {
             bad: 0,
             reasons: BTreeMap::new(),
         })
+    }
+
+    /// Closes the current staged file and writes the next rows to `staged`.
+    fn rotate(&mut self, staged: &Path) -> Result<(), String> {
+        self.flush()?;
+        let file = File::create(staged).map_err(|e| format!("cannot create staging file: {e}"))?;
+        let writer = ArrowWriter::try_new(file, self.schema.clone(), Some(staging_props())).map_err(|e| e.to_string())?;
+        let old = std::mem::replace(&mut self.writer, writer);
+        old.close().map_err(|e| e.to_string())?;
+        Ok(())
     }
 
     fn read_csv(&mut self, path: &Path, url: &str, csv: &crate::config::pipeline::CsvOptions) -> Result<(u64, u64), String> {

@@ -54,6 +54,10 @@ enum Command {
         /// Replace a store's location, `name=url-or-path` (repeatable).
         #[arg(long = "store", value_name = "NAME=URL")]
         stores: Vec<String>,
+        /// Incremental sources parse every export file again instead of reusing the
+        /// staged copies of earlier runs.
+        #[arg(long)]
+        full_refresh: bool,
     },
     /// Check pipelines and environment files without touching storage; reports every problem.
     Validate {
@@ -187,8 +191,9 @@ pub struct UsageError(String);
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Run { pipeline, config, as_of, params, stores } => {
-            let env = load_environment(&config, &stores)?;
+        Command::Run { pipeline, config, as_of, params, stores, full_refresh } => {
+            let mut env = load_environment(&config, &stores)?;
+            env.execution.full_refresh = full_refresh;
             let mut given = parse_pairs(&params, "--param")?;
             if let Some(as_of) = as_of {
                 given.insert("as_of".into(), as_of);

@@ -106,6 +106,8 @@ pub struct Execution {
     pub batch_size: usize,
     /// Settings of crm-marts' SQL functions (the keyed-hash key).
     pub functions: crate::functions::FunctionSettings,
+    /// Incremental sources parse every file again (`crm-marts run --full-refresh`).
+    pub full_refresh: bool,
 }
 
 impl Default for Execution {
@@ -116,6 +118,7 @@ impl Default for Execution {
             target_partitions: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             batch_size: 8192,
             functions: Default::default(),
+            full_refresh: false,
         }
     }
 }
@@ -409,6 +412,24 @@ mod tests {
         assert_eq!(url.scheme(), "file");
         assert!(url.path().ends_with("/data/marts/"));
         assert!(resolve_url("ftp://x").unwrap_err().contains("unsupported"));
+    }
+
+    fn compile_text(text: &str) -> Result<Environment, Diagnostics> {
+        let raw: EnvironmentConfig = serde_yaml::from_str(text).unwrap();
+        compile(Path::new("env.yaml"), text, raw, &|_| None)
+    }
+
+    #[test]
+    fn retry_settings_with_defaults_and_located_errors() {
+        let env = compile_text("stores:\n  m:\n    url: s3://b/p\n    retry: { max_retries: 3, timeout_seconds: 20 }\n").unwrap();
+        let retry = env.stores["m"].retry.clone().unwrap();
+        assert_eq!(retry.max_retries, 3);
+        assert_eq!(retry.retry_timeout, std::time::Duration::from_secs(20));
+        assert_eq!(retry.backoff.init_backoff, std::time::Duration::from_millis(100));
+        assert_eq!(retry.backoff.max_backoff, std::time::Duration::from_secs(15));
+        assert!(compile_text("stores:\n  m:\n    url: s3://b/p\n").unwrap().stores["m"].retry.is_none());
+        let err = compile_text("stores:\n  m:\n    url: s3://b/p\n    retry:\n      timeout_seconds: -1\n").unwrap_err().to_string();
+        assert!(err.contains("stores.m.retry.timeout_seconds") && err.contains(":5:"), "{err}");
     }
 
     #[test]

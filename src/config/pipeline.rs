@@ -76,8 +76,26 @@ pub struct SourceConfig {
     /// previous version of a mart on a first run).
     #[serde(default)]
     pub optional: bool,
+    /// Parse and validate only the files that are new or changed since the last
+    /// successful run; the others are read from that run's staged copy.
+    #[serde(default)]
+    pub incremental: Option<IncrementalConfig>,
     #[serde(default)]
     pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncrementalConfig {
+    /// Files modified less than this long before the last successful run started are read
+    /// again even if unchanged: an export still being written when that run listed it, or
+    /// a clock that runs behind, is caught by the next run (default 24).
+    #[serde(default = "default_late_window_hours")]
+    pub late_window_hours: u32,
+}
+
+fn default_late_window_hours() -> u32 {
+    24
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,6 +212,8 @@ pub struct Source {
     pub schema: Option<Vec<Column>>,
     pub budget: ErrorBudget,
     pub optional: bool,
+    /// Set for an incremental source: the late-data window.
+    pub incremental: Option<chrono::Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -444,8 +464,19 @@ impl Compiler<'_> {
             if s.optional && schema.is_none() {
                 self.error(&["sources", name, "optional"], format!("sources.{name}.optional: an optional source needs a declared schema"));
             }
+            let incremental = s.incremental.as_ref().map(|i| chrono::Duration::hours(i64::from(i.late_window_hours)));
+            if incremental.is_some() {
+                let staged = schema.is_some() && matches!(s.format, SourceFormat::Csv | SourceFormat::Ndjson);
+                let in_store = matches!(location, Some(SourceLocation::Store { .. }));
+                if !staged || !in_store {
+                    self.error(
+                        &["sources", name, "incremental"],
+                        format!("sources.{name}.incremental: only for CSV or NDJSON exports in a store with a declared schema (their files are parsed and staged one by one)"),
+                    );
+                }
+            }
             if let Some(location) = location {
-                out.push(Source { name: name.clone(), location, format: s.format, csv, schema, budget, optional: s.optional });
+                out.push(Source { name: name.clone(), location, format: s.format, csv, schema, budget, optional: s.optional, incremental });
             }
         }
         out
