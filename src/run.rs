@@ -89,6 +89,28 @@ pub fn new_run_id() -> String {
     format!("{}-{salt:04x}", now.format("%Y%m%dT%H%M%S%3fZ"))
 }
 
+/// Names the configured limit and the ways out when the query engine ran out of memory.
+fn with_memory_hint(message: String, execution: &Execution) -> String {
+    let out_of_memory = message.contains("Resources exhausted") || message.contains("Not enough memory");
+    match execution.memory_limit {
+        Some(limit) if out_of_memory => format!(
+            "{message} (the run's memory limit is {:.1} MiB, `execution.memory_limit` of the environment: raise it, or lower `target_partitions` so fewer operators share it)",
+            limit as f64 / (1024.0 * 1024.0)
+        ),
+        _ => message,
+    }
+}
+
+/// Memory each sort keeps back for merging its spill files: DataFusion's 10 MiB, or less
+/// under a small limit, so that every partition's sort can still spill.
+fn sort_spill_reservation(execution: &Execution) -> usize {
+    let default = 10 << 20;
+    match execution.memory_limit {
+        Some(limit) => default.min(limit / (4 * execution.target_partitions.max(1))),
+        None => default,
+    }
+}
+
 /// The DataFusion session for one run, with the environment's memory limit and spill folder.
 pub fn session(execution: &Execution, spill_dir: PathBuf) -> datafusion::error::Result<SessionContext> {
     let config = SessionConfig::new()
@@ -100,7 +122,8 @@ pub fn session(execution: &Execution, spill_dir: PathBuf) -> datafusion::error::
         // shared buffers once per batch that points into them, so sorts of string columns
         // (window functions over the clickstream) asked for many times the memory they used
         // and failed instead of spilling (apache/datafusion#12136).
-        .set_bool("datafusion.execution.parquet.schema_force_view_types", false);
+        .set_bool("datafusion.execution.parquet.schema_force_view_types", false)
+        .set_usize("datafusion.execution.sort_spill_reservation_bytes", sort_spill_reservation(execution));
     let mut runtime = RuntimeEnvBuilder::new().with_temp_file_path(spill_dir);
     if let Some(limit) = execution.memory_limit {
         let pool = TrackConsumersPool::new(FairSpillPool::new(limit), NonZeroUsize::new(5).expect("non-zero"));
@@ -274,7 +297,7 @@ async fn execute(
         let report = run_step(&ctx, pipeline, step, params, publisher, work_dir, written).await;
         let mut report = match report {
             Ok(r) => r,
-            Err(message) => return Err(message),
+            Err(message) => return Err(with_memory_hint(message, execution)),
         };
         report.duration_ms = started.elapsed().as_millis() as u64;
         report.peak_rss_bytes = crate::memory::peak_rss();

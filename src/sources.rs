@@ -273,7 +273,18 @@ pub async fn load(
         (Some(schema), SourceFormat::Csv | SourceFormat::Ndjson) => schema,
         (declared, format) => {
             let df = match format {
-                SourceFormat::Parquet => ctx.read_parquet(urls, ParquetReadOptions::default()).await,
+                SourceFormat::Parquet => match ctx.read_parquet(urls.clone(), ParquetReadOptions::default()).await {
+                    Ok(df) => Ok(df),
+                    // Name the file that cannot be read, not only the source.
+                    Err(e) => {
+                        for url in &urls {
+                            if let Err(file_error) = ctx.read_parquet(url.as_str(), ParquetReadOptions::default()).await {
+                                return Err(SourceError::File { source_name: name.clone(), file: url.clone(), message: file_error.to_string() });
+                            }
+                        }
+                        Err(e)
+                    }
+                },
                 SourceFormat::Csv if source.csv.whitespace => {
                     return Err(SourceError::Config {
                         source_name: name.clone(),
