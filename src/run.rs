@@ -178,11 +178,14 @@ pub async fn run(
         Ok(()) => publish_all(&publisher, &written, &mut manifest, progress).await,
         Err(e) => Err(e),
     };
-    // Incremental sources remember what this run read, once it has published.
-    let result = match result {
-        Ok(()) => commit_source_states(pipeline, execution, &publisher, &mut manifest).await,
-        Err(e) => Err(e),
-    };
+    // Incremental sources remember what this run read, once it has published. The marts
+    // are live by now: a state that cannot be written only means the next run parses
+    // those files again.
+    if result.is_ok() {
+        if let Err(e) = commit_source_states(pipeline, execution, &publisher, &mut manifest).await {
+            warn!(error = %e, "the next run will parse these files again");
+        }
+    }
     drop(scratch);
     progress.done();
     match result {
