@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{read_parquet_rows, Project};
+use common::Project;
 
 const HEADER: &str = "order_id,customer_id,order_date,quantity\n";
 
@@ -52,12 +52,7 @@ fn reads(manifest: &serde_json::Value) -> BTreeMap<String, bool> {
 }
 
 fn totals(p: &Project) -> Vec<(String, String)> {
-    let mut rows: Vec<(String, String)> = read_parquet_rows(&p.path("marts/mart_totals.parquet"))
-        .iter()
-        .map(|r| (r["customer_id"].clone(), r["quantity"].clone()))
-        .collect();
-    rows.sort();
-    rows
+    common::mart_totals(&p.path("marts"))
 }
 
 fn t(rows: &[(&str, &str)]) -> Vec<(String, String)> {

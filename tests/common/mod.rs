@@ -133,6 +133,16 @@ pub fn read_parquet_rows(path: &Path) -> Vec<std::collections::BTreeMap<String, 
     rows
 }
 
+/// The mini fixture's `mart_totals` published in `marts`, as sorted (customer, quantity) pairs.
+pub fn mart_totals(marts: &Path) -> Vec<(String, String)> {
+    let mut rows: Vec<(String, String)> = read_parquet_rows(&marts.join("mart_totals.parquet"))
+        .iter()
+        .map(|r| (r["customer_id"].clone(), r["quantity"].clone()))
+        .collect();
+    rows.sort();
+    rows
+}
+
 /// The person (customer_key) of every record of `source` in the identity map published
 /// in `marts`: source record id -> customer_key. The marts are keyed by person, so a test
 /// that computes a mart from the exports groups source records through this map.
