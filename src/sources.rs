@@ -429,7 +429,7 @@ async fn load_incremental(
                 .filter(|_| file.last_modified < p.run_started_at - window)
         });
         if let Some(known) = known {
-            let cached = store_path(inc.store, &format!("{state_files}/{}", known.staged)).map_err(storage)?;
+            let cached = inc.store.path(&format!("{state_files}/{}", known.staged)).map_err(storage)?;
             match download(inc.store, &cached, &local).await {
                 Ok(()) => {
                     file.rows = Some(known.rows);
@@ -461,7 +461,7 @@ async fn load_incremental(
     // Keep the new staged files for the next run. They are named by their export's path,
     // size and etag, so a copy left by a run that then failed is simply reused.
     for (local, staged) in &fresh {
-        let dest = store_path(inc.store, &format!("{state_files}/{staged}")).map_err(storage)?;
+        let dest = inc.store.path(&format!("{state_files}/{staged}")).map_err(storage)?;
         crate::publish::upload_file(inc.store, local, &dest).await.map_err(storage)?;
     }
     tracing::info!(source = %name, parsed = fresh.len(), reused, "incremental source");
@@ -480,10 +480,6 @@ async fn load_incremental(
     })
 }
 
-fn store_path(store: &Store, rel: &str) -> Result<object_store::path::Path, StorageError> {
-    store.path(rel)
-}
-
 /// A staged copy's name: the export's path, size and etag, and the parsing fingerprint.
 fn file_id(path: &str, size: u64, etag: Option<&str>, fingerprint: &str) -> String {
     use sha2::{Digest, Sha256};
@@ -492,9 +488,18 @@ fn file_id(path: &str, size: u64, etag: Option<&str>, fingerprint: &str) -> Stri
 }
 
 async fn download(store: &Store, from: &object_store::path::Path, to: &Path) -> Result<(), StorageError> {
-    use tokio::io::AsyncWriteExt;
     let result = store.object_store.get(from).await.map_err(|e| store.io_error(from, e))?;
-    let mut stream = result.into_stream();
+    write_to_file(store, from, result.into_stream(), to).await
+}
+
+/// Writes the body of object `from` to the local file `to`.
+async fn write_to_file(
+    store: &Store,
+    from: &object_store::path::Path,
+    mut stream: futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>,
+    to: &Path,
+) -> Result<(), StorageError> {
+    use tokio::io::AsyncWriteExt;
     let mut out = tokio::fs::File::create(to).await.map_err(|e| store.local_error(to, e))?;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| store.io_error(from, e))?;
@@ -547,17 +552,11 @@ async fn local_copy(store: &Store, meta: &ObjectMeta, work_dir: &Path) -> Result
     let result = store.object_store.get(&meta.location).await.map_err(|e| store.io_error(&meta.location, e))?;
     match result.payload {
         GetResultPayload::File(_, path) => Ok(LocalFile { path, temporary: false }),
-        GetResultPayload::Stream(mut stream) => {
-            use tokio::io::AsyncWriteExt;
+        GetResultPayload::Stream(stream) => {
             let name = meta.location.as_ref().replace('/', "_");
             let path = work_dir.join(format!("download-{name}"));
             let local = LocalFile { path: path.clone(), temporary: true };
-            let mut out = tokio::fs::File::create(&path).await.map_err(|e| store.local_error(&path, e))?;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| store.io_error(&meta.location, e))?;
-                out.write_all(&chunk).await.map_err(|e| store.local_error(&path, e))?;
-            }
-            out.flush().await.map_err(|e| store.local_error(&path, e))?;
+            write_to_file(store, &meta.location, stream, &path).await?;
             Ok(local)
         }
     }

@@ -207,22 +207,7 @@ async fn list(stores: &Stores, store: &str, rel: &str) -> Vec<String> {
 
 /// Rows of a Parquet object as (column -> value text) maps.
 fn parquet_rows(bytes: Bytes) -> Vec<BTreeMap<String, String>> {
-    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let mut rows = Vec::new();
-    for batch in ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap() {
-        let batch = batch.unwrap();
-        let opts = FormatOptions::default().with_null("");
-        let formatters: Vec<_> = batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap()).collect();
-        for r in 0..batch.num_rows() {
-            let mut row = BTreeMap::new();
-            for (i, f) in formatters.iter().enumerate() {
-                row.insert(batch.schema().field(i).name().clone(), f.value(r).to_string());
-            }
-            rows.push(row);
-        }
-    }
-    rows
+    common::parquet_rows(bytes)
 }
 
 async fn totals(stores: &Stores) -> Vec<(String, String)> {

@@ -100,8 +100,6 @@ pub fn run_python(code: &str) -> String {
 
 /// Reads every row of a Parquet file or folder with the parquet crate, as (column, value text) maps.
 pub fn read_parquet_rows(path: &Path) -> Vec<std::collections::BTreeMap<String, String>> {
-    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let mut files = Vec::new();
     if path.is_dir() {
         for entry in walk(path) {
@@ -112,22 +110,27 @@ pub fn read_parquet_rows(path: &Path) -> Vec<std::collections::BTreeMap<String, 
     } else {
         files.push(path.to_path_buf());
     }
+    files.into_iter().flat_map(|f| parquet_rows(std::fs::File::open(&f).unwrap())).collect()
+}
+
+/// Every row of one Parquet file (a local file or bytes fetched from a store).
+pub fn parquet_rows<R: datafusion::parquet::file::reader::ChunkReader + 'static>(
+    reader: R,
+) -> Vec<std::collections::BTreeMap<String, String>> {
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let mut rows = Vec::new();
-    for f in files {
-        let file = std::fs::File::open(&f).unwrap();
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
-            let schema = batch.schema();
-            let opts = FormatOptions::default().with_null("");
-            let formatters: Vec<_> = batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap()).collect();
-            for r in 0..batch.num_rows() {
-                let mut row = std::collections::BTreeMap::new();
-                for (i, f) in formatters.iter().enumerate() {
-                    row.insert(schema.field(i).name().clone(), f.value(r).to_string());
-                }
-                rows.push(row);
+    for batch in ParquetRecordBatchReaderBuilder::try_new(reader).unwrap().build().unwrap() {
+        let batch = batch.unwrap();
+        let schema = batch.schema();
+        let opts = FormatOptions::default().with_null("");
+        let formatters: Vec<_> = batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap()).collect();
+        for r in 0..batch.num_rows() {
+            let mut row = std::collections::BTreeMap::new();
+            for (i, f) in formatters.iter().enumerate() {
+                row.insert(schema.field(i).name().clone(), f.value(r).to_string());
             }
+            rows.push(row);
         }
     }
     rows
