@@ -3,6 +3,7 @@
 mod clv;
 mod damerau_levenshtein;
 mod double_metaphone;
+pub mod exact_sum;
 mod jaro_winkler;
 mod keyed_hash;
 mod normalize_email;
@@ -57,5 +58,9 @@ pub fn functions(settings: &FunctionSettings) -> Vec<Arc<ScalarUDF>> {
 pub fn register_all(ctx: &SessionContext, settings: &FunctionSettings) {
     for f in functions(settings) {
         ctx.register_udf(f.as_ref().clone());
+    }
+    // Over the built-in `sum` and `avg`: DOUBLE sums that do not depend on partitioning.
+    for f in exact_sum::functions() {
+        ctx.register_udaf(f);
     }
 }
