@@ -145,8 +145,15 @@ fn clean(v: &str) -> Option<&str> {
     (!t.is_empty()).then_some(t)
 }
 
+/// One input row, cleaned, before it is numbered.
+struct RawRecord {
+    id: String,
+    updated_at: Option<String>,
+    attrs: Vec<Option<String>>,
+}
+
 /// Reads every input table. A record without an id is skipped and a repeated (source, id)
-/// keeps its first row; both are counted, never silently dropped.
+/// keeps its most recently updated row; both are counted, never silently dropped.
 pub async fn load(ctx: &SessionContext, settings: &Settings) -> Result<(Records, LoadReport)> {
     let attrs = &settings.attributes;
     let mut records = Records {
@@ -179,8 +186,11 @@ pub async fn load(ctx: &SessionContext, settings: &Settings) -> Result<(Records,
             .await?
             .select(exprs)
             .map_err(|e| DataFusionError::Plan(format!("identity input `{}`: {e}", input.table)))?;
-        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
-        let mut loaded = 0u64;
+        // Records are numbered in a canonical order (id, newest first, then every
+        // attribute), not in the order partitions deliver them: record numbers break ties
+        // in sampling, pair orientation, clustering and keys, so the step's results
+        // depend on the input rows alone. Of two rows with one id the newest is kept.
+        let mut rows: Vec<RawRecord> = Vec::new();
         for batch in df.collect().await? {
             let ids = strings(batch.column_by_name("__id").expect("selected"))?;
             let updated = batch.column_by_name("__updated_at").map(|a| strings(a)).transpose()?;
@@ -193,26 +203,39 @@ pub async fn load(ctx: &SessionContext, settings: &Settings) -> Result<(Records,
                     report.missing_ids += 1;
                     continue;
                 };
-                if !seen.insert(id.to_string()) {
-                    report.duplicate_ids += 1;
-                    continue;
-                }
-                records.source_of.push(source_idx as u16);
-                records.ids.push(id.to_string());
-                records.updated_at.push(updated.as_ref().filter(|u| !u.is_null(row)).and_then(|u| clean(u.value(row)).map(str::to_string)));
-                for (i, column) in columns.iter().enumerate() {
-                    let value = column.as_ref().filter(|c| !c.is_null(row)).and_then(|c| clean(c.value(row)));
-                    let value = match value {
-                        Some(v) if patterns[i].iter().any(|p| p.matches(v)) => {
-                            ignored[i] += 1;
-                            None
-                        }
-                        other => other,
-                    };
-                    records.attrs[i].push(value);
-                }
-                loaded += 1;
+                let text = |c: &StringArray| (!c.is_null(row)).then(|| c.value(row)).and_then(clean).map(str::to_string);
+                rows.push(RawRecord {
+                    id: id.to_string(),
+                    updated_at: updated.as_ref().and_then(text),
+                    attrs: columns.iter().map(|c| c.as_ref().and_then(text)).collect(),
+                });
             }
+        }
+        rows.sort_unstable_by(|a, b| {
+            a.id.cmp(&b.id).then_with(|| b.updated_at.cmp(&a.updated_at)).then_with(|| a.attrs.cmp(&b.attrs))
+        });
+        let mut loaded = 0u64;
+        let mut last_id: Option<String> = None;
+        for row in rows {
+            if last_id.as_deref() == Some(row.id.as_str()) {
+                report.duplicate_ids += 1;
+                continue;
+            }
+            records.source_of.push(source_idx as u16);
+            records.ids.push(row.id.clone());
+            records.updated_at.push(row.updated_at);
+            for (i, value) in row.attrs.into_iter().enumerate() {
+                let value = match value {
+                    Some(v) if patterns[i].iter().any(|p| p.matches(&v)) => {
+                        ignored[i] += 1;
+                        None
+                    }
+                    other => other,
+                };
+                records.attrs[i].push(value.as_deref());
+            }
+            last_id = Some(row.id);
+            loaded += 1;
         }
         report.per_source.push((input.source.clone(), loaded));
     }

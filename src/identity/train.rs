@@ -4,7 +4,7 @@
 //! rule with the comparisons of that rule left out, since inside its blocks they agree by
 //! construction; each m is the mean of the sessions that estimated it.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -13,8 +13,9 @@ use super::blocking::{agree, Blocked};
 use super::compare::Comparator;
 use super::config::Comparison;
 
-/// Agreement patterns of a pair set: level codes -> number of pairs.
-pub type Patterns = HashMap<Vec<u8>, u64>;
+/// Agreement patterns of a pair set: level codes -> number of pairs. Ordered, so that EM
+/// adds the patterns' masses in the same order in every process.
+pub type Patterns = BTreeMap<Vec<u8>, u64>;
 
 #[derive(Debug, Clone)]
 pub struct EmSession {

@@ -97,6 +97,13 @@ impl BuiltinStep for ClvFit {
                     }
                 }
             }
+            // The likelihood is a sum over customers, in floating point: summed in one
+            // canonical order, the fit does not depend on the order partitions deliver
+            // the summary in. Equal keys are equal values, so the sort needs no tie rule.
+            summaries.sort_unstable_by(|a, b| {
+                a.frequency.total_cmp(&b.frequency).then(a.recency.total_cmp(&b.recency)).then(a.t.total_cmp(&b.t))
+            });
+            spend.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
             let options = self.options.clone();
             let started = std::time::Instant::now();
             let fitted = tokio::task::spawn_blocking(move || fit(summaries, spend, &options))

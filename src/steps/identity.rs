@@ -30,9 +30,15 @@ pub fn compile(with: &serde_yaml::Value) -> Result<Box<dyn BuiltinStep>, String>
     Ok(Box::new(Identity { settings: Arc::new(config.check()?) }))
 }
 
-/// Reads `columns` of `table` as text, one Vec per column; rows with a null are skipped.
+/// Reads `columns` of `table` as text, one Vec per column, sorted by the columns in order
+/// (so that of two rows for one record, the same one wins in every run); rows with a null
+/// are skipped.
 async fn read_text(ctx: &SessionContext, table: &str, columns: &[&str]) -> datafusion::error::Result<Vec<Vec<String>>> {
-    let df = ctx.table(table).await?.select(columns.iter().map(|c| ident(*c)).collect::<Vec<_>>())?;
+    let df = ctx
+        .table(table)
+        .await?
+        .select(columns.iter().map(|c| ident(*c)).collect::<Vec<_>>())?
+        .sort(columns.iter().map(|c| ident(*c).sort(true, true)).collect())?;
     let mut out: Vec<Vec<String>> = vec![Vec::new(); columns.len()];
     for batch in df.collect().await? {
         let arrays: Vec<StringArray> = (0..columns.len())
