@@ -1,8 +1,9 @@
 -- int_pain_orders: the orders up to the as-of date that met a pain point, a failed payment
--- or a return, one row per order_id (the first copy of a re-exported order), with the
--- person of their ERP customer number. mart_touchpoints reads failed payments and returns
--- from here, so the join with the identity keys sees only these orders, and the orders
--- are deduplicated once (a sort that spills) instead of once per use.
+-- or a return, one row per order_id (the first copy of a re-exported order by date,
+-- customer and the columns read here), with the person of their ERP customer number.
+-- mart_touchpoints reads failed payments and returns from here, so the join with the
+-- identity keys sees only these orders, and the orders are deduplicated once (a sort that
+-- spills) instead of once per use.
 -- Columns and definitions: int_pain_orders.yml.
 WITH order_copies AS (
     SELECT
@@ -11,7 +12,11 @@ WITH order_copies AS (
         order_date,
         lower(trim(payment_status)) = 'failed' AS payment_failed,
         coalesce(nullif(lower(trim(channel)), ''), CASE WHEN store_id IS NOT NULL THEN 'store' ELSE '(none)' END) AS channel_key,
-        row_number() OVER (PARTITION BY order_id ORDER BY order_date, customer_id) AS copy_no
+        -- Copies can tie on date and customer; the export columns read here end the
+        -- ordering, so that the same copy is kept whatever the row order.
+        row_number() OVER (
+            PARTITION BY order_id ORDER BY order_date, customer_id, payment_status, channel, store_id
+        ) AS copy_no
     FROM stg_orders
     WHERE order_date <= $as_of
 ),

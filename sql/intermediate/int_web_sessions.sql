@@ -19,7 +19,12 @@ WITH web_copies AS (
         utm_source,
         utm_medium,
         login_customer_id,
-        row_number() OVER (PARTITION BY event_id ORDER BY event_time, cookie_id) AS copy_no
+        -- The first copy by time and cookie; copies that tie on both are ordered by the
+        -- columns kept here, so the same copy is kept whatever the row order.
+        row_number() OVER (
+            PARTITION BY event_id
+            ORDER BY event_time, cookie_id, login_customer_id, page_type, utm_source, utm_medium
+        ) AS copy_no
     FROM stg_clickstream
     WHERE CAST(event_time AT TIME ZONE $report_time_zone AS DATE) <= $as_of
 ),

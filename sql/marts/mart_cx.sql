@@ -20,7 +20,14 @@ answers AS (
         CASE WHEN a.csat BETWEEN 1 AND 5 THEN a.csat END AS csat,
         CASE WHEN a.ces BETWEEN 1 AND 7 THEN a.ces END AS ces
     FROM (
-        SELECT *, row_number() OVER (PARTITION BY response_id ORDER BY answered_on, member_id) AS copy_no
+        SELECT
+            *,
+            -- The earliest copy of a re-exported answer; copies that tie on date and member are
+            -- ordered by all their other columns, as in every mart that reads the answers.
+            row_number() OVER (
+                PARTITION BY response_id
+                ORDER BY answered_on, member_id, touchpoint, nps, csat, ces, category_spend_monthly, brands_used, our_rank
+            ) AS copy_no
         FROM stg_survey_answers
         WHERE answered_on <= $as_of
     ) a

@@ -10,7 +10,14 @@ WITH nps_answers AS (
         a.nps,
         row_number() OVER (PARTITION BY k.customer_key ORDER BY a.answered_on DESC, a.response_id DESC) AS recency_no
     FROM (
-        SELECT *, row_number() OVER (PARTITION BY response_id ORDER BY answered_on, member_id) AS copy_no
+        SELECT
+            *,
+            -- The earliest copy of a re-exported answer; copies that tie on date and member are
+            -- ordered by all their other columns, as in every mart that reads the answers.
+            row_number() OVER (
+                PARTITION BY response_id
+                ORDER BY answered_on, member_id, touchpoint, nps, csat, ces, category_spend_monthly, brands_used, our_rank
+            ) AS copy_no
         FROM stg_survey_answers
         WHERE nps BETWEEN 0 AND 10
           AND answered_on <= $as_of

@@ -24,9 +24,11 @@ person_records AS (
     FROM (
         SELECT
             *,
+            -- customer_type ends the ordering: a customer_id exported twice ties on the
+            -- rest, and the type must not depend on which copy comes first.
             row_number() OVER (
                 PARTITION BY customer_key
-                ORDER BY created_on DESC NULLS LAST, customer_id
+                ORDER BY created_on DESC NULLS LAST, customer_id, customer_type NULLS LAST
             ) AS record_rank
         FROM erp_records
     ) r
@@ -118,7 +120,12 @@ nps_answers AS (
             member_id,
             answered_on,
             nps,
-            row_number() OVER (PARTITION BY response_id ORDER BY answered_on, member_id) AS copy_no
+            -- The earliest copy of a re-exported answer; copies that tie on date and member are
+            -- ordered by all their other columns, as in every mart that reads the answers.
+            row_number() OVER (
+                PARTITION BY response_id
+                ORDER BY answered_on, member_id, touchpoint, nps, csat, ces, category_spend_monthly, brands_used, our_rank
+            ) AS copy_no
         FROM stg_survey_answers
         WHERE nps BETWEEN 0 AND 10
           AND answered_on <= $as_of

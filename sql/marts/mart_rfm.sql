@@ -37,7 +37,8 @@ segmented AS (
         s.*,
         CAST(ceil((s.f_score + s.m_score) / 2.0) AS INT) AS fm_score,
         seg.segment,
-        row_number() OVER (PARTITION BY s.customer_key ORDER BY seg.priority) AS rule_rank
+        -- The seed can be replaced: rules of equal priority fall back to the segment name.
+        row_number() OVER (PARTITION BY s.customer_key ORDER BY seg.priority, seg.segment) AS rule_rank
     FROM scored s
     LEFT JOIN rfm_segments seg
       ON s.r_score BETWEEN seg.r_min AND seg.r_max

@@ -24,7 +24,12 @@ session_channels AS (
             m.entry_channel,
             m.creator,
             m.visit_type,
-            row_number() OVER (PARTITION BY k.utm_source_key, k.utm_medium_key ORDER BY m.priority) AS rule_rank
+            -- Rules of equal priority (a replaced seed) fall back to the columns taken, so
+            -- the result does not depend on the order the rules arrive in.
+            row_number() OVER (
+                PARTITION BY k.utm_source_key, k.utm_medium_key
+                ORDER BY m.priority, m.entry_channel, m.creator, m.visit_type
+            ) AS rule_rank
         FROM (SELECT DISTINCT utm_source_key, utm_medium_key FROM int_web_sessions) k
         JOIN utm_channel_map m
           ON k.utm_source_key LIKE lower(m.utm_source)
@@ -101,12 +106,14 @@ erp_touchpoints AS (
     FROM int_pain_orders o
     WHERE o.payment_failed
     UNION ALL
-    -- Returns: one touchpoint per return_id (its lines summed).
+    -- Returns: one touchpoint per return_id (its lines summed). The channel and person
+    -- come from the same order as order_id (the smallest, should a return name several),
+    -- not each from a separate min().
     SELECT
         'return:' || r.return_id,
         'erp',
-        'erp:return:' || min(o.channel_key),
-        min(o.customer_key),
+        'erp:return:' || first_value(o.channel_key ORDER BY o.order_id),
+        first_value(o.customer_key ORDER BY o.order_id),
         min(r.order_id),
         min(coalesce(r.return_date, o.order_date)),
         sum(coalesce(r.refund_amount, 0.0))
@@ -141,7 +148,14 @@ survey_touchpoints AS (
         s.member_id,
         s.answered_on AS occurred_on
     FROM (
-        SELECT *, row_number() OVER (PARTITION BY response_id ORDER BY answered_on, member_id) AS copy_no
+        SELECT
+            *,
+            -- The earliest copy of a re-exported answer; copies that tie on date and member are
+            -- ordered by all their other columns, as in every mart that reads the answers.
+            row_number() OVER (
+                PARTITION BY response_id
+                ORDER BY answered_on, member_id, touchpoint, nps, csat, ces, category_spend_monthly, brands_used, our_rank
+            ) AS copy_no
         FROM stg_survey_answers
         WHERE answered_on <= $as_of
     ) s
@@ -182,7 +196,11 @@ type_rules AS (
             m.channel,
             m.creator,
             m.is_pain_point,
-            row_number() OVER (PARTITION BY k.type_key ORDER BY m.priority) AS rule_rank
+            -- Equal priorities fall back to the columns taken (see session_channels).
+            row_number() OVER (
+                PARTITION BY k.type_key
+                ORDER BY m.priority, m.touchpoint_type, m.stage, m.channel, m.creator, m.is_pain_point
+            ) AS rule_rank
         FROM (SELECT DISTINCT type_key FROM all_touchpoints) k
         JOIN touchpoint_types m ON k.type_key LIKE lower(m.event_pattern)
     ) r
