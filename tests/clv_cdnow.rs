@@ -56,3 +56,36 @@ fn the_pipeline_reproduces_the_published_cdnow_fits() {
     assert_eq!(step["details"]["bgnbd"]["converged"], true);
     assert!(step["details"]["fit_ms"].as_u64().unwrap() < 5_000);
 }
+
+/// The fit depends on the transaction log alone: reruns with other partitionings give
+/// the same parameters, iterations and scores, bit for bit.
+#[test]
+fn the_cdnow_fit_is_the_same_on_every_rerun() {
+    let p = Project::from_fixture("cdnow");
+    for file in ["value/clv_summary.sql", "value/clv_summary.yml", "marts/mart_clv.sql", "marts/mart_clv.yml", "marts/mart_clv_model.yml"] {
+        let text = std::fs::read_to_string(repo().join("sql").join(file)).unwrap();
+        p.write(&format!("sql/{file}"), &text);
+    }
+    let data = common::cdnow_dir();
+    let mut fits = Vec::new();
+    for (i, partitions) in [1, 2, 8, 3, 8, 1].into_iter().enumerate() {
+        let config = format!("config/env-{i}.yaml");
+        p.write(
+            &config,
+            &format!(
+                "stores:\n  lifetimes:\n    url: {}\n  marts:\n    url: marts-{i}\nexecution:\n  target_partitions: {partitions}\n",
+                data.display()
+            ),
+        );
+        p.run(&["run", "pipelines/cdnow.yaml", "--config", &config]).expect_code(0);
+        let model = read_parquet_rows(&p.path(&format!("marts-{i}/mart_clv_model.parquet"))).remove(0);
+        let mut scores = read_parquet_rows(&p.path(&format!("marts-{i}/mart_clv.parquet")));
+        scores.sort_by(|a, b| a.values().collect::<Vec<_>>().cmp(&b.values().collect::<Vec<_>>()));
+        fits.push((partitions, model, scores));
+    }
+    let (_, first_model, first_scores) = &fits[0];
+    for (partitions, model, scores) in &fits[1..] {
+        assert_eq!(model, first_model, "mart_clv_model with target_partitions {partitions}");
+        assert!(scores == first_scores, "mart_clv differs with target_partitions {partitions}");
+    }
+}
