@@ -14,6 +14,7 @@ pub mod functions;
 pub mod generate;
 pub mod identity;
 pub mod joblock;
+pub mod liveness;
 pub mod manifest;
 pub mod memory;
 pub mod publish;

@@ -18,6 +18,50 @@ pub enum RunStatus {
     Running,
     Succeeded,
     Failed,
+    /// Its process is gone without finishing (set by a later run, see [`crate::liveness`]).
+    Abandoned,
+}
+
+/// What kind of failure ended a run, which says whether running it again can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureKind {
+    /// The pipeline, its SQL or the environment is wrong.
+    Config,
+    /// The exports are wrong: missing, unreadable, past their error budget.
+    Input,
+    /// Object storage or the local disk failed (after the store's own retries).
+    Storage,
+    /// A data check of a mart failed.
+    Check,
+    /// Memory or disk ran out.
+    Resource,
+    /// A fault in crm-marts or its engine.
+    Internal,
+}
+
+impl FailureKind {
+    /// Storage outages and exhausted resources can pass; the rest fails the same way again.
+    pub fn retryable(self) -> bool {
+        matches!(self, Self::Storage | Self::Resource)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Config => "config",
+            Self::Input => "input",
+            Self::Storage => "storage",
+            Self::Check => "check",
+            Self::Resource => "resource",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -54,7 +98,11 @@ pub struct Manifest {
     pub pipeline: String,
     pub pipeline_file: String,
     pub status: RunStatus,
+    /// The process running the run, to tell a live run from an abandoned one.
+    pub owner: crate::liveness::Owner,
     pub started_at: DateTime<Utc>,
+    /// When the run last wrote this manifest.
+    pub last_seen_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<u64>,
     pub parameters: Params,
@@ -68,6 +116,13 @@ pub struct Manifest {
     pub quarantined_rows: u64,
     pub failing_check_rows: u64,
     pub errors: Vec<String>,
+    /// Kind of the failure of a failed run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<FailureKind>,
+    /// Runs of this store found abandoned (process gone) when this run started, and
+    /// marked so in their manifests.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub marked_abandoned: Vec<String>,
 }
 
 impl Manifest {
@@ -82,7 +137,9 @@ impl Manifest {
             pipeline: pipeline.into(),
             pipeline_file: pipeline_file.into(),
             status: RunStatus::Running,
+            owner: crate::liveness::Owner::current(),
             started_at: Utc::now(),
+            last_seen_at: Utc::now(),
             finished_at: None,
             duration_ms: None,
             parameters,
@@ -94,6 +151,8 @@ impl Manifest {
             quarantined_rows: 0,
             failing_check_rows: 0,
             errors: Vec::new(),
+            error_kind: None,
+            marked_abandoned: Vec::new(),
         }
     }
 
@@ -107,7 +166,8 @@ impl Manifest {
     }
 
     /// Writes the manifest to `_runs/<run_id>.json` in `store`.
-    pub async fn write(&self, store: &Store) -> Result<String, StorageError> {
+    pub async fn write(&mut self, store: &Store) -> Result<String, StorageError> {
+        self.last_seen_at = Utc::now();
         let path = store.path(&format!("_runs/{}.json", self.run_id))?;
         let body = serde_json::to_vec_pretty(self).expect("manifest serialises");
         store.object_store.put(&path, PutPayload::from(body)).await.map_err(|e| store.io_error(&path, e))?;

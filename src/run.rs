@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::dataframe::DataFrame;
+use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
@@ -20,7 +21,7 @@ use crate::config::environment::Execution;
 use crate::config::mart::Severity;
 use crate::config::params::{ParamValue, Params};
 use crate::config::pipeline::{Pipeline, Step, StepKind};
-use crate::manifest::{Manifest, QuarantineReport, RunStatus, StepReport};
+use crate::manifest::{FailureKind, Manifest, QuarantineReport, RunStatus, StepReport};
 use crate::publish::{upload_file, Publisher, WrittenMart};
 use crate::sources;
 use crate::steps::BuiltinOutput;
@@ -34,7 +35,78 @@ pub enum RunError {
     Config(Diagnostics),
     /// The run started and failed; the manifest says how far it got.
     #[error("run {run_id} failed: {message}")]
-    Failed { run_id: String, message: String, manifest: Box<Manifest> },
+    Failed { run_id: String, kind: FailureKind, message: String, manifest: Box<Manifest> },
+}
+
+impl RunError {
+    /// What kind of failure this is: configuration errors are found before anything runs.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            Self::Config(_) => FailureKind::Config,
+            Self::Failed { kind, .. } => *kind,
+        }
+    }
+}
+
+/// Why a started run failed.
+#[derive(Debug)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+
+    fn storage(e: impl std::fmt::Display) -> Self {
+        Self::new(FailureKind::Storage, e.to_string())
+    }
+
+    /// A query engine error, classified by its root cause, with `context` before it.
+    fn engine(e: &DataFusionError, context: impl FnOnce(&dyn std::fmt::Display) -> String) -> Self {
+        Self::new(engine_kind(e), context(e))
+    }
+}
+
+/// The kind of a query engine error, from its innermost cause.
+pub fn engine_kind(e: &DataFusionError) -> FailureKind {
+    match e.find_root() {
+        DataFusionError::ResourcesExhausted(_) => FailureKind::Resource,
+        DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => FailureKind::Storage,
+        DataFusionError::SQL(..)
+        | DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::Configuration(_)
+        | DataFusionError::NotImplemented(_) => FailureKind::Config,
+        DataFusionError::ArrowError(..) | DataFusionError::ParquetError(_) | DataFusionError::Execution(_) => FailureKind::Input,
+        DataFusionError::External(inner) => {
+            if inner.downcast_ref::<object_store::Error>().is_some() || inner.downcast_ref::<std::io::Error>().is_some() {
+                FailureKind::Storage
+            } else {
+                FailureKind::Internal
+            }
+        }
+        _ => FailureKind::Internal,
+    }
+}
+
+fn source_kind(e: &sources::SourceError) -> FailureKind {
+    use sources::SourceError as E;
+    match e {
+        E::Config { .. } => FailureKind::Config,
+        E::NoFiles { .. } | E::File { .. } | E::BudgetExceeded { .. } => FailureKind::Input,
+        E::Storage(..) => FailureKind::Storage,
+        E::DataFusion(e, _) => engine_kind(e),
+    }
+}
+
+fn publish_kind(e: &crate::publish::PublishError) -> FailureKind {
+    match e {
+        crate::publish::PublishError::Write { source, .. } => engine_kind(source),
+        _ => FailureKind::Storage,
+    }
 }
 
 /// Something that wants to hear how the run is going (a progress bar, a log).
@@ -89,16 +161,21 @@ pub fn new_run_id() -> String {
     format!("{}-{salt:04x}", now.format("%Y%m%dT%H%M%S%3fZ"))
 }
 
-/// Names the configured limit and the ways out when the query engine ran out of memory.
-fn with_memory_hint(message: String, execution: &Execution) -> String {
+/// Names the configured limit and the ways out when the query engine ran out of memory;
+/// an exhausted memory pool or a full disk is a resource failure, however it was wrapped.
+fn with_resource_hint(failure: Failure, execution: &Execution) -> Failure {
+    let message = failure.message;
     let out_of_memory = message.contains("Resources exhausted") || message.contains("Not enough memory");
-    match execution.memory_limit {
+    let disk_full = message.contains("No space left on device");
+    let kind = if out_of_memory || disk_full { FailureKind::Resource } else { failure.kind };
+    let message = match execution.memory_limit {
         Some(limit) if out_of_memory => format!(
             "{message} (the run's memory limit is {:.1} MiB, `execution.memory_limit` of the environment: raise it, or lower `target_partitions` so fewer operators share it)",
             limit as f64 / (1024.0 * 1024.0)
         ),
         _ => message,
-    }
+    };
+    Failure { kind, message }
 }
 
 /// Memory each sort keeps back for merging its spill files: DataFusion's 10 MiB, or less
@@ -147,10 +224,11 @@ pub async fn run(
         RunError::Config(Diagnostics(vec![Diagnostic::new(&pipeline.file, e.to_string())]))
     })?;
     let mut manifest = Manifest::new(&run_id, &pipeline.name, &pipeline.file.display().to_string(), params.clone());
-    let failed = |mut manifest: Manifest, message: String| {
-        manifest.errors.push(message.clone());
+    let failed = |mut manifest: Manifest, failure: Failure| {
+        manifest.errors.push(failure.message.clone());
+        manifest.error_kind = Some(failure.kind);
         manifest.finish(RunStatus::Failed);
-        RunError::Failed { run_id: run_id.clone(), message, manifest: Box::new(manifest) }
+        RunError::Failed { run_id: run_id.clone(), kind: failure.kind, message: failure.message, manifest: Box::new(manifest) }
     };
     for dir in crate::scratch::Scratch::remove_abandoned(&execution.spill_dir) {
         info!(folder = %dir.display(), "removed the scratch folder of a run that did not finish");
@@ -160,16 +238,27 @@ pub async fn run(
         Ok(s) => s,
         Err(e) => {
             let dir = execution.spill_dir.join(&run_id);
-            return Err(failed(manifest, format!("cannot create scratch folder {}: {e}", dir.display())));
+            return Err(failed(manifest, Failure::storage(format!("cannot create scratch folder {}: {e}", dir.display()))));
         }
     };
     let work_dir = scratch.dir.join("work");
     if let Err(e) = std::fs::create_dir_all(&work_dir) {
-        return Err(failed(manifest, format!("cannot create work folder {}: {e}", work_dir.display())));
+        return Err(failed(manifest, Failure::storage(format!("cannot create work folder {}: {e}", work_dir.display()))));
+    }
+    // Runs of this store whose process is gone say so from now on.
+    match crate::liveness::mark_abandoned(publish_store).await {
+        Ok(marked) => {
+            for id in &marked {
+                warn!(abandoned_run = %id, "marked a run whose process is gone as abandoned");
+            }
+            manifest.marked_abandoned = marked;
+        }
+        Err(e) => warn!(error = %e, "could not check for abandoned runs"),
     }
     if let Err(e) = manifest.write(publish_store).await {
-        return Err(failed(manifest, e.to_string()));
+        return Err(failed(manifest, Failure::storage(e)));
     }
+    let heartbeat = crate::liveness::Heartbeat::start(publish_store, &run_id);
     info!(run_id = %run_id, pipeline = %pipeline.name, "run started");
     let publisher = Publisher { store: publish_store.clone(), run_id: run_id.clone(), keep_versions: pipeline.publish.keep_versions };
     let mut written: Vec<WrittenMart> = Vec::new();
@@ -187,6 +276,7 @@ pub async fn run(
         }
     }
     drop(scratch);
+    heartbeat.stop().await;
     progress.done();
     match result {
         Ok(()) => {
@@ -203,18 +293,18 @@ pub async fn run(
             );
             Ok(manifest)
         }
-        Err(message) => {
+        Err(failure) => {
             for w in &written {
                 if !manifest.outputs.iter().any(|o| o.mart == w.mart) {
                     publisher.discard(w).await;
                 }
             }
-            let err = failed(manifest, message);
-            if let RunError::Failed { manifest, message, .. } = &err {
+            let mut err = failed(manifest, failure);
+            if let RunError::Failed { manifest, message, kind, .. } = &mut err {
                 if let Err(e) = manifest.write(publish_store).await {
                     warn!(error = %e, "could not write the final manifest");
                 }
-                tracing::error!(run_id = %run_id, error = %message, "run failed");
+                tracing::error!(run_id = %run_id, kind = %kind, error = %message, "run failed");
             }
             Err(err)
         }
@@ -232,8 +322,8 @@ async fn execute(
     manifest: &mut Manifest,
     written: &mut Vec<WrittenMart>,
     progress: &dyn Progress,
-) -> Result<(), String> {
-    let ctx = session(execution, work_dir.join("spill")).map_err(|e| e.to_string())?;
+) -> Result<(), Failure> {
+    let ctx = session(execution, work_dir.join("spill")).map_err(|e| Failure::new(FailureKind::Internal, e.to_string()))?;
     for store in stores.iter() {
         store.register(&ctx);
     }
@@ -266,31 +356,33 @@ async fn execute(
                 );
                 if let Some(file) = &loaded.quarantine_file {
                     let rel = format!("_quarantine/{}/{}.parquet", manifest.run_id, loaded.name);
-                    let dest = publisher.store.path(&rel).map_err(|e| e.to_string())?;
-                    upload_file(&publisher.store, file, &dest).await.map_err(|e| e.to_string())?;
+                    let dest = publisher.store.path(&rel).map_err(Failure::storage)?;
+                    upload_file(&publisher.store, file, &dest).await.map_err(Failure::storage)?;
                     let url = publisher.store.url(&dest);
                     warn!(source = %loaded.name, rows = loaded.quarantined, file = %url, "rows quarantined");
                     manifest.quarantine.push(QuarantineReport { source: loaded.name.clone(), rows: loaded.quarantined, file: url.clone() });
                     if source.budget.exceeded(loaded.quarantined, loaded.rows.unwrap_or(0)) {
                         errors.push(
-                            sources::SourceError::BudgetExceeded {
+                            (FailureKind::Input, sources::SourceError::BudgetExceeded {
                                 source_name: loaded.name.clone(),
                                 bad: loaded.quarantined,
                                 total: loaded.rows.unwrap_or(0),
                                 budget: budget_text(&source.budget),
                                 quarantine: url,
                             }
-                            .to_string(),
+                            .to_string()),
                         );
                     }
                 }
                 manifest.inputs.push(loaded);
             }
-            Err(e) => errors.push(e.to_string()),
+            Err(e) => errors.push((source_kind(&e), e.to_string())),
         }
     }
     if !errors.is_empty() {
-        return Err(errors.join("; "));
+        // Of several failing sources, the kind that a retry cannot fix decides.
+        let kind = errors.iter().map(|(k, _)| *k).find(|k| !k.retryable()).unwrap_or(errors[0].0);
+        return Err(Failure::new(kind, errors.into_iter().map(|(_, m)| m).collect::<Vec<_>>().join("; ")));
     }
 
     for (i, step) in pipeline.steps.iter().enumerate() {
@@ -300,7 +392,7 @@ async fn execute(
         let report = run_step(&ctx, pipeline, step, params, publisher, work_dir, written).await;
         let mut report = match report {
             Ok(r) => r,
-            Err(message) => return Err(with_memory_hint(message, execution)),
+            Err(failure) => return Err(with_resource_hint(failure, execution)),
         };
         report.duration_ms = started.elapsed().as_millis() as u64;
         report.peak_rss_bytes = crate::memory::peak_rss();
@@ -330,7 +422,11 @@ async fn execute(
         }
         manifest.steps.push(report);
         if !failed_checks.is_empty() {
-            return Err(failed_checks.join("; "));
+            return Err(Failure::new(FailureKind::Check, failed_checks.join("; ")));
+        }
+        // Progress, and a sign of life, for whoever lists the runs.
+        if let Err(e) = manifest.write(&publisher.store).await {
+            warn!(error = %e, "could not record the run's progress");
         }
     }
     Ok(())
@@ -351,17 +447,20 @@ fn budget_text(b: &crate::config::pipeline::ErrorBudget) -> String {
     }
 }
 
-async fn step_frame(ctx: &SessionContext, step: &Step, params: &Params) -> Result<BuiltinOutput, String> {
+async fn step_frame(ctx: &SessionContext, step: &Step, params: &Params) -> Result<BuiltinOutput, Failure> {
     match &step.kind {
         StepKind::Sql(model) => {
-            let bound = model.bind(params).map_err(|d| d.to_string())?;
+            let bound = model.bind(params).map_err(|d| Failure::new(FailureKind::Config, d.to_string()))?;
             let statement = datafusion::sql::parser::Statement::Statement(Box::new(bound));
             let state = ctx.state();
-            let plan = state.statement_to_plan(statement).await.map_err(|e| error_diagnostic(&model.file, &e).to_string())?;
+            let plan = state
+                .statement_to_plan(statement)
+                .await
+                .map_err(|e| Failure::new(engine_kind(&e), error_diagnostic(&model.file, &e).to_string()))?;
             Ok(DataFrame::new(state, plan).into())
         }
         StepKind::Builtin { kind, step: builtin } => {
-            builtin.run(ctx, params).await.map_err(|e| format!("step `{}` ({kind}): {e}", step.name))
+            builtin.run(ctx, params).await.map_err(|e| Failure::engine(&e, |e| format!("step `{}` ({kind}): {e}", step.name)))
         }
     }
 }
@@ -374,12 +473,13 @@ async fn run_step(
     publisher: &Publisher,
     work_dir: &std::path::Path,
     written: &mut Vec<WrittenMart>,
-) -> Result<StepReport, String> {
+) -> Result<StepReport, Failure> {
     let BuiltinOutput { frame: df, details, tables } = step_frame(ctx, step, params).await?;
-    let located = |e: &dyn std::fmt::Display| match step.file() {
+    let place = |e: &dyn std::fmt::Display| match step.file() {
         Some(f) => format!("{}: {e}", f.display()),
         None => format!("step `{}`: {e}", step.name),
     };
+    let located = |e: &DataFusionError| Failure::engine(e, place);
     for (suffix, frame) in tables {
         ctx.register_table(format!("{}_{suffix}", step.name).as_str(), frame.into_view()).map_err(|e| located(&e))?;
     }
@@ -395,7 +495,7 @@ async fn run_step(
         let w = publisher
             .write_version(&pipeline.name, &step.name, df, &sink.partition_by)
             .await
-            .map_err(|e| located(&e))?;
+            .map_err(|e| Failure::new(publish_kind(&e), place(&e)))?;
         let rows = w.rows;
         let mut options = ParquetReadOptions::default();
         let partition_cols: Vec<(String, datafusion::arrow::datatypes::DataType)> = sink
@@ -412,7 +512,7 @@ async fn run_step(
         ("mart", Some(rows))
     } else if step.materialize {
         let file = format!("{}.table.parquet", step.name);
-        let local = object_store::local::LocalFileSystem::new_with_prefix(work_dir).map_err(|e| located(&e))?;
+        let local = object_store::local::LocalFileSystem::new_with_prefix(work_dir).map_err(|e| Failure::storage(place(&e)))?;
         let props = datafusion::parquet::file::properties::WriterProperties::builder().build();
         let rows = crate::publish::write_stream(Arc::new(local), object_store::path::Path::from(file.as_str()), df, props)
             .await
@@ -472,10 +572,10 @@ async fn publish_all(
     written: &[WrittenMart],
     manifest: &mut Manifest,
     progress: &dyn Progress,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     progress.stage(&format!("publishing {} marts", written.len()));
     for w in written {
-        publisher.publish(w).await.map_err(|e| e.to_string())?;
+        publisher.publish(w).await.map_err(|e| Failure::new(publish_kind(&e), e.to_string()))?;
         info!(mart = %w.mart, rows = w.rows, url = %w.published_url, "mart published");
         manifest.outputs.push(w.clone());
     }

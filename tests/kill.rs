@@ -37,6 +37,18 @@ fn live_marts(marts: &Path) -> BTreeMap<String, usize> {
     out
 }
 
+/// `crm-marts runs --json` of the test's marts store, newest first.
+fn runs_json(data: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_crm-marts"))
+        .args(["runs", "--config", "config/local.yaml", "--json", "--limit", "100"])
+        .current_dir(repo())
+        .env("CRM_DATA_DIR", data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
 #[test]
 fn killed_runs_never_leave_a_partial_mart_and_the_next_run_cleans_up() {
     let p = Project::new();
@@ -80,9 +92,41 @@ fn killed_runs_never_leave_a_partial_mart_and_the_next_run_cleans_up() {
         assert_eq!(live, baseline, "kill {i} at {at:?} (seed {seed})");
     }
 
+    // No killed run is listed as running: each that got as far as its manifest is
+    // abandoned, with when it was last seen.
+    let listed = runs_json(&data);
+    let statuses: Vec<&str> = listed.iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert!(!statuses.contains(&"running"), "{statuses:?}");
+    let abandoned: Vec<&serde_json::Value> = listed.iter().filter(|r| r["status"] == "abandoned").collect();
+    assert!(!abandoned.is_empty() && abandoned.len() <= kills, "{statuses:?}");
+    for r in &abandoned {
+        assert!(r["last_seen_at"].as_str().is_some_and(|s| s >= r["started_at"].as_str().unwrap()), "{r}");
+    }
+
     // The next run succeeds and removes what the killed runs left.
     let last = run_cmd(&data, &tmp).output().unwrap();
     assert!(last.status.success(), "{}", String::from_utf8_lossy(&last.stderr));
+    // Each run marked the abandoned runs before it so in their manifests, which it kept;
+    // the last run marked the rest.
+    let read_manifest = |id: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(marts.join("_runs").join(format!("{id}.json"))).unwrap()).unwrap()
+    };
+    let mut marked: Vec<String> = runs_json(&data)
+        .iter()
+        .flat_map(|r| read_manifest(r["run_id"].as_str().unwrap())["marked_abandoned"].as_array().cloned().unwrap_or_default())
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    marked.sort();
+    let mut expected: Vec<String> = abandoned.iter().map(|r| r["run_id"].as_str().unwrap().to_string()).collect();
+    expected.sort();
+    assert_eq!(marked, expected, "every abandoned run was marked once");
+    assert!(runs_json(&data).iter().all(|r| r["status"] != "running"));
+    for r in &abandoned {
+        let stored = read_manifest(r["run_id"].as_str().unwrap());
+        assert_eq!(stored["status"], "abandoned");
+        assert_eq!(stored["last_seen_at"], r["last_seen_at"]);
+        assert_eq!(stored["pipeline"], "customer_marts", "what the run recorded is kept");
+    }
     assert_eq!(live_marts(&marts), baseline, "same exports, same marts");
     for mart in baseline.keys() {
         let dir = marts.join("_versions").join(mart);

@@ -3,9 +3,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
-use futures::TryStreamExt;
-use object_store::ObjectStoreExt;
+use anyhow::Result;
 use serde_json::Value;
 
 use crm_marts::config::Environment;
@@ -23,6 +21,8 @@ struct RunLine {
     quarantined: u64,
     failing_checks: u64,
     error: String,
+    error_kind: String,
+    last_seen_at: String,
 }
 
 fn line(m: &Value) -> RunLine {
@@ -39,32 +39,17 @@ fn line(m: &Value) -> RunLine {
         quarantined: m["quarantined_rows"].as_u64().unwrap_or(0),
         failing_checks: m["failing_check_rows"].as_u64().unwrap_or(0),
         error: m["errors"].as_array().and_then(|e| e.first()).and_then(Value::as_str).unwrap_or_default().to_string(),
+        error_kind: text("error_kind"),
+        last_seen_at: text("last_seen_at"),
     }
 }
 
-/// Reads the newest `limit` manifests of `store`.
+/// The newest `limit` manifests of `store`, a run whose process is gone shown as
+/// `abandoned` with when it was last seen.
 pub(super) async fn manifests(store: &Store, limit: usize) -> Result<Vec<Value>> {
-    let prefix = store.path("_runs")?;
-    let mut files: Vec<_> = store
-        .object_store
-        .list(Some(&prefix))
-        .try_collect::<Vec<_>>()
-        .await
-        .with_context(|| format!("listing {}", store.url(&prefix)))?
-        .into_iter()
-        .filter(|o| o.location.as_ref().ends_with(".json"))
-        .collect();
-    // Run ids start with their UTC start time, so names sort in time order.
-    files.sort_by(|a, b| b.location.cmp(&a.location));
-    let mut out = Vec::new();
-    for meta in files.into_iter().take(limit) {
-        let bytes = store.object_store.get(&meta.location).await?.bytes().await?;
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(v) => out.push(v),
-            Err(e) => tracing::warn!(file = %store.url(&meta.location), error = %e, "unreadable run manifest skipped"),
-        }
-    }
-    Ok(out)
+    let now = chrono::Utc::now();
+    let stored = crm_marts::liveness::manifests(store, limit).await?;
+    Ok(stored.iter().map(|m| m.shown(now)).collect())
 }
 
 pub async fn list(env: &Environment, store_name: &str, limit: usize, json: bool) -> Result<ExitCode> {
@@ -83,6 +68,8 @@ pub async fn list(env: &Environment, store_name: &str, limit: usize, json: bool)
                     "run_id": l.run_id, "pipeline": l.pipeline, "status": l.status, "started_at": l.started_at,
                     "seconds": l.seconds, "marts": l.marts, "rows": l.rows, "quarantined_rows": l.quarantined,
                     "failing_check_rows": l.failing_checks, "error": l.error,
+                    "error_kind": (!l.error_kind.is_empty()).then_some(&l.error_kind),
+                    "last_seen_at": (!l.last_seen_at.is_empty()).then_some(&l.last_seen_at),
                 })
             );
         }
@@ -93,18 +80,24 @@ pub async fn list(env: &Environment, store_name: &str, limit: usize, json: bool)
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<26} {:<18} {:<9} {:>9} {:>5} {:>12} {:>11} {:>10}  error",
+        "{:<26} {:<18} {:<10} {:>9} {:>5} {:>12} {:>11} {:>10}  error",
         "run", "pipeline", "status", "seconds", "marts", "rows", "quarantined", "bad checks"
     );
     for m in &runs {
         let l = line(m);
         let seconds = l.seconds.map(|s| format!("{s:.1}")).unwrap_or_else(|| "-".into());
-        let mut error = l.error.replace('\n', " ");
+        let mut error = if l.status == "abandoned" {
+            format!("process gone; last seen {}", l.last_seen_at)
+        } else if l.error_kind.is_empty() {
+            l.error.replace('\n', " ")
+        } else {
+            format!("[{}] {}", l.error_kind, l.error.replace('\n', " "))
+        };
         if error.chars().count() > 100 {
             error = error.chars().take(99).collect::<String>() + "…";
         }
         println!(
-            "{:<26} {:<18} {:<9} {:>9} {:>5} {:>12} {:>11} {:>10}  {}",
+            "{:<26} {:<18} {:<10} {:>9} {:>5} {:>12} {:>11} {:>10}  {}",
             l.run_id, l.pipeline, l.status, seconds, l.marts, l.rows, l.quarantined, l.failing_checks, error
         );
     }

@@ -252,10 +252,10 @@ impl Scheduler {
         tracing::info!(job = name, %tick, "job started");
         let started = Instant::now();
         let result = tokio::time::timeout(job.timeout, self.run_pipelines(job, &env, tick)).await;
-        let (status, error, rows, quarantined) = match result {
-            Ok(Ok((rows, quarantined))) => ("succeeded", None, rows, quarantined),
-            Ok(Err(e)) => ("failed", Some(format!("{e:#}")), 0, 0),
-            Err(_) => ("failed", Some(format!("timed out after {} minutes", job.timeout.as_secs() / 60)), 0, 0),
+        let (status, error, rows, quarantined, abandoned) = match result {
+            Ok(Ok(done)) => ("succeeded", None, done.rows, done.quarantined, done.abandoned),
+            Ok(Err(e)) => ("failed", Some(format!("{e:#}")), 0, 0, 0),
+            Err(_) => ("failed", Some(format!("timed out after {} minutes", job.timeout.as_secs() / 60)), 0, 0, 0),
         };
         let elapsed = started.elapsed();
         match &error {
@@ -271,17 +271,18 @@ impl Scheduler {
             s.last_quarantined = quarantined;
             s.last_error = error;
             *s.runs.entry(status).or_default() += 1;
+            // Earlier runs whose process died (a scheduler killed mid-run), found now.
+            *s.runs.entry("abandoned").or_default() += abandoned;
         });
         self.held.lock().unwrap().remove(name);
         lock.release(&store).await?;
         Ok(())
     }
 
-    /// Runs the job's pipelines in order, each with its retries. Returns rows written and
-    /// rows quarantined over all pipelines.
-    async fn run_pipelines(&self, job: &Job, env: &Environment, tick: DateTime<Utc>) -> Result<(u64, u64)> {
+    /// Runs the job's pipelines in order, each with its retries.
+    async fn run_pipelines(&self, job: &Job, env: &Environment, tick: DateTime<Utc>) -> Result<JobDone> {
         let params = job.params_at(tick);
-        let (mut rows, mut quarantined) = (0, 0);
+        let (mut rows, mut quarantined, mut abandoned) = (0, 0, 0);
         for pipeline in &job.pipelines {
             let mut attempt = 0;
             loop {
@@ -289,7 +290,15 @@ impl Scheduler {
                     Ok(m) => {
                         rows += m.outputs.iter().map(|o| o.rows).sum::<u64>();
                         quarantined += m.quarantined_rows;
+                        abandoned += m.marked_abandoned.len() as u64;
                         break;
+                    }
+                    Err(e) if !retryable(&e) => {
+                        tracing::warn!(
+                            job = %job.name, pipeline = %pipeline.display(), reason = %not_retried_because(&e),
+                            "pipeline failed; not retrying"
+                        );
+                        return Err(e.context(format!("pipeline {}", pipeline.display())));
                     }
                     Err(e) if attempt < job.retry_attempts && !self.stopping.load(Ordering::SeqCst) => {
                         let wait = job.backoff * 2u32.saturating_pow(attempt);
@@ -304,7 +313,31 @@ impl Scheduler {
                 }
             }
         }
-        Ok((rows, quarantined))
+        Ok(JobDone { rows, quarantined, abandoned })
+    }
+}
+
+/// What a job's successful run did, over all its pipelines.
+struct JobDone {
+    rows: u64,
+    quarantined: u64,
+    /// Earlier runs found abandoned and marked so.
+    abandoned: u64,
+}
+
+/// Only a storage outage or exhausted resources can pass by themselves; a bad pipeline,
+/// bad exports or a failing check fail the same way on every retry.
+fn retryable(e: &anyhow::Error) -> bool {
+    match e.downcast_ref::<crm_marts::run::RunError>() {
+        Some(run) => run.kind().retryable(),
+        None => false,
+    }
+}
+
+fn not_retried_because(e: &anyhow::Error) -> String {
+    match e.downcast_ref::<crm_marts::run::RunError>() {
+        Some(run) => format!("a {} failure: a retry would fail the same way", run.kind()),
+        None => "the pipeline or its environment cannot be loaded: a retry would fail the same way".into(),
     }
 }
 
@@ -367,9 +400,9 @@ fn metrics(sched: &Scheduler) -> String {
     gauge("job_last_run_rows_written", "Rows of the marts the last run published.", &|s| s.last_status.map(|_| s.last_rows as f64));
     gauge("job_last_run_quarantined_rows", "Rows the last run quarantined.", &|s| s.last_status.map(|_| s.last_quarantined as f64));
     gauge("job_next_tick_timestamp_seconds", "When the job runs next (Unix time).", &|s| s.next_tick.map(|t| t.timestamp() as f64));
-    out.push_str("# HELP crm_marts_job_runs_total Ticks of the job by outcome.\n# TYPE crm_marts_job_runs_total counter\n");
+    out.push_str("# HELP crm_marts_job_runs_total Ticks of the job by outcome (abandoned: runs whose process died, found by a later run).\n# TYPE crm_marts_job_runs_total counter\n");
     for (job, s) in status.iter() {
-        for outcome in ["succeeded", "failed", "skipped"] {
+        for outcome in ["succeeded", "failed", "skipped", "abandoned"] {
             out.push_str(&format!(
                 "crm_marts_job_runs_total{{job=\"{job}\",outcome=\"{outcome}\"}} {}\n",
                 s.runs.get(outcome).copied().unwrap_or(0)
