@@ -581,3 +581,31 @@ async fn publish_all(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_errors_are_classified_by_their_root_cause() {
+        let wrapped = |e: DataFusionError| DataFusionError::Context("step".into(), Box::new(e));
+        assert_eq!(engine_kind(&wrapped(DataFusionError::ResourcesExhausted("pool".into()))), FailureKind::Resource);
+        assert_eq!(engine_kind(&wrapped(DataFusionError::Plan("no column".into()))), FailureKind::Config);
+        let io = std::io::Error::other("connection reset");
+        assert_eq!(engine_kind(&DataFusionError::IoError(io)), FailureKind::Storage);
+        let store = object_store::Error::Generic { store: "S3", source: "timeout".into() };
+        assert_eq!(engine_kind(&wrapped(DataFusionError::ObjectStore(Box::new(store)))), FailureKind::Storage);
+        assert_eq!(engine_kind(&DataFusionError::Internal("bug".into())), FailureKind::Internal);
+        assert!(FailureKind::Storage.retryable() && FailureKind::Resource.retryable());
+        assert!(!FailureKind::Config.retryable() && !FailureKind::Input.retryable() && !FailureKind::Check.retryable());
+    }
+
+    #[test]
+    fn a_full_disk_or_memory_pool_is_a_resource_failure_however_it_was_wrapped() {
+        let execution = Execution::default();
+        let f = with_resource_hint(Failure::new(FailureKind::Storage, "writing spill: No space left on device (os error 28)"), &execution);
+        assert_eq!(f.kind, FailureKind::Resource);
+        let f = with_resource_hint(Failure::new(FailureKind::Internal, "External error: Resources exhausted: Failed to allocate"), &execution);
+        assert_eq!(f.kind, FailureKind::Resource);
+    }
+}
