@@ -651,16 +651,8 @@ impl Stager {
         // Where each declared column sits in the file.
         let positions: Vec<Option<usize>> = if csv.header {
             let header = reader.byte_headers().map_err(|e| format!("cannot read header: {e}"))?.clone();
-            let names: Vec<String> = header.iter().map(|h| String::from_utf8_lossy(h).trim().trim_start_matches('\u{feff}').to_string()).collect();
-            let mut positions = Vec::new();
-            for c in &self.columns {
-                let pos = names.iter().position(|n| n == &c.name);
-                if pos.is_none() && c.required {
-                    return Err(format!("required column `{}` is missing from the header (header has: {})", c.name, names.join(", ")));
-                }
-                positions.push(pos);
-            }
-            positions
+            let names: Vec<String> = header.iter().map(|h| String::from_utf8_lossy(h).into_owned()).collect();
+            self.header_positions(&names)?
         } else {
             (0..self.columns.len()).map(Some).collect()
         };
@@ -711,6 +703,22 @@ impl Stager {
         Ok((rows, bad))
     }
 
+    /// Where each declared column sits in a file with this header; a required column the
+    /// header lacks fails the file, naming the column and the header found (every CSV
+    /// dialect reads its header through here).
+    fn header_positions(&self, header: &[String]) -> Result<Vec<Option<usize>>, String> {
+        let names: Vec<&str> = header.iter().map(|h| h.trim().trim_start_matches('\u{feff}').trim()).collect();
+        let mut positions = Vec::new();
+        for c in &self.columns {
+            let pos = names.iter().position(|n| *n == c.name);
+            if pos.is_none() && c.required {
+                return Err(format!("required column `{}` is missing from the header (header has: {})", c.name, names.join(", ")));
+            }
+            positions.push(pos);
+        }
+        Ok(positions)
+    }
+
     /// Columns separated by runs of spaces or tabs, matched to the declared columns by
     /// position (or by header name when there is a header).
     fn read_whitespace(&mut self, path: &Path, url: &str, header: bool) -> Result<(u64, u64), String> {
@@ -736,7 +744,8 @@ impl Stager {
             }
             let fields: Vec<&str> = text.split_whitespace().collect();
             if header && idx == 0 {
-                positions = self.columns.iter().map(|c| fields.iter().position(|f| *f == c.name)).collect();
+                let names: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+                positions = self.header_positions(&names)?;
                 expected = fields.len();
                 continue;
             }

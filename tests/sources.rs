@@ -147,3 +147,36 @@ publish: { store: marts }
     rows.sort();
     assert_eq!(rows, vec![("00004".into(), "1997-01-01".into(), "59.06".into()), ("00021".into(), "1997-01-01".into(), "63.34".into())]);
 }
+
+#[test]
+fn a_header_without_a_declared_column_is_named_in_every_csv_dialect() {
+    for (csv, sep) in [("{ delimiter: whitespace, header: true }", "  "), ("{ delimiter: \";\" }", ";"), ("{ delimiter: \",\" }", ","), ("{ delimiter: \"\\t\" }", "\t")] {
+        let p = project(
+            &format!(
+                r#"name: p
+sources:
+  tx:
+    store: exports
+    path: tx.txt
+    format: csv
+    csv: {csv}
+    schema:
+      - {{ name: customer_id, type: string, required: true }}
+      - {{ name: purchase_date, type: date, required: true }}
+steps:
+  - sql: marts/mart_tx.sql
+publish: {{ store: marts }}
+"#
+            ),
+            &[("marts/mart_tx.sql", "SELECT customer_id, purchase_date FROM tx\n")],
+        );
+        p.write("exports/tx.txt", &format!("customer_id{sep}date\n7{sep}2026-01-02\n"));
+        let failed = run(&p).expect_code(1);
+        let err = failed.stderr();
+        assert!(
+            err.contains("required column `purchase_date` is missing from the header (header has: customer_id, date)"),
+            "{csv}: {err}"
+        );
+        assert!(!p.path("marts/mart_tx.parquet").exists(), "{csv}");
+    }
+}
