@@ -14,6 +14,7 @@ use crate::config::params::{ParamType, ParamValue, Params};
 use crate::config::pipeline::{Pipeline, StepKind};
 use crate::sources::arrow_type;
 use crate::sql::error_diagnostic;
+use crate::steps::BuiltinStep;
 
 /// A stand-in value of each type for parameters that have no default.
 fn sample_value(kind: ParamType) -> ParamValue {
@@ -26,8 +27,22 @@ fn sample_value(kind: ParamType) -> ParamValue {
     }
 }
 
-/// Plans every step it can. Steps downstream of a source without a declared schema or
-/// of a built-in step are skipped: their input schemas are only known at run time.
+/// A built-in step's tables have schemas that depend on its configuration (the identity
+/// pairs table has a level and a weight column per comparison). The step runs here on its
+/// inputs as validation sees them, empty tables of the declared schemas, which is quick and
+/// gives its tables exactly as a run would shape them, so the SQL after it is planned too.
+/// A step that cannot run on empty input leaves its tables unknown, and the steps that
+/// read them are not planned.
+async fn register_builtin_outputs(ctx: &SessionContext, name: &str, builtin: &dyn BuiltinStep, params: &Params) {
+    let Ok(out) = builtin.run(ctx, params).await else { return };
+    let _ = ctx.register_table(name, out.frame.into_view());
+    for (suffix, frame) in out.tables {
+        let _ = ctx.register_table(format!("{name}_{suffix}").as_str(), frame.into_view());
+    }
+}
+
+/// Plans every step it can. Steps downstream of a source without a declared schema are
+/// skipped: their input schemas are only known at run time.
 pub async fn plan_pipeline(pipeline: &Pipeline) -> Diagnostics {
     let mut diags = Diagnostics::default();
     let ctx = SessionContext::new_with_config(
@@ -48,10 +63,16 @@ pub async fn plan_pipeline(pipeline: &Pipeline) -> Diagnostics {
         }
     }
     for step in &pipeline.steps {
-        let StepKind::Sql(model) = &step.kind else { continue };
         if !step.depends_on.iter().all(|d| ctx.table_exist(d.as_str()).unwrap_or(false)) {
             continue;
         }
+        let model = match &step.kind {
+            StepKind::Sql(model) => model,
+            StepKind::Builtin { step: builtin, .. } => {
+                register_builtin_outputs(&ctx, &step.name, builtin.as_ref(), &params).await;
+                continue;
+            }
+        };
         let statement = match model.bind(&params) {
             Ok(s) => s,
             Err(d) => {

@@ -199,3 +199,26 @@ fn the_shipped_pipeline_and_config_validate() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A built-in step's tables are shaped by its configuration: the FEBRL pipeline's identity
+/// step has no `street` comparison, so SQL reading `weight_street` from its pairs fails at
+/// validate time, at the column's line and column, and SQL reading what it has validates.
+#[test]
+fn validate_plans_sql_after_built_in_steps() {
+    let p = Project::from_fixture("febrl");
+    for file in ["marts/mart_identity_quality.sql", "marts/mart_identity_quality.yml"] {
+        p.write(&format!("sql/{file}"), &std::fs::read_to_string(common::repo().join("sql").join(file)).unwrap());
+    }
+    let pipeline = std::fs::read_to_string(p.path("pipelines/febrl.yaml")).unwrap();
+    assert!(pipeline.contains("\npublish:"));
+    let with_step = |sql: &str| {
+        p.write("sql/intermediate/int_pairs.sql", sql);
+        p.write("pipelines/febrl.yaml", &pipeline.replace("\npublish:", "\n  - sql: intermediate/int_pairs.sql\npublish:"));
+    };
+    with_step("SELECT\n    record_id_a,\n    weight_surname,\n    weight_street\nFROM identity_pairs\n");
+    let err = p.run(&["validate", "pipelines/febrl.yaml"]).expect_code(2).stderr();
+    assert!(err.contains("sql/intermediate/int_pairs.sql:4:5"), "{err}");
+    assert!(err.contains("weight_street"), "{err}");
+    with_step("SELECT record_id_a, weight_surname, match_weight FROM identity_pairs\n");
+    p.run(&["validate", "pipelines/febrl.yaml"]).expect_code(0);
+}
