@@ -95,7 +95,7 @@ impl Publisher {
             let path = dir.clone().join(format!("{}.parquet", self.run_id).as_str());
             let rows = write_stream(self.store.object_store.clone(), path.clone(), df, self.writer_props(pipeline))
                 .await
-                .map_err(|message| PublishError::Other { mart: mart.into(), message })?;
+                .map_err(|source| PublishError::Write { mart: mart.into(), source })?;
             let live = self.store.path(&format!("{mart}.parquet"))?;
             Ok(WrittenMart {
                 mart: mart.into(),
@@ -141,7 +141,7 @@ impl Publisher {
             self.swap_local_link(written)?;
         } else {
             let live = store.path(&format!("{}.parquet", written.mart))?;
-            os.copy(&written.version_path, &live).await.map_err(|e| store.io_error(&live, e))?;
+            copy_over(store, &written.version_path, &live).await.map_err(|e| store.io_error(&live, e))?;
         }
         let pointer = dir.clone().join("_current");
         os.put(&pointer, PutPayload::from(written.version.clone().into_bytes()))
@@ -259,19 +259,19 @@ pub async fn write_stream(
     path: ObjectPath,
     df: DataFrame,
     props: WriterProperties,
-) -> Result<u64, String> {
+) -> Result<u64, datafusion::error::DataFusionError> {
     // The physical schema, not the logical one: they can differ (e.g. timestamp units).
-    let mut stream = df.execute_stream().await.map_err(|e| e.to_string())?;
+    let mut stream = df.execute_stream().await?;
     let schema = stream.schema();
     let sink = BufWriter::new(store, path);
-    let mut writer = AsyncArrowWriter::try_new(sink, schema, Some(props)).map_err(|e| e.to_string())?;
+    let mut writer = AsyncArrowWriter::try_new(sink, schema, Some(props))?;
     let mut rows = 0u64;
     while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|e| e.to_string())?;
+        let batch = batch?;
         rows += batch.num_rows() as u64;
-        writer.write(&batch).await.map_err(|e| e.to_string())?;
+        writer.write(&batch).await?;
     }
-    writer.close().await.map_err(|e| e.to_string())?;
+    writer.close().await?;
     Ok(rows)
 }
 
@@ -281,6 +281,14 @@ fn count_rows(batches: &[datafusion::arrow::array::RecordBatch]) -> u64 {
         .iter()
         .filter_map(|b| b.column_by_name("count").and_then(|c| c.as_any().downcast_ref::<UInt64Array>().map(|a| a.iter().flatten().sum::<u64>())))
         .sum()
+}
+
+/// Copies `from` over `to` on the server, replacing what `to` held in one operation.
+/// object_store 0.13's GCS client swaps its copy modes (apache/arrow-rs-object-store#712,
+/// fixed in 0.14): there the overwriting copy is the one asked for as `CopyMode::Create`.
+async fn copy_over(store: &Store, from: &ObjectPath, to: &ObjectPath) -> object_store::Result<()> {
+    let mode = if store.base_url.scheme() == "gs" { object_store::CopyMode::Create } else { object_store::CopyMode::Overwrite };
+    store.object_store.copy_opts(from, to, object_store::CopyOptions { mode, ..Default::default() }).await
 }
 
 /// Copies a local file into the store, streaming.

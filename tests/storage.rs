@@ -1,6 +1,7 @@
-//! One storage test suite, run against every backend: a local folder, memory, S3 (moto)
-//! and Azure Blob (Azurite). The servers are real and listen on 127.0.0.1: `.ci/run` starts
-//! them and exports their endpoints, or the suite starts its own
+//! One storage test suite, run against every backend: a local folder, memory, S3 (moto),
+//! Azure Blob (Azurite) and Google Cloud Storage (fake-gcs-server, behind the script's
+//! adapter for the XML API uploads it lacks). The servers are real and listen on 127.0.0.1:
+//! `.ci/run` starts them and exports their endpoints, or the suite starts its own
 //! (`tests/servers/storage_servers.py`). Each test makes its own bucket or container, and
 //! credentials reach the stores only through `${ENV}` references in the environment file.
 //!
@@ -37,6 +38,7 @@ const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UV
 struct Servers {
     s3: String,
     azure: String,
+    gcs: String,
 }
 
 fn script() -> PathBuf {
@@ -44,12 +46,16 @@ fn script() -> PathBuf {
 }
 
 /// The servers of this run: those `.ci/run` started (`CRM_TEST_S3_ENDPOINT`,
-/// `CRM_TEST_AZURE_ENDPOINT`), else a pair started for this test binary, stopped when it exits.
+/// `CRM_TEST_AZURE_ENDPOINT`, `CRM_TEST_GCS_ENDPOINT`), else a set started for this test
+/// binary, stopped when it exits.
 fn servers() -> &'static Servers {
     static SERVERS: OnceLock<Servers> = OnceLock::new();
     SERVERS.get_or_init(|| {
-        if let (Ok(s3), Ok(azure)) = (std::env::var("CRM_TEST_S3_ENDPOINT"), std::env::var("CRM_TEST_AZURE_ENDPOINT")) {
-            return Servers { s3, azure };
+        let var = |name: &str| std::env::var(name).ok();
+        if let (Some(s3), Some(azure), Some(gcs)) =
+            (var("CRM_TEST_S3_ENDPOINT"), var("CRM_TEST_AZURE_ENDPOINT"), var("CRM_TEST_GCS_ENDPOINT"))
+        {
+            return Servers { s3, azure, gcs };
         }
         let dir = common::repo().join("target").join("storage-servers");
         let out = Command::new("python3")
@@ -61,8 +67,23 @@ fn servers() -> &'static Servers {
             .expect("run storage_servers.py");
         assert!(out.status.success(), "cannot start the storage servers:\n{}", String::from_utf8_lossy(&out.stderr));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("endpoints JSON");
-        Servers { s3: v["s3_endpoint"].as_str().unwrap().to_string(), azure: v["azure_endpoint"].as_str().unwrap().to_string() }
+        let endpoint = |key: &str| v[key].as_str().unwrap_or_else(|| panic!("no {key} in {v}")).to_string();
+        Servers { s3: endpoint("s3_endpoint"), azure: endpoint("azure_endpoint"), gcs: endpoint("gcs_endpoint") }
     })
+}
+
+/// The service-account key that points object_store's GCS client at the emulator:
+/// `gcs_base_url` replaces storage.googleapis.com and `disable_oauth` sends an empty bearer
+/// token instead of fetching one; the key fields must be present but may be empty.
+fn gcs_emulator_key(endpoint: &str) -> String {
+    serde_json::json!({
+        "gcs_base_url": endpoint,
+        "disable_oauth": true,
+        "client_email": "",
+        "private_key": "",
+        "private_key_id": "",
+    })
+    .to_string()
 }
 
 fn make(kind: &str, flag: &str, endpoint: &str, name: &str) {
@@ -86,6 +107,7 @@ enum Kind {
     Memory,
     S3,
     Azure,
+    Gcs,
 }
 
 /// One backend for one test: an environment file naming two stores (`exports`, `marts`)
@@ -139,6 +161,16 @@ impl Backend {
                     "  exports:\n{}  marts:\n{}",
                     store(&format!("az://{name}/exports"), &options),
                     store(&format!("az://{name}/marts"), &options)
+                )
+            }
+            Kind::Gcs => {
+                make("make-gcs-bucket", "--gcs-endpoint", &servers().gcs, &name);
+                vars.insert("TEST_GCS_KEY".into(), gcs_emulator_key(&servers().gcs));
+                let options = "    options:\n      google_service_account_key: ${TEST_GCS_KEY}\n";
+                format!(
+                    "  exports:\n{}  marts:\n{}",
+                    store(&format!("gs://{name}/exports"), options),
+                    store(&format!("gs://{name}/marts"), options)
                 )
             }
         };
@@ -350,6 +382,8 @@ macro_rules! for_every_backend {
             async fn s3() { super::$test(Kind::S3).await }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn azure() { super::$test(Kind::Azure).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn gcs() { super::$test(Kind::Gcs).await }
         }
     )*};
 }

