@@ -379,6 +379,18 @@ async fn execute(
             Err(e) => errors.push((source_kind(&e), e.to_string())),
         }
     }
+    // Re-exported rows are counted here and removed by the staging models.
+    for loaded in &mut manifest.inputs {
+        let Some(source) = pipeline.sources.iter().find(|s| s.name == loaded.name && !s.key.is_empty()) else { continue };
+        match duplicate_key_rows(&ctx, &source.name, &source.key).await {
+            Ok(0) => loaded.duplicate_key_rows = Some(0),
+            Ok(n) => {
+                warn!(source = %source.name, rows = n, key = %source.key.join(", "), "rows repeat the key of an earlier row (a re-export); the staging model keeps one");
+                loaded.duplicate_key_rows = Some(n);
+            }
+            Err(e) => errors.push((engine_kind(&e), format!("source `{}`: counting repeated keys: {e}", source.name))),
+        }
+    }
     if !errors.is_empty() {
         // Of several failing sources, the kind that a retry cannot fix decides.
         let kind = errors.iter().map(|(k, _)| *k).find(|k| !k.retryable()).unwrap_or(errors[0].0);
@@ -430,6 +442,19 @@ async fn execute(
         }
     }
     Ok(())
+}
+
+/// Rows of `table` whose `key` an earlier row already has.
+async fn duplicate_key_rows(ctx: &SessionContext, table: &str, key: &[String]) -> datafusion::error::Result<u64> {
+    let columns: Vec<String> = key.iter().map(|k| format!("\"{}\"", k.replace('"', "\"\""))).collect();
+    let sql = format!(
+        "SELECT CAST(coalesce(sum(copies - 1), 0) AS BIGINT) FROM (SELECT count(*) AS copies FROM \"{table}\" GROUP BY {}) WHERE copies > 1",
+        columns.join(", ")
+    );
+    let batches = ctx.sql(&sql).await?.collect().await?;
+    use datafusion::arrow::array::AsArray;
+    let n = batches.first().filter(|b| b.num_rows() > 0).map(|b| b.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0)).unwrap_or(0);
+    Ok(n.max(0) as u64)
 }
 
 fn budget_text(b: &crate::config::pipeline::ErrorBudget) -> String {

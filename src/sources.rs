@@ -76,6 +76,9 @@ pub struct LoadedSource {
     pub quarantined: u64,
     /// Quarantined rows by reason kind, e.g. `orders.quantity: not an integer`.
     pub reasons: BTreeMap<String, u64>,
+    /// Rows that repeat the key of an earlier row (`key:` of the source), when declared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate_key_rows: Option<u64>,
     /// Local quarantine file to publish, when rows were quarantined.
     #[serde(skip)]
     pub quarantine_file: Option<PathBuf>,
@@ -249,7 +252,7 @@ pub async fn load(
             let table = datafusion::catalog::MemTable::try_new(Arc::new(Schema::new(fields)), vec![vec![]])
                 .map_err(|e| SourceError::DataFusion(e, name.clone()))?;
             ctx.register_table(name.as_str(), Arc::new(table)).map_err(|e| SourceError::DataFusion(e, name.clone()))?;
-            return Ok(LoadedSource { name, files: vec![], rows: Some(0), quarantined: 0, reasons: BTreeMap::new(), quarantine_file: None, next_state: None });
+            return Ok(LoadedSource { name, files: vec![], rows: Some(0), quarantined: 0, reasons: BTreeMap::new(), duplicate_key_rows: None, quarantine_file: None, next_state: None });
         }
         other => other?,
     };
@@ -307,7 +310,7 @@ pub async fn load(
                 None => df,
             };
             ctx.register_table(name.as_str(), df.into_view()).map_err(df_err)?;
-            return Ok(LoadedSource { name, files, rows: None, quarantined: 0, reasons: BTreeMap::new(), quarantine_file: None, next_state: None });
+            return Ok(LoadedSource { name, files, rows: None, quarantined: 0, reasons: BTreeMap::new(), duplicate_key_rows: None, quarantine_file: None, next_state: None });
         }
     };
 
@@ -337,6 +340,7 @@ pub async fn load(
         rows: Some(summary.rows),
         quarantined: summary.bad,
         reasons: summary.reasons,
+        duplicate_key_rows: None,
         quarantine_file: (summary.bad > 0).then_some(quarantine_path),
         next_state: None,
     })
@@ -475,6 +479,7 @@ async fn load_incremental(
         rows: Some(total_rows),
         quarantined: summary.bad,
         reasons: summary.reasons,
+        duplicate_key_rows: None,
         quarantine_file: (summary.bad > 0).then_some(quarantine_path),
         next_state: Some(next),
     })

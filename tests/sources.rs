@@ -180,3 +180,33 @@ publish: {{ store: marts }}
         assert!(!p.path("marts/mart_tx.parquet").exists(), "{csv}");
     }
 }
+
+#[test]
+fn rows_repeating_a_declared_key_are_counted_in_the_manifest() {
+    let pipeline = r#"name: p
+sources:
+  orders:
+    store: exports
+    path: orders.csv
+    format: csv
+    key: [order_id, line]
+    schema:
+      - { name: order_id, type: string, required: true }
+      - { name: line, type: int, required: true }
+      - { name: amount, type: float }
+steps:
+  - sql: marts/mart_orders.sql
+publish: { store: marts }
+"#;
+    let p = project(pipeline, &[("marts/mart_orders.sql", "SELECT DISTINCT order_id, line, amount FROM orders\n")]);
+    p.write("exports/orders.csv", "order_id,line,amount\nA,1,10\nA,2,5\nA,1,10\nB,1,7\nA,1,10\nB,2,1\n");
+    run(&p).expect_code(0);
+    let manifest = common::walk(&p.path("marts/_runs")).into_iter().find(|f| f.extension().is_some_and(|e| e == "json")).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+    assert_eq!(manifest["inputs"][0]["duplicate_key_rows"], 2, "{manifest}");
+    assert_eq!(read_parquet_rows(&p.path("marts/mart_orders.parquet")).len(), 4);
+
+    p.write("pipelines/p.yaml", &pipeline.replace("key: [order_id, line]", "key: [order_id, line_no]"));
+    let err = p.run(&["validate", "pipelines/p.yaml"]).expect_code(2).stderr();
+    assert!(err.contains("sources.orders.key: `line_no` is not a declared column (order_id, line, amount)"), "{err}");
+}

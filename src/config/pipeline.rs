@@ -80,6 +80,10 @@ pub struct SourceConfig {
     /// successful run; the others are read from that run's staged copy.
     #[serde(default)]
     pub incremental: Option<IncrementalConfig>,
+    /// Columns that identify a row of the export (`[order_id]`). Rows repeating a key (a
+    /// re-export) are counted in the run manifest; the staging model removes them.
+    #[serde(default)]
+    pub key: Option<Vec<String>>,
     #[serde(default)]
     pub description: Option<String>,
 }
@@ -214,6 +218,8 @@ pub struct Source {
     pub optional: bool,
     /// Set for an incremental source: the late-data window.
     pub incremental: Option<chrono::Duration>,
+    /// Columns identifying a row; repeated keys are counted.
+    pub key: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -475,8 +481,20 @@ impl Compiler<'_> {
                     );
                 }
             }
+            let key = s.key.clone().unwrap_or_default();
+            if let (Some(columns), Some(_)) = (&schema, &s.key) {
+                for k in &key {
+                    if !columns.iter().any(|c| &c.name == k) {
+                        let declared: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+                        self.error(&["sources", name, "key"], format!("sources.{name}.key: `{k}` is not a declared column ({})", declared.join(", ")));
+                    }
+                }
+            }
+            if s.key.as_ref().is_some_and(Vec::is_empty) {
+                self.error(&["sources", name, "key"], format!("sources.{name}.key: name at least one column"));
+            }
             if let Some(location) = location {
-                out.push(Source { name: name.clone(), location, format: s.format, csv, schema, budget, optional: s.optional, incremental });
+                out.push(Source { name: name.clone(), location, format: s.format, csv, schema, budget, optional: s.optional, incremental, key });
             }
         }
         out
