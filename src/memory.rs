@@ -18,3 +18,126 @@ pub fn peak_rss() -> Option<u64> {
 pub fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
+
+/// Resident set size now, in bytes (Linux).
+pub fn current_rss() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()
+        .map(|kb| kb * 1024)
+}
+
+/// Share of `memory_limit` given to the query engine's memory pool. The rest is for what
+/// the pool does not count: Arrow buffers in flight between operators, Parquet readers and
+/// writers, the built-in steps' own data, and the allocator's free pages.
+pub const ENGINE_SHARE: f64 = 0.6;
+
+/// How often the guard looks at resident memory.
+const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Watches the process's resident memory against the run's limit. When it passes the
+/// limit, [`MemoryGuard::exceeded`] resolves with the resident size seen, so the runner can
+/// stop the step that is running and fail the run naming the limit and the step, instead
+/// of the kernel killing the process.
+pub struct MemoryGuard {
+    limit: u64,
+    seen: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    notify: std::sync::Arc<tokio::sync::Notify>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl MemoryGuard {
+    /// Starts watching (a thread of its own, so a busy runtime cannot delay it); `None`
+    /// where resident memory cannot be read.
+    pub fn start(limit: u64) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        current_rss()?;
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let notify = std::sync::Arc::new(tokio::sync::Notify::new());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, n, st) = (seen.clone(), notify.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("memory-guard".into())
+            .spawn(move || {
+                while !st.load(Ordering::Relaxed) {
+                    if let Some(rss) = current_rss() {
+                        if rss > limit {
+                            s.store(rss, Ordering::SeqCst);
+                            n.notify_waiters();
+                            n.notify_one();
+                            return;
+                        }
+                    }
+                    std::thread::sleep(SAMPLE_EVERY);
+                }
+            })
+            .ok()?;
+        Some(Self { limit, seen, notify, stop })
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Resolves, with the resident size seen, once memory has passed the limit.
+    pub async fn exceeded(&self) -> u64 {
+        use std::sync::atomic::Ordering;
+        loop {
+            let notified = self.notify.notified();
+            let seen = self.seen.load(Ordering::SeqCst);
+            if seen > 0 {
+                return seen;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for MemoryGuard {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Waits for `future`, unless the guard sees memory pass the limit first.
+pub async fn within<T>(guard: Option<&MemoryGuard>, future: impl std::future::Future<Output = T>) -> Result<T, u64> {
+    match guard {
+        None => Ok(future.await),
+        Some(g) => tokio::select! {
+            biased;
+            out = future => Ok(out),
+            rss = g.exceeded() => Err(rss),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_guard_stops_what_passes_the_limit() {
+        let now = current_rss().unwrap();
+        let guard = MemoryGuard::start(now + (64 << 20)).unwrap();
+        // Within the limit: the future finishes.
+        assert_eq!(within(Some(&guard), async { 7 }).await, Ok(7));
+        // 256 MiB touched: past the limit, the guard wins.
+        let hog = async {
+            let mut v: Vec<Vec<u8>> = Vec::new();
+            loop {
+                v.push(vec![1u8; 16 << 20]);
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                if v.len() > 64 {
+                    return v.len();
+                }
+            }
+        };
+        let rss = within(Some(&guard), hog).await.unwrap_err();
+        assert!(rss > guard.limit(), "{rss}");
+    }
+}

@@ -168,10 +168,10 @@ fn with_resource_hint(failure: Failure, execution: &Execution) -> Failure {
     let out_of_memory = message.contains("Resources exhausted") || message.contains("Not enough memory");
     let disk_full = message.contains("No space left on device");
     let kind = if out_of_memory || disk_full { FailureKind::Resource } else { failure.kind };
-    let message = match execution.memory_limit {
-        Some(limit) if out_of_memory => format!(
-            "{message} (the run's memory limit is {:.1} MiB, `execution.memory_limit` of the environment: raise it, or lower `target_partitions` so fewer operators share it)",
-            limit as f64 / (1024.0 * 1024.0)
+    let message = match engine_pool(execution) {
+        Some(pool) if out_of_memory => format!(
+            "{message} (the query engine's memory pool is {:.1} MiB: `execution.engine_memory`, by default 60 % of `execution.memory_limit`; raise it, or lower `target_partitions` so fewer operators share it)",
+            pool as f64 / (1024.0 * 1024.0)
         ),
         _ => message,
     };
@@ -182,10 +182,16 @@ fn with_resource_hint(failure: Failure, execution: &Execution) -> Failure {
 /// under a small limit, so that every partition's sort can still spill.
 fn sort_spill_reservation(execution: &Execution) -> usize {
     let default = 10 << 20;
-    match execution.memory_limit {
-        Some(limit) => default.min(limit / (4 * execution.target_partitions.max(1))),
+    match engine_pool(execution) {
+        Some(pool) => default.min(pool / (4 * execution.target_partitions.max(1))),
         None => default,
     }
+}
+
+/// The query engine's memory pool: its share of `memory_limit`, which bounds the whole
+/// process ([`crate::memory::ENGINE_SHARE`]).
+pub fn engine_pool(execution: &Execution) -> Option<usize> {
+    execution.engine_memory.or_else(|| execution.memory_limit.map(|limit| (limit as f64 * crate::memory::ENGINE_SHARE) as usize))
 }
 
 /// The DataFusion session for one run, with the environment's memory limit and spill folder.
@@ -202,8 +208,8 @@ pub fn session(execution: &Execution, spill_dir: PathBuf) -> datafusion::error::
         .set_bool("datafusion.execution.parquet.schema_force_view_types", false)
         .set_usize("datafusion.execution.sort_spill_reservation_bytes", sort_spill_reservation(execution));
     let mut runtime = RuntimeEnvBuilder::new().with_temp_file_path(spill_dir);
-    if let Some(limit) = execution.memory_limit {
-        let pool = TrackConsumersPool::new(FairSpillPool::new(limit), NonZeroUsize::new(5).expect("non-zero"));
+    if let Some(pool) = engine_pool(execution) {
+        let pool = TrackConsumersPool::new(FairSpillPool::new(pool), NonZeroUsize::new(5).expect("non-zero"));
         runtime = runtime.with_memory_pool(Arc::new(pool));
     }
     let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
@@ -328,6 +334,22 @@ async fn execute(
         store.register(&ctx);
     }
 
+    // Resident memory past the limit stops the step that is running (and so the run).
+    let guard = execution.memory_limit.and_then(|limit| crate::memory::MemoryGuard::start(limit as u64));
+    let guard = guard.as_ref();
+    let over = |what: &str, rss: u64| {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        Failure::new(
+            FailureKind::Resource,
+            format!(
+                "{what}: the process reached {:.2} GiB resident, past the run's memory limit of {:.2} GiB (`execution.memory_limit`; the query engine's pool is {:.2} GiB of it): raise the limit, lower `execution.engine_memory`, or lower `target_partitions`",
+                gib(rss),
+                gib(execution.memory_limit.unwrap_or(0) as u64),
+                gib(engine_pool(execution).unwrap_or(0) as u64)
+            ),
+        )
+    };
+
     // Sources load concurrently; every failure is reported, not only the first.
     progress.stage(&format!("loading {} sources", pipeline.sources.len()));
     crate::memory::reset_peak();
@@ -340,7 +362,7 @@ async fn execute(
             (s, r, started.elapsed())
         }
     });
-    let results = futures::future::join_all(loads).await;
+    let results = crate::memory::within(guard, futures::future::join_all(loads)).await.map_err(|rss| over("loading the sources", rss))?;
     manifest.sources_peak_rss_bytes = crate::memory::peak_rss();
     let mut errors = Vec::new();
     for (source, result, elapsed) in results {
@@ -401,7 +423,9 @@ async fn execute(
         progress.stage(&format!("step {}/{}: {}", i + 1, pipeline.steps.len(), step.name));
         let started = Instant::now();
         crate::memory::reset_peak();
-        let report = run_step(&ctx, pipeline, step, params, publisher, work_dir, written).await;
+        let report = crate::memory::within(guard, run_step(&ctx, pipeline, step, params, publisher, work_dir, written))
+            .await
+            .unwrap_or_else(|rss| Err(over(&format!("step `{}`", step.name), rss)));
         let mut report = match report {
             Ok(r) => r,
             Err(failure) => return Err(with_resource_hint(failure, execution)),

@@ -83,8 +83,12 @@ fn orders_csv(rows: usize, customers: usize) -> String {
     csv
 }
 
-fn with_limit(p: &Project, limit: &str) {
-    p.write("config/env.yaml", &format!("stores:\n  exports:\n    url: exports\n  marts:\n    url: marts\nexecution:\n  memory_limit: {limit}\n  target_partitions: 2\n"));
+/// A small pool for the query engine, inside a process limit that leaves room for the rest.
+fn with_limit(p: &Project, pool: &str) {
+    p.write(
+        "config/env.yaml",
+        &format!("stores:\n  exports:\n    url: exports\n  marts:\n    url: marts\nexecution:\n  memory_limit: 2GiB\n  engine_memory: {pool}\n  target_partitions: 2\n"),
+    );
 }
 
 #[test]
@@ -115,8 +119,21 @@ fn under_a_small_memory_limit_sorts_spill_and_a_join_that_cannot_fails_naming_th
     with_limit(&p, "4MiB");
     let out = run(&p, &[]).expect_code(1);
     let err = out.stderr();
-    assert!(err.contains("Resources exhausted") && err.contains("memory limit is 4.0 MiB"), "{err}");
+    assert!(err.contains("Resources exhausted") && err.contains("memory pool is 4.0 MiB"), "{err}");
     assert!(err.contains("mart_totals.sql"), "{err}");
+    let mut live = read_parquet_rows(&p.path("marts/mart_totals.parquet"));
+    live.sort();
+    assert!(live == expected, "the previous mart stays live");
+
+    // memory_limit bounds the whole process: a process past it is stopped, naming the
+    // limit and what was running, and fails as a resource failure.
+    p.write(
+        "config/env.yaml",
+        "stores:\n  exports:\n    url: exports\n  marts:\n    url: marts\nexecution:\n  memory_limit: 24MiB\n  engine_memory: 8MiB\n",
+    );
+    let err = run(&p, &[]).expect_code(1).stderr();
+    assert!(err.contains("loading the sources: the process reached") && err.contains("past the run's memory limit of 0.02 GiB"), "{err}");
+    assert!(err.contains("kind=resource"), "{err}");
     let mut live = read_parquet_rows(&p.path("marts/mart_totals.parquet"));
     live.sort();
     assert!(live == expected, "the previous mart stays live");

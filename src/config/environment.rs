@@ -80,8 +80,12 @@ fn default_max_backoff() -> f64 {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecutionConfig {
-    /// Memory the query engine may use, e.g. `4GiB`; past it operators spill to disk.
+    /// Resident memory the whole process may use, e.g. `4GiB`. The query engine's pool
+    /// gets `engine_memory` of it (default 60 %): past that, operators spill to disk; a run
+    /// whose process passes the limit fails naming the step.
     pub memory_limit: Option<String>,
+    /// The query engine's memory pool, e.g. `2GiB` (default: 60 % of `memory_limit`).
+    pub engine_memory: Option<String>,
     /// Where spill files and staged sources go (default: the system temp folder).
     pub spill_dir: Option<PathBuf>,
     /// Parallelism of query plans (default: the number of cores).
@@ -101,6 +105,8 @@ pub struct Environment {
 #[derive(Debug, Clone)]
 pub struct Execution {
     pub memory_limit: Option<usize>,
+    /// The query engine's pool when set apart from the default share of `memory_limit`.
+    pub engine_memory: Option<usize>,
     pub spill_dir: PathBuf,
     pub target_partitions: usize,
     pub batch_size: usize,
@@ -114,6 +120,7 @@ impl Default for Execution {
     fn default() -> Self {
         Self {
             memory_limit: None,
+            engine_memory: None,
             spill_dir: std::env::temp_dir().join("crm-marts"),
             target_partitions: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             batch_size: 8192,
@@ -251,6 +258,19 @@ pub fn compile(
             Err(e) => diags.push(
                 Diagnostic::new(file, format!("execution.memory_limit: {e}"))
                     .at_opt(locate(text, &["execution", "memory_limit"])),
+            ),
+        }
+    }
+    if let Some(pool) = &raw.execution.engine_memory {
+        match parse_bytes(pool) {
+            Ok(bytes) if execution.memory_limit.is_some_and(|limit| bytes > limit) => diags.push(
+                Diagnostic::new(file, "execution.engine_memory: larger than execution.memory_limit, which bounds the whole process")
+                    .at_opt(locate(text, &["execution", "engine_memory"])),
+            ),
+            Ok(bytes) => execution.engine_memory = Some(bytes),
+            Err(e) => diags.push(
+                Diagnostic::new(file, format!("execution.engine_memory: {e}"))
+                    .at_opt(locate(text, &["execution", "engine_memory"])),
             ),
         }
     }
