@@ -6,73 +6,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{repo, walk, Project};
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::row::{RowConverter, SortField};
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use sha2::{Digest, Sha256};
-
-/// Every batch of every Parquet file of a mart (a file, or a partitioned folder).
-fn mart_batches(path: &Path) -> Vec<RecordBatch> {
-    let files: Vec<PathBuf> =
-        if path.is_dir() { walk(path).into_iter().filter(|f| f.extension().is_some_and(|e| e == "parquet")).collect() } else { vec![path.to_path_buf()] };
-    let mut out = Vec::new();
-    for f in files {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap()).unwrap().build().unwrap();
-        out.extend(reader.map(Result::unwrap));
-    }
-    out
-}
-
-/// Hash of the rows of `columns` in sorted order: equal exactly when the two multisets of
-/// rows are equal, with floats compared by their bits.
-fn rows_hash(batches: &[RecordBatch], columns: &[usize]) -> String {
-    let Some(first) = batches.first() else { return "empty".into() };
-    let schema = first.schema();
-    let fields = columns.iter().map(|&c| SortField::new(schema.field(c).data_type().clone())).collect();
-    let converter = RowConverter::new(fields).unwrap();
-    let mut rows: Vec<Vec<u8>> = Vec::new();
-    for b in batches {
-        let cols: Vec<_> = columns.iter().map(|&c| b.column(c).clone()).collect();
-        let converted = converter.convert_columns(&cols).unwrap();
-        rows.extend(converted.iter().map(|r| r.as_ref().to_vec()));
-    }
-    rows.sort_unstable();
-    let mut h = Sha256::new();
-    for r in &rows {
-        h.update((r.len() as u64).to_le_bytes());
-        h.update(r);
-    }
-    format!("{} rows, {}", rows.len(), hex::encode(&h.finalize()[..12]))
-}
-
-/// Mart name -> (content hash, hash per column).
-fn content(marts: &Path) -> BTreeMap<String, (String, BTreeMap<String, String>)> {
-    let mut out = BTreeMap::new();
-    for entry in std::fs::read_dir(marts).unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('_') {
-            continue;
-        }
-        let mart = name.trim_end_matches(".parquet").to_string();
-        let batches = mart_batches(&entry.path());
-        let width = batches.first().map(|b| b.num_columns()).unwrap_or(0);
-        let all: Vec<usize> = (0..width).collect();
-        let per_column = batches
-            .first()
-            .map(|b| {
-                let schema = b.schema();
-                (0..width).map(|c| (schema.field(c).name().clone(), rows_hash(&batches, &[c]))).collect()
-            })
-            .unwrap_or_default();
-        out.insert(mart, (rows_hash(&batches, &all), per_column));
-    }
-    out
-}
+use common::{mart_contents, repo, Project};
 
 fn run(p: &Project, data: &Path, partitions: usize, marts: &str) -> PathBuf {
     let marts_dir = data.join(marts);
@@ -107,9 +44,9 @@ fn marts_are_the_same_bit_for_bit_whatever_the_partitioning() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let one = content(&run(&p, &data, 1, "marts-1"));
-    let eight = content(&run(&p, &data, 8, "marts-8"));
-    let again = content(&run(&p, &data, 8, "marts-8-again"));
+    let one = mart_contents(&run(&p, &data, 1, "marts-1"));
+    let eight = mart_contents(&run(&p, &data, 8, "marts-8"));
+    let again = mart_contents(&run(&p, &data, 8, "marts-8-again"));
     assert!(one.len() > 20, "{:?}", one.keys());
 
     let mut differences = Vec::new();
@@ -124,4 +61,53 @@ fn marts_are_the_same_bit_for_bit_whatever_the_partitioning() {
         }
     }
     assert!(differences.is_empty(), "marts differ from the run with target_partitions 1:\n{}", differences.join("\n"));
+}
+
+/// Appends a copy of every `step`-th data row of an export (its header stays first): a
+/// re-export, as ERP and app exports do.
+fn re_export(file: &Path, step: usize) -> usize {
+    let text = std::fs::read_to_string(file).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let header = usize::from(file.extension().is_some_and(|e| e == "csv"));
+    let copies: Vec<&str> = lines[header..].iter().step_by(step).copied().collect();
+    let n = copies.len();
+    lines.extend(copies);
+    std::fs::write(file, lines.join("\n") + "\n").unwrap();
+    n
+}
+
+#[test]
+fn re_exported_orders_lines_returns_and_answers_change_no_mart() {
+    let p = Project::new();
+    let data = p.path("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_crm-marts"))
+        .args(["generate", "--customers", "800", "--seed", "12", "--out"])
+        .arg(data.join("exports"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let before = mart_contents(&run(&p, &data, 2, "marts-before"));
+
+    let exports = data.join("exports");
+    for (file, step) in [
+        ("erp/orders.csv", 7),
+        ("erp/order_lines.csv", 5),
+        ("erp/returns.csv", 3),
+        ("loyalty/survey_answers.csv", 4),
+        ("loyalty/app_events.ndjson", 9),
+        ("web/clickstream.ndjson", 11),
+    ] {
+        assert!(re_export(&exports.join(file), step) > 0, "{file}");
+    }
+    let after = mart_contents(&run(&p, &data, 2, "marts-after"));
+    let changed: Vec<String> = before
+        .iter()
+        .filter(|(mart, (hash, _))| after.get(*mart).map(|(h, _)| h) != Some(hash))
+        .map(|(mart, (hash, columns))| {
+            let other = &after[mart];
+            let cols: Vec<&String> = columns.iter().filter(|(c, h)| other.1.get(*c) != Some(h)).map(|(c, _)| c).collect();
+            format!("{mart}: {hash} vs {}; columns {cols:?}", other.0)
+        })
+        .collect();
+    assert!(changed.is_empty(), "re-exported rows changed marts:\n{}", changed.join("\n"));
 }

@@ -54,6 +54,8 @@ const STEPS: &[&str] = &[
     "intermediate/int_erp_keys.sql",
     "intermediate/int_member_keys.sql",
     "intermediate/int_order_values.sql",
+    "intermediate/int_refunds.sql",
+    "intermediate/int_survey_answers.sql",
     "marts/mart_rfm.sql",
     "marts/mart_lifecycle.sql",
     "marts/mart_winback.sql",

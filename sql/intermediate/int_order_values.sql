@@ -1,6 +1,7 @@
--- Completed orders up to the as-of date with their line totals, one row per order.
--- The order-line join and the person (customer_key) of the ordering ERP customer happen
--- here once; the marts read this table.
+-- Completed orders up to the as-of date with their line totals, one row per order: the
+-- purchases, whose completed orders and net revenue every mart reads here. The order-line
+-- join and the person (customer_key) of the ordering ERP customer happen here once; staging
+-- keeps one copy of a re-exported order or line, so none is counted twice.
 SELECT
     o.order_id,
     k.customer_key,

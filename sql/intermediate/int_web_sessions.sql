@@ -1,30 +1,15 @@
--- The web clickstream up to the as-of date, one row per event_id (a re-exported copy of an
--- event is dropped), cut into sessions. Every event carries its session's number, its place
--- in the session, the UTM tags of the session's first event, the customer the session logs
--- in as (its first login) and the customer of the cookie's first login.
+-- The web clickstream up to the as-of date, one row per event_id (stg_clickstream keeps one
+-- copy of a re-exported event), cut into sessions. Every event carries its session's number,
+-- its place in the session, the UTM tags of the session's first event, the customer the
+-- session logs in as (its first login) and the customer of the cookie's first login.
 --
 -- Everything is computed with window functions whose frames end at the current row, which
 -- DataFusion evaluates as streams over sorted input (sorts spill to disk under the memory
 -- limit), instead of joining per-session tables back to 50 million events. The first login
 -- of a session or cookie is the first row when its events are ordered logins first, then by
 -- time.
-WITH web_copies AS (
-    -- Filters on export columns stay before the deduplicating window: DataFusion 55's
-    -- filter statistics can fail on a filter that mixes window results with them.
-    SELECT
-        event_id,
-        cookie_id,
-        event_time,
-        page_type,
-        utm_source,
-        utm_medium,
-        login_customer_id,
-        -- The first copy by time and cookie; copies that tie on both are ordered by the
-        -- columns kept here, so the same copy is kept whatever the row order.
-        row_number() OVER (
-            PARTITION BY event_id
-            ORDER BY event_time, cookie_id, login_customer_id, page_type, utm_source, utm_medium
-        ) AS copy_no
+WITH web_events AS (
+    SELECT event_id, cookie_id, event_time, page_type, utm_source, utm_medium, login_customer_id
     FROM stg_clickstream
     WHERE CAST(event_time AT TIME ZONE $report_time_zone AS DATE) <= $as_of
 ),
@@ -34,8 +19,7 @@ web_gaps AS (
         w.*,
         CAST(event_time AS BIGINT)
             - lag(CAST(event_time AS BIGINT)) OVER (PARTITION BY cookie_id ORDER BY event_time, event_id) AS gap_micros
-    FROM web_copies w
-    WHERE copy_no = 1
+    FROM web_events w
 ),
 web_numbered AS (
     SELECT

@@ -5,14 +5,6 @@ WITH lifetime AS (
     FROM int_order_values
     GROUP BY customer_key
 ),
-lifetime_refunds AS (
-    SELECT k.customer_key, sum(coalesce(r.refund_amount, 0.0)) AS refunds
-    FROM stg_returns r
-    JOIN stg_orders o ON o.order_id = r.order_id
-    JOIN int_erp_keys k ON k.customer_id = o.customer_id
-    WHERE r.return_date <= $as_of
-    GROUP BY k.customer_key
-),
 valued AS (
     SELECT
         c.customer_key,
@@ -22,7 +14,8 @@ valued AS (
         p.profit AS window_profit
     FROM mart_clv c
     LEFT JOIN lifetime lt ON lt.customer_key = c.customer_key
-    LEFT JOIN lifetime_refunds lr ON lr.customer_key = c.customer_key
+    -- Lifetime refunds of the purchases, as in mart_lifecycle (int_refunds).
+    LEFT JOIN int_refunds lr ON lr.customer_key = c.customer_key
     LEFT JOIN mart_share_of_wallet w ON w.customer_key = c.customer_key
     LEFT JOIN mart_profitability p ON p.customer_key = c.customer_key
 ),

@@ -1,38 +1,22 @@
 -- mart_cx: customer-experience scores per month (NPS, CSAT, CES from the loyalty-app
 -- surveys) in total, per survey touchpoint and per RFM segment, with the month's pain
 -- points and a revenue-weighted friction index. Columns and definitions: mart_cx.yml.
-WITH segments AS (
-    -- The RFM segment of the answering member's person (int_member_keys).
-    SELECT
-        mk.member_id,
-        mk.customer_key,
-        coalesce(r.rfm_segment, '(no purchases)') AS rfm_segment
-    FROM int_member_keys mk
-    LEFT JOIN mart_rfm r ON r.customer_key = mk.customer_key
-),
-answers AS (
+WITH answers AS (
+    -- Survey answers up to the as-of date with validated scores (int_survey_answers) and the
+    -- RFM segment of the answering member's person.
     SELECT
         CAST(date_trunc('month', a.answered_on) AS DATE) AS month,
         a.member_id,
         coalesce(nullif(trim(a.touchpoint), ''), '(none)') AS touchpoint,
-        coalesce(s.rfm_segment, '(not linked)') AS rfm_segment,
-        CASE WHEN a.nps BETWEEN 0 AND 10 THEN a.nps END AS nps,
-        CASE WHEN a.csat BETWEEN 1 AND 5 THEN a.csat END AS csat,
-        CASE WHEN a.ces BETWEEN 1 AND 7 THEN a.ces END AS ces
-    FROM (
-        SELECT
-            *,
-            -- The earliest copy of a re-exported answer; copies that tie on date and member are
-            -- ordered by all their other columns, as in every mart that reads the answers.
-            row_number() OVER (
-                PARTITION BY response_id
-                ORDER BY answered_on, member_id, touchpoint, nps, csat, ces, category_spend_monthly, brands_used, our_rank
-            ) AS copy_no
-        FROM stg_survey_answers
-        WHERE answered_on <= $as_of
-    ) a
-    LEFT JOIN segments s ON s.member_id = a.member_id
-    WHERE a.copy_no = 1
+        CASE
+            WHEN a.customer_key IS NULL THEN '(not linked)'
+            ELSE coalesce(r.rfm_segment, '(no purchases)')
+        END AS rfm_segment,
+        a.nps,
+        a.csat,
+        a.ces
+    FROM int_survey_answers a
+    LEFT JOIN mart_rfm r ON r.customer_key = a.customer_key
 ),
 answer_rows AS (
     SELECT month, 'total' AS breakdown, 'All' AS breakdown_value, member_id, nps, csat, ces FROM answers

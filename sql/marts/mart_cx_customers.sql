@@ -3,27 +3,16 @@
 -- pain points met in the window with their revenue-weighted friction. Sum the columns for
 -- totals. Columns and definitions: mart_cx_customers.yml.
 WITH nps_answers AS (
-    -- Valid NPS answers of the person's loyalty member records, newest first.
+    -- Valid NPS answers (0-10, int_survey_answers) of the person's loyalty member records,
+    -- newest first.
     SELECT
-        k.customer_key,
-        a.answered_on,
-        a.nps,
-        row_number() OVER (PARTITION BY k.customer_key ORDER BY a.answered_on DESC, a.response_id DESC) AS recency_no
-    FROM (
-        SELECT
-            *,
-            -- The earliest copy of a re-exported answer; copies that tie on date and member are
-            -- ordered by all their other columns, as in every mart that reads the answers.
-            row_number() OVER (
-                PARTITION BY response_id
-                ORDER BY answered_on, member_id, touchpoint, nps, csat, ces, category_spend_monthly, brands_used, our_rank
-            ) AS copy_no
-        FROM stg_survey_answers
-        WHERE nps BETWEEN 0 AND 10
-          AND answered_on <= $as_of
-    ) a
-    JOIN int_member_keys k ON k.member_id = a.member_id
-    WHERE a.copy_no = 1
+        customer_key,
+        answered_on,
+        nps,
+        row_number() OVER (PARTITION BY customer_key ORDER BY answered_on DESC, response_id DESC) AS recency_no
+    FROM int_survey_answers
+    WHERE nps IS NOT NULL
+      AND customer_key IS NOT NULL
 ),
 latest_nps AS (
     SELECT customer_key, nps AS latest_nps, answered_on AS latest_nps_on

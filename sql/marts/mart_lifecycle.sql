@@ -7,15 +7,6 @@ WITH order_values AS (
     SELECT order_id, customer_key, order_date, net_amount AS net_revenue, cost_amount AS cost
     FROM int_order_values
 ),
-refunds AS (
-    SELECT
-        v.customer_key,
-        sum(coalesce(r.refund_amount, 0.0)) AS refunds
-    FROM stg_returns r
-    JOIN order_values v ON v.order_id = r.order_id
-    WHERE coalesce(r.return_date, v.order_date) <= $as_of
-    GROUP BY v.customer_key
-),
 purchase_days AS (
     SELECT DISTINCT customer_key, order_date FROM order_values
 ),
@@ -71,7 +62,8 @@ judged AS (
         coalesce(r.refunds, 0.0) AS refunds
     FROM per_customer p
     JOIN gap_stats g ON g.customer_key = p.customer_key
-    LEFT JOIN refunds r ON r.customer_key = p.customer_key
+    -- Lifetime refunds of the purchases (int_refunds).
+    LEFT JOIN int_refunds r ON r.customer_key = p.customer_key
 ),
 staged AS (
     SELECT

@@ -24,12 +24,8 @@ person_records AS (
     FROM (
         SELECT
             *,
-            -- customer_type ends the ordering: a customer_id exported twice ties on the
-            -- rest, and the type must not depend on which copy comes first.
-            row_number() OVER (
-                PARTITION BY customer_key
-                ORDER BY created_on DESC NULLS LAST, customer_id, customer_type NULLS LAST
-            ) AS record_rank
+            -- stg_customers has one row per customer_id, so this order is total.
+            row_number() OVER (PARTITION BY customer_key ORDER BY created_on DESC NULLS LAST, customer_id) AS record_rank
         FROM erp_records
     ) r
     GROUP BY customer_key
@@ -71,22 +67,12 @@ population AS (
     SELECT customer_key FROM purchases
 ),
 app_events AS (
-    -- Filters on export columns come before the deduplicating window (see mart_touchpoints).
     SELECT
         member_id,
-        event_date,
-        event_type,
-        row_number() OVER (PARTITION BY event_id ORDER BY event_time, member_id, event_type) AS copy_no
-    FROM (
-        SELECT
-            event_id,
-            member_id,
-            event_time,
-            CAST(event_time AT TIME ZONE $report_time_zone AS DATE) AS event_date,
-            lower(trim(event_type)) AS event_type
-        FROM stg_app_events
-        WHERE CAST(event_time AT TIME ZONE $report_time_zone AS DATE) <= $as_of
-    ) e
+        CAST(event_time AT TIME ZONE $report_time_zone AS DATE) AS event_date,
+        lower(trim(event_type)) AS event_type
+    FROM stg_app_events
+    WHERE CAST(event_time AT TIME ZONE $report_time_zone AS DATE) <= $as_of
 ),
 app_activity AS (
     -- Per person, over the events of all their loyalty member ids.
@@ -104,34 +90,19 @@ app_activity AS (
         END) AS first_referral_in_window
     FROM app_events e
     JOIN int_member_keys k ON k.member_id = e.member_id
-    WHERE e.copy_no = 1
     GROUP BY k.customer_key
 ),
 nps_answers AS (
-    -- Per person, the answers of all their loyalty member ids in one sequence.
+    -- Per person, the NPS answers (0-10, int_survey_answers) of all their loyalty member ids
+    -- in one sequence.
     SELECT
-        k.customer_key,
-        a.answered_on,
-        a.nps,
-        row_number() OVER (PARTITION BY k.customer_key ORDER BY a.answered_on, a.response_id) AS answer_no
-    FROM (
-        SELECT
-            response_id,
-            member_id,
-            answered_on,
-            nps,
-            -- The earliest copy of a re-exported answer; copies that tie on date and member are
-            -- ordered by all their other columns, as in every mart that reads the answers.
-            row_number() OVER (
-                PARTITION BY response_id
-                ORDER BY answered_on, member_id, touchpoint, nps, csat, ces, category_spend_monthly, brands_used, our_rank
-            ) AS copy_no
-        FROM stg_survey_answers
-        WHERE nps BETWEEN 0 AND 10
-          AND answered_on <= $as_of
-    ) a
-    JOIN int_member_keys k ON k.member_id = a.member_id
-    WHERE a.copy_no = 1
+        customer_key,
+        answered_on,
+        nps,
+        row_number() OVER (PARTITION BY customer_key ORDER BY answered_on, response_id) AS answer_no
+    FROM int_survey_answers
+    WHERE nps IS NOT NULL
+      AND customer_key IS NOT NULL
 ),
 nps_runs AS (
     SELECT

@@ -25,15 +25,6 @@ sales AS (
     FROM order_totals
     GROUP BY customer_key
 ),
-refunds AS (
-    SELECT k.customer_key, count(*) AS returns, sum(coalesce(r.refund_amount, 0.0)) AS refunds
-    FROM stg_returns r
-    JOIN stg_orders o ON o.order_id = r.order_id
-    JOIN int_erp_keys k ON k.customer_id = o.customer_id
-    WHERE r.return_date <= $as_of
-      AND CAST(r.return_date AS INT) > CAST($as_of AS INT) - $window_days
-    GROUP BY k.customer_key
-),
 contacts AS (
     SELECT m.customer_key, count(*) AS service_contacts
     FROM stg_app_events e
@@ -49,18 +40,19 @@ costed AS (
         s.orders,
         round(s.gross_revenue, 2) AS gross_revenue,
         round(s.discounts, 2) AS discounts,
-        round(coalesce(r.refunds, 0.0), 2) AS refunds,
+        round(coalesce(r.window_refunds, 0.0), 2) AS refunds,
         round(s.cost_of_goods, 2) AS cost_of_goods,
-        coalesce(r.returns, 0) AS returns,
+        coalesce(r.window_returns, 0) AS returns,
         coalesce(c.service_contacts, 0) AS service_contacts,
         s.deliveries,
         round(
-            coalesce(r.returns, 0) * $cost_per_return
+            coalesce(r.window_returns, 0) * $cost_per_return
             + coalesce(c.service_contacts, 0) * $cost_per_service_contact
             + s.deliveries * $cost_per_delivery, 2) AS cost_to_serve,
         s.discounted_line_share
     FROM sales s
-    LEFT JOIN refunds r ON r.customer_key = s.customer_key
+    -- Refunds and returned lines of the purchases dated in the window (int_refunds).
+    LEFT JOIN int_refunds r ON r.customer_key = s.customer_key
     LEFT JOIN contacts c ON c.customer_key = s.customer_key
 )
 SELECT

@@ -10,21 +10,15 @@ WITH our_spend AS (
     GROUP BY customer_key
 ),
 latest_survey AS (
-    -- The latest answer of any loyalty member record of the person. Re-exported copies of
-    -- one answer can tie on date and response_id; the rest of the ordering is the copy
-    -- order of the other marts (mart_cx), so the same copy is read whatever the row order.
+    -- The latest answer (int_survey_answers, one row per response_id) of any loyalty member
+    -- record of the person: by answer date, then the highest response_id.
     SELECT customer_key, category_spend_monthly, brands_used, our_rank
     FROM (
         SELECT
-            m.customer_key, a.category_spend_monthly, a.brands_used, a.our_rank,
-            row_number() OVER (
-                PARTITION BY m.customer_key
-                ORDER BY a.answered_on DESC, a.response_id DESC,
-                    a.member_id, a.touchpoint, a.nps, a.csat, a.ces, a.category_spend_monthly, a.brands_used, a.our_rank
-            ) AS rn
-        FROM stg_survey_answers a
-        JOIN int_member_keys m ON m.member_id = a.member_id
-        WHERE a.answered_on <= $as_of
+            customer_key, category_spend_monthly, brands_used, our_rank,
+            row_number() OVER (PARTITION BY customer_key ORDER BY answered_on DESC, response_id DESC) AS rn
+        FROM int_survey_answers
+        WHERE customer_key IS NOT NULL
     ) s
     WHERE rn = 1
 ),

@@ -130,37 +130,19 @@ app_touchpoints AS (
         e.member_id,
         e.event_time AS occurred_at,
         CAST(e.event_time AT TIME ZONE $report_time_zone AS DATE) AS occurred_on
-    FROM (
-        SELECT
-            *,
-            row_number() OVER (PARTITION BY event_id ORDER BY event_time, member_id, event_type) AS copy_no
-        FROM stg_app_events
-        WHERE CAST(event_time AT TIME ZONE $report_time_zone AS DATE) <= $as_of
-    ) e
+    FROM stg_app_events e
     LEFT JOIN int_member_keys mk ON mk.member_id = e.member_id
-    WHERE e.copy_no = 1
+    WHERE CAST(e.event_time AT TIME ZONE $report_time_zone AS DATE) <= $as_of
 ),
 survey_touchpoints AS (
+    -- Survey answers up to the as-of date with the person of their member (int_survey_answers).
     SELECT
         'survey:' || s.response_id AS touchpoint_id,
         'survey:' || coalesce(nullif(lower(trim(s.touchpoint)), ''), '(none)') AS type_key,
-        mk.customer_key,
+        s.customer_key,
         s.member_id,
         s.answered_on AS occurred_on
-    FROM (
-        SELECT
-            *,
-            -- The earliest copy of a re-exported answer; copies that tie on date and member are
-            -- ordered by all their other columns, as in every mart that reads the answers.
-            row_number() OVER (
-                PARTITION BY response_id
-                ORDER BY answered_on, member_id, touchpoint, nps, csat, ces, category_spend_monthly, brands_used, our_rank
-            ) AS copy_no
-        FROM stg_survey_answers
-        WHERE answered_on <= $as_of
-    ) s
-    LEFT JOIN int_member_keys mk ON mk.member_id = s.member_id
-    WHERE s.copy_no = 1
+    FROM int_survey_answers s
 ),
 all_touchpoints AS (
     SELECT

@@ -3,7 +3,13 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use sha2::{Digest, Sha256};
 use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
 
@@ -213,3 +219,63 @@ pub fn cdnow_dir() -> PathBuf {
     assert!(dir.join("CDNOW_sample.txt").exists());
     dir
 }
+
+/// Every batch of every Parquet file of a mart (a file, or a partitioned folder).
+fn mart_batches(path: &Path) -> Vec<RecordBatch> {
+    let files: Vec<PathBuf> =
+        if path.is_dir() { walk(path).into_iter().filter(|f| f.extension().is_some_and(|e| e == "parquet")).collect() } else { vec![path.to_path_buf()] };
+    let mut out = Vec::new();
+    for f in files {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap()).unwrap().build().unwrap();
+        out.extend(reader.map(Result::unwrap));
+    }
+    out
+}
+
+/// Hash of the rows of `columns` in sorted order: equal exactly when the two multisets of
+/// rows are equal, with floats compared by their bits.
+fn rows_hash(batches: &[RecordBatch], columns: &[usize]) -> String {
+    let Some(first) = batches.first() else { return "empty".into() };
+    let schema = first.schema();
+    let fields = columns.iter().map(|&c| SortField::new(schema.field(c).data_type().clone())).collect();
+    let converter = RowConverter::new(fields).unwrap();
+    let mut rows: Vec<Vec<u8>> = Vec::new();
+    for b in batches {
+        let cols: Vec<_> = columns.iter().map(|&c| b.column(c).clone()).collect();
+        let converted = converter.convert_columns(&cols).unwrap();
+        rows.extend(converted.iter().map(|r| r.as_ref().to_vec()));
+    }
+    rows.sort_unstable();
+    let mut h = Sha256::new();
+    for r in &rows {
+        h.update((r.len() as u64).to_le_bytes());
+        h.update(r);
+    }
+    format!("{} rows, {}", rows.len(), hex::encode(&h.finalize()[..12]))
+}
+
+/// Every mart of a marts folder: name -> (content hash, hash per column). Two marts are
+/// equal exactly when they hold the same rows with bit-identical values, in any order.
+pub fn mart_contents(marts: &Path) -> BTreeMap<String, (String, BTreeMap<String, String>)> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(marts).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('_') {
+            continue;
+        }
+        let mart = name.trim_end_matches(".parquet").to_string();
+        let batches = mart_batches(&entry.path());
+        let width = batches.first().map(|b| b.num_columns()).unwrap_or(0);
+        let all: Vec<usize> = (0..width).collect();
+        let per_column = batches
+            .first()
+            .map(|b| {
+                let schema = b.schema();
+                (0..width).map(|c| (schema.field(c).name().clone(), rows_hash(&batches, &[c]))).collect()
+            })
+            .unwrap_or_default();
+        out.insert(mart, (rows_hash(&batches, &all), per_column));
+    }
+    out
+}
+
