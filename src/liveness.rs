@@ -105,34 +105,45 @@ fn heartbeat_rel(run_id: &str) -> String {
     format!("_runs/{run_id}.alive")
 }
 
-/// Rewrites the run's heartbeat object until dropped; then removes it.
+/// Rewrites the run's heartbeat object until stopped; then removes it.
 pub struct Heartbeat {
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    stop: std::sync::Arc<tokio::sync::Notify>,
     store: Store,
     run_id: String,
 }
 
 impl Heartbeat {
     pub fn start(store: &Store, run_id: &str) -> Self {
+        let stop = std::sync::Arc::new(tokio::sync::Notify::new());
         let task = {
             let store = store.clone();
             let run_id = run_id.to_string();
+            let stop = stop.clone();
             tokio::spawn(async move {
                 let mut ticks = tokio::time::interval(HEARTBEAT);
                 loop {
-                    ticks.tick().await;
+                    tokio::select! {
+                        _ = stop.notified() => return,
+                        _ = ticks.tick() => {}
+                    }
+                    // A beat is written to the end, never cut off, so none lands after
+                    // the heartbeat object is removed.
                     if let Err(e) = beat(&store, &run_id).await {
                         warn!(error = %e, "could not record that the run is alive");
                     }
                 }
             })
         };
-        Self { task, store: store.clone(), run_id: run_id.to_string() }
+        Self { task: Some(task), stop, store: store.clone(), run_id: run_id.to_string() }
     }
 
-    /// Stops beating and removes the heartbeat object.
-    pub async fn stop(self) {
-        self.task.abort();
+    /// Stops beating, waits for a beat being written, and removes the heartbeat object.
+    pub async fn stop(mut self) {
+        self.stop.notify_one();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
         if let Ok(path) = self.store.path(&heartbeat_rel(&self.run_id)) {
             let _ = self.store.object_store.delete(&path).await;
         }
@@ -141,7 +152,9 @@ impl Heartbeat {
 
 impl Drop for Heartbeat {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 

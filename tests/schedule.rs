@@ -94,8 +94,10 @@ fn manifests(p: &Project) -> Vec<serde_json::Value> {
     if !dir.exists() {
         return Vec::new();
     }
+    // Manifests only: a running run's heartbeat (`<run_id>.alive`) is JSON too.
     common::walk(&dir)
         .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "json"))
         .filter_map(|f| serde_json::from_slice::<serde_json::Value>(&std::fs::read(f).ok()?).ok())
         .filter(|m| m["status"] != "running")
         .collect()
