@@ -37,12 +37,7 @@ fn run(p: &Project, data: &Path, partitions: usize, marts: &str) -> PathBuf {
 fn marts_are_the_same_bit_for_bit_whatever_the_partitioning() {
     let p = Project::new();
     let data = p.path("data");
-    let out = Command::new(env!("CARGO_BIN_EXE_crm-marts"))
-        .args(["generate", "--customers", "1500", "--seed", "11", "--out"])
-        .arg(data.join("exports"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    p.run(&["generate", "--customers", "1500", "--seed", "11", "--out", "data/exports"]).expect_code(0);
 
     let one = mart_contents(&run(&p, &data, 1, "marts-1"));
     let eight = mart_contents(&run(&p, &data, 8, "marts-8"));
@@ -52,13 +47,7 @@ fn marts_are_the_same_bit_for_bit_whatever_the_partitioning() {
     let mut differences = Vec::new();
     for (label, other) in [("target_partitions 8", &eight), ("target_partitions 8, second run", &again)] {
         assert_eq!(one.keys().collect::<Vec<_>>(), other.keys().collect::<Vec<_>>(), "{label}: other marts");
-        for (mart, (hash, columns)) in &one {
-            let (other_hash, other_columns) = &other[mart];
-            if hash != other_hash {
-                let changed: Vec<&String> = columns.iter().filter(|(c, h)| other_columns.get(*c) != Some(h)).map(|(c, _)| c).collect();
-                differences.push(format!("{mart} ({label}): {hash} vs {other_hash}; columns differing: {changed:?}"));
-            }
-        }
+        differences.extend(common::mart_differences(&one, other).into_iter().map(|d| format!("({label}) {d}")));
     }
     assert!(differences.is_empty(), "marts differ from the run with target_partitions 1:\n{}", differences.join("\n"));
 }
@@ -80,12 +69,7 @@ fn re_export(file: &Path, step: usize) -> usize {
 fn re_exported_orders_lines_returns_and_answers_change_no_mart() {
     let p = Project::new();
     let data = p.path("data");
-    let out = Command::new(env!("CARGO_BIN_EXE_crm-marts"))
-        .args(["generate", "--customers", "800", "--seed", "12", "--out"])
-        .arg(data.join("exports"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    p.run(&["generate", "--customers", "800", "--seed", "12", "--out", "data/exports"]).expect_code(0);
     let before = mart_contents(&run(&p, &data, 2, "marts-before"));
 
     let exports = data.join("exports");
@@ -100,14 +84,6 @@ fn re_exported_orders_lines_returns_and_answers_change_no_mart() {
         assert!(re_export(&exports.join(file), step) > 0, "{file}");
     }
     let after = mart_contents(&run(&p, &data, 2, "marts-after"));
-    let changed: Vec<String> = before
-        .iter()
-        .filter(|(mart, (hash, _))| after.get(*mart).map(|(h, _)| h) != Some(hash))
-        .map(|(mart, (hash, columns))| {
-            let other = &after[mart];
-            let cols: Vec<&String> = columns.iter().filter(|(c, h)| other.1.get(*c) != Some(h)).map(|(c, _)| c).collect();
-            format!("{mart}: {hash} vs {}; columns {cols:?}", other.0)
-        })
-        .collect();
+    let changed = common::mart_differences(&before, &after);
     assert!(changed.is_empty(), "re-exported rows changed marts:\n{}", changed.join("\n"));
 }

@@ -279,3 +279,22 @@ pub fn mart_contents(marts: &Path) -> BTreeMap<String, (String, BTreeMap<String,
     out
 }
 
+/// The marts of `a` whose content differs in `b` (or that `b` lacks), each with the
+/// columns that differ, for an assertion message.
+pub fn mart_differences(
+    a: &BTreeMap<String, (String, BTreeMap<String, String>)>,
+    b: &BTreeMap<String, (String, BTreeMap<String, String>)>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (mart, (hash, columns)) in a {
+        match b.get(mart) {
+            None => out.push(format!("{mart}: missing")),
+            Some((other_hash, _)) if other_hash == hash => {}
+            Some((other_hash, other_columns)) => {
+                let changed: Vec<&String> = columns.iter().filter(|(c, h)| other_columns.get(*c) != Some(h)).map(|(c, _)| c).collect();
+                out.push(format!("{mart}: {hash} vs {other_hash}; columns differing: {changed:?}"));
+            }
+        }
+    }
+    out
+}
