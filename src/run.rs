@@ -70,9 +70,15 @@ impl Failure {
     }
 }
 
-/// The kind of a query engine error, from its innermost cause.
+/// The kind of a query engine error, from its innermost cause. An I/O or object store
+/// error anywhere in the chain of causes makes it a storage failure, or a resource failure
+/// when the disk or quota is full.
 pub fn engine_kind(e: &DataFusionError) -> FailureKind {
-    match e.find_root() {
+    let root = e.find_root();
+    if let Some(kind) = storage_cause(root) {
+        return kind;
+    }
+    match root {
         DataFusionError::ResourcesExhausted(_) => FailureKind::Resource,
         DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => FailureKind::Storage,
         DataFusionError::SQL(..)
@@ -81,14 +87,38 @@ pub fn engine_kind(e: &DataFusionError) -> FailureKind {
         | DataFusionError::Configuration(_)
         | DataFusionError::NotImplemented(_) => FailureKind::Config,
         DataFusionError::ArrowError(..) | DataFusionError::ParquetError(_) | DataFusionError::Execution(_) => FailureKind::Input,
-        DataFusionError::External(inner) => {
-            if inner.downcast_ref::<object_store::Error>().is_some() || inner.downcast_ref::<std::io::Error>().is_some() {
-                FailureKind::Storage
-            } else {
-                FailureKind::Internal
-            }
-        }
         _ => FailureKind::Internal,
+    }
+}
+
+/// Walks `error` and its causes for an I/O or object store error.
+fn storage_cause(error: &(dyn std::error::Error + 'static)) -> Option<FailureKind> {
+    let mut storage = false;
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(io_kind(io));
+        }
+        if let Some(DataFusionError::IoError(io)) = e.downcast_ref::<DataFusionError>() {
+            return Some(io_kind(io));
+        }
+        if e.downcast_ref::<object_store::Error>().is_some() || matches!(e.downcast_ref::<DataFusionError>(), Some(DataFusionError::ObjectStore(_))) {
+            storage = true;
+        }
+        cause = e.source();
+    }
+    storage.then_some(FailureKind::Storage)
+}
+
+/// A full disk or an exhausted quota is a resource a retry (after clean-up) can get back;
+/// any other I/O error is the storage's.
+fn io_kind(e: &std::io::Error) -> FailureKind {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    match e.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded | std::io::ErrorKind::OutOfMemory => FailureKind::Resource,
+        _ if matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT)) => FailureKind::Resource,
+        _ => FailureKind::Storage,
     }
 }
 
@@ -206,7 +236,15 @@ pub fn session(execution: &Execution, spill_dir: PathBuf) -> datafusion::error::
         // (window functions over the clickstream) asked for many times the memory they used
         // and failed instead of spilling (apache/datafusion#12136).
         .set_bool("datafusion.execution.parquet.schema_force_view_types", false)
-        .set_usize("datafusion.execution.sort_spill_reservation_bytes", sort_spill_reservation(execution));
+        .set_usize("datafusion.execution.sort_spill_reservation_bytes", sort_spill_reservation(execution))
+        // Rows hashed to partitions by `cookie_id` are already together for a window or an
+        // aggregate over (`cookie_id`, `session_no`): with as many partitions as the plan
+        // wants, the subset is kept instead of hashing (and so sorting) the rows again.
+        .set_usize("datafusion.optimizer.subset_repartition_threshold", execution.target_partitions.max(1));
+    let mut config = config;
+    for (name, value) in &execution.datafusion {
+        config.options_mut().set(name, value)?;
+    }
     let mut runtime = RuntimeEnvBuilder::new().with_temp_file_path(spill_dir);
     if let Some(pool) = engine_pool(execution) {
         let pool = TrackConsumersPool::new(FairSpillPool::new(pool), NonZeroUsize::new(5).expect("non-zero"));
@@ -261,10 +299,13 @@ pub async fn run(
         }
         Err(e) => warn!(error = %e, "could not check for abandoned runs"),
     }
+    // From here to the final manifest, this process says the run is alive: by its
+    // heartbeat to other hosts, by the active-run list to other runs in this process.
+    let heartbeat = crate::liveness::Heartbeat::start(publish_store, &run_id);
     if let Err(e) = manifest.write(publish_store).await {
+        heartbeat.stop().await;
         return Err(failed(manifest, Failure::storage(e)));
     }
-    let heartbeat = crate::liveness::Heartbeat::start(publish_store, &run_id);
     info!(run_id = %run_id, pipeline = %pipeline.name, "run started");
     let publisher = Publisher { store: publish_store.clone(), run_id: run_id.clone(), keep_versions: pipeline.publish.keep_versions };
     let mut written: Vec<WrittenMart> = Vec::new();
@@ -282,9 +323,8 @@ pub async fn run(
         }
     }
     drop(scratch);
-    heartbeat.stop().await;
     progress.done();
-    match result {
+    let outcome = match result {
         Ok(()) => {
             manifest.finish(RunStatus::Succeeded);
             if let Err(e) = manifest.write(publish_store).await {
@@ -314,7 +354,9 @@ pub async fn run(
             }
             Err(err)
         }
-    }
+    };
+    heartbeat.stop().await;
+    outcome
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -404,7 +446,10 @@ async fn execute(
     // Re-exported rows are counted here and removed by the staging models.
     for loaded in &mut manifest.inputs {
         let Some(source) = pipeline.sources.iter().find(|s| s.name == loaded.name && !s.key.is_empty()) else { continue };
-        match duplicate_key_rows(&ctx, &source.name, &source.key).await {
+        let counted = crate::memory::within(guard, duplicate_key_rows(&ctx, &source.name, &source.key))
+            .await
+            .map_err(|rss| over(&format!("counting the repeated keys of source `{}`", source.name), rss))?;
+        match counted {
             Ok(0) => loaded.duplicate_key_rows = Some(0),
             Ok(n) => {
                 warn!(source = %source.name, rows = n, key = %source.key.join(", "), "rows repeat the key of an earlier row (a re-export); the staging model keeps one");
@@ -645,6 +690,18 @@ mod tests {
         let store = object_store::Error::Generic { store: "S3", source: "timeout".into() };
         assert_eq!(engine_kind(&wrapped(DataFusionError::ObjectStore(Box::new(store)))), FailureKind::Storage);
         assert_eq!(engine_kind(&DataFusionError::Internal("bug".into())), FailureKind::Internal);
+        // Causes deep in the chain count: a full disk under a Parquet writer's error is a
+        // resource, an object store error under an Arrow error is the storage's.
+        let full = std::io::Error::from_raw_os_error(28);
+        let parquet = datafusion::parquet::errors::ParquetError::External(Box::new(full));
+        assert_eq!(engine_kind(&wrapped(DataFusionError::ParquetError(Box::new(parquet)))), FailureKind::Resource);
+        let store = object_store::Error::Generic { store: "S3", source: "timeout".into() };
+        let arrow = datafusion::arrow::error::ArrowError::ExternalError(Box::new(store));
+        assert_eq!(engine_kind(&DataFusionError::ArrowError(Box::new(arrow), None)), FailureKind::Storage);
+        let quota = std::io::Error::new(std::io::ErrorKind::QuotaExceeded, "quota");
+        let store = object_store::Error::Generic { store: "local", source: Box::new(quota) };
+        assert_eq!(engine_kind(&DataFusionError::External(Box::new(store))), FailureKind::Resource);
+        assert_eq!(engine_kind(&DataFusionError::External("a panic".into())), FailureKind::Internal);
         assert!(FailureKind::Storage.retryable() && FailureKind::Resource.retryable());
         assert!(!FailureKind::Config.retryable() && !FailureKind::Input.retryable() && !FailureKind::Check.retryable());
     }

@@ -92,6 +92,10 @@ pub struct ExecutionConfig {
     pub target_partitions: Option<usize>,
     /// Rows per Arrow batch (default 8192).
     pub batch_size: Option<usize>,
+    /// DataFusion settings by their full name (`datafusion.execution.spill_compression:
+    /// lz4_frame`), over crm-marts' own choices; unknown names and bad values are errors.
+    #[serde(default)]
+    pub datafusion: BTreeMap<String, String>,
 }
 
 /// A validated environment.
@@ -114,6 +118,8 @@ pub struct Execution {
     pub functions: crate::functions::FunctionSettings,
     /// Incremental sources parse every file again (`crm-marts run --full-refresh`).
     pub full_refresh: bool,
+    /// DataFusion settings set over crm-marts' defaults (`execution.datafusion`).
+    pub datafusion: BTreeMap<String, String>,
 }
 
 impl Default for Execution {
@@ -126,6 +132,7 @@ impl Default for Execution {
             batch_size: 8192,
             functions: Default::default(),
             full_refresh: false,
+            datafusion: BTreeMap::new(),
         }
     }
 }
@@ -297,6 +304,18 @@ pub fn compile(
             execution.batch_size = n;
         }
     }
+    for (name, value) in &raw.execution.datafusion {
+        let mut options = datafusion::config::ConfigOptions::default();
+        match options.set(name, value) {
+            Ok(()) => {
+                execution.datafusion.insert(name.clone(), value.clone());
+            }
+            Err(e) => diags.push(
+                Diagnostic::new(file, format!("execution.datafusion: `{name}`: {e}"))
+                    .at_opt(locate(text, &["execution", "datafusion", name])),
+            ),
+        }
+    }
     if let Some(key) = &raw.privacy.hash_key {
         match expand_env(key, env) {
             Ok(k) if k.is_empty() => diags.push(
@@ -437,6 +456,19 @@ mod tests {
     fn compile_text(text: &str) -> Result<Environment, Diagnostics> {
         let raw: EnvironmentConfig = serde_yaml::from_str(text).unwrap();
         compile(Path::new("env.yaml"), text, raw, &|_| None)
+    }
+
+    #[test]
+    fn datafusion_settings_are_checked_by_datafusion_and_located() {
+        let env = compile_text("execution:\n  datafusion:\n    datafusion.execution.spill_compression: lz4_frame\n").unwrap();
+        assert_eq!(env.execution.datafusion["datafusion.execution.spill_compression"], "lz4_frame");
+        let ctx = crate::run::session(&env.execution, std::env::temp_dir()).unwrap();
+        let options = ctx.state().config_options().clone();
+        assert_eq!(options.execution.spill_compression, datafusion::common::config::SpillCompression::Lz4Frame);
+        let err = compile_text("execution:\n  datafusion:\n    datafusion.execution.no_such_setting: 1\n").unwrap_err().to_string();
+        assert!(err.contains("datafusion.execution.no_such_setting") && err.contains(":3:"), "{err}");
+        let err = compile_text("execution:\n  datafusion:\n    datafusion.execution.batch_size: many\n").unwrap_err().to_string();
+        assert!(err.contains("batch_size") && err.contains(":3:"), "{err}");
     }
 
     #[test]
