@@ -49,6 +49,43 @@ pub struct MemoryGuard {
     seen: std::sync::Arc<std::sync::atomic::AtomicU64>,
     notify: std::sync::Arc<tokio::sync::Notify>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    exceeded: Stop,
+}
+
+/// Set once the guard has seen resident memory pass the limit. Work that runs on threads
+/// of its own, outside the async runtime (identity, the CLV fit, the staging of sources),
+/// cannot be cancelled by dropping a future: it asks [`Stop::check`] between chunks of
+/// work and gives up, so that its memory is freed and the process can exit.
+#[derive(Clone, Default, Debug)]
+pub struct Stop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Stop {
+    /// The stop of the guarded step being run (see [`within`]); one that never fires
+    /// outside it.
+    pub fn current() -> Self {
+        CURRENT_STOP.try_with(Stop::clone).unwrap_or_default()
+    }
+
+    pub fn requested(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// An error naming `what` once the limit has been passed.
+    pub fn check(&self, what: &str) -> Result<(), String> {
+        if self.requested() {
+            Err(format!("{what}: stopped, the process passed its memory limit"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn request(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+tokio::task_local! {
+    static CURRENT_STOP: Stop;
 }
 
 impl MemoryGuard {
@@ -60,7 +97,8 @@ impl MemoryGuard {
         let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let notify = std::sync::Arc::new(tokio::sync::Notify::new());
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (s, n, st) = (seen.clone(), notify.clone(), stop.clone());
+        let exceeded = Stop::default();
+        let (s, n, st, ex) = (seen.clone(), notify.clone(), stop.clone(), exceeded.clone());
         std::thread::Builder::new()
             .name("memory-guard".into())
             .spawn(move || {
@@ -68,6 +106,7 @@ impl MemoryGuard {
                     if let Some(rss) = current_rss() {
                         if rss > limit {
                             s.store(rss, Ordering::SeqCst);
+                            ex.request();
                             n.notify_waiters();
                             n.notify_one();
                             return;
@@ -77,7 +116,7 @@ impl MemoryGuard {
                 }
             })
             .ok()?;
-        Some(Self { limit, seen, notify, stop })
+        Some(Self { limit, seen, notify, stop, exceeded })
     }
 
     pub fn limit(&self) -> u64 {
@@ -104,13 +143,14 @@ impl Drop for MemoryGuard {
     }
 }
 
-/// Waits for `future`, unless the guard sees memory pass the limit first.
+/// Waits for `future`, unless the guard sees memory pass the limit first. Blocking work
+/// started inside `future` finds the guard's [`Stop`] with [`Stop::current`].
 pub async fn within<T>(guard: Option<&MemoryGuard>, future: impl std::future::Future<Output = T>) -> Result<T, u64> {
     match guard {
         None => Ok(future.await),
         Some(g) => tokio::select! {
             biased;
-            out = future => Ok(out),
+            out = CURRENT_STOP.scope(g.exceeded.clone(), future) => Ok(out),
             rss = g.exceeded() => Err(rss),
         },
     }
@@ -139,5 +179,9 @@ mod tests {
         };
         let rss = within(Some(&guard), hog).await.unwrap_err();
         assert!(rss > guard.limit(), "{rss}");
+        // Blocking work started inside the guarded future sees the stop.
+        let stop = within(Some(&guard), async { Stop::current() }).await.unwrap();
+        assert!(stop.requested() && stop.check("identity").is_err());
+        assert!(!Stop::current().requested(), "outside a guarded step nothing stops");
     }
 }

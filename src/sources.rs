@@ -361,8 +361,10 @@ async fn stage_file(
     let url = file.path.clone();
     let format = source.format;
     let csv = source.csv.clone();
+    let stop = crate::memory::Stop::current();
     let (stager, result) = tokio::task::spawn_blocking(move || {
         let mut stager = stager;
+        stager.stop = stop;
         let result = match format {
             SourceFormat::Csv => stager.read_csv(&local.path, &url, &csv),
             _ => stager.read_ndjson(&local.path, &url),
@@ -610,6 +612,8 @@ struct Stager {
     rows: u64,
     bad: u64,
     reasons: BTreeMap<String, u64>,
+    /// Set when the process passes its memory limit: reading stops at the next batch.
+    stop: crate::memory::Stop,
 }
 
 impl Stager {
@@ -629,6 +633,7 @@ impl Stager {
             rows: 0,
             bad: 0,
             reasons: BTreeMap::new(),
+            stop: crate::memory::Stop::default(),
         })
     }
 
@@ -873,6 +878,7 @@ impl Stager {
         if self.pending == 0 {
             return Ok(());
         }
+        self.stop.check(&format!("reading source `{}`", self.source))?;
         let arrays: Vec<ArrayRef> = self.builders.iter_mut().map(|b| b.finish()).collect();
         let batch = RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| e.to_string())?;
         self.writer.write(&batch).map_err(|e| e.to_string())?;

@@ -34,11 +34,21 @@ fn sample_value(kind: ParamType) -> ParamValue {
 /// A step that cannot run on empty input leaves its tables unknown, and the steps that
 /// read them are not planned.
 async fn register_builtin_outputs(ctx: &SessionContext, name: &str, builtin: &dyn BuiltinStep, params: &Params) {
-    let Ok(out) = builtin.run(ctx, params).await else { return };
+    let Ok(out) = PLANNING.scope((), builtin.run(ctx, params)).await else { return };
     let _ = ctx.register_table(name, out.frame.into_view());
     for (suffix, frame) in out.tables {
         let _ = ctx.register_table(format!("{name}_{suffix}").as_str(), frame.into_view());
     }
+}
+
+tokio::task_local! {
+    static PLANNING: ();
+}
+
+/// Whether the step being run is only planned by `validate` (on empty inputs), so that it
+/// does not warn about what an empty input would mean in a run.
+pub fn planning() -> bool {
+    PLANNING.try_with(|_| ()).is_ok()
 }
 
 /// Plans every step it can. Steps downstream of a source without a declared schema are

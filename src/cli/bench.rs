@@ -22,7 +22,7 @@ pub struct BenchArgs {
     customers: u64,
     #[arg(long, default_value_t = 20.0)]
     orders_per_customer: f64,
-    /// Memory limit for the query engine.
+    /// Memory limit of the whole process (the query engine gets 60 % of it).
     #[arg(long, default_value = "4GiB")]
     memory_limit: String,
     #[arg(long, default_value_t = 7)]

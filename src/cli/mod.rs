@@ -163,7 +163,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let outcome = runtime.block_on(dispatch(cli));
+    // Blocking work still running (a step stopped by the memory guard that has not reached
+    // its next check) does not hold the exit up for long.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+    match outcome {
         Ok(code) => code,
         Err(e) => {
             if let Some(diags) = e.downcast_ref::<Diagnostics>() {

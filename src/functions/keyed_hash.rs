@@ -69,7 +69,7 @@ impl ScalarUDFImpl for KeyedHash {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let Some(key) = &self.key else {
-            return Err(DataFusionError::Execution(
+            return Err(DataFusionError::Configuration(
                 "keyed_hash: no key configured; set privacy.hash_key in the environment file (e.g. ${CRM_MARTS_HASH_KEY})".into(),
             ));
         };

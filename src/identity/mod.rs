@@ -94,6 +94,8 @@ pub struct Resolution {
 pub struct Context {
     pub previous: HashMap<(String, String), String>,
     pub truth: HashMap<(String, String), String>,
+    /// Asked between phases and chunks of pairs: the process passed its memory limit.
+    pub stop: crate::memory::Stop,
 }
 
 struct Metrics(Vec<(String, String, f64)>);
@@ -120,9 +122,14 @@ pub fn resolve(settings: &Settings, records: &Records, load: &LoadReport, contex
     let c = settings.comparisons.len();
 
     // Candidate pairs and their comparison levels.
+    let stop = |phase: &str| context.stop.check(&format!("identity ({phase})"));
     let blocked = blocking::candidate_pairs(records, &settings.blocking, guards.max_records_per_value);
+    stop("blocking")?;
     let mut levels = vec![0u8; blocked.pairs.len() * c];
     for (p, &(a, b)) in blocked.pairs.iter().enumerate() {
+        if p % (1 << 16) == 0 {
+            stop("comparing")?;
+        }
         cmp.levels(a as usize, b as usize, &mut levels[p * c..(p + 1) * c]);
     }
     lap("blocking_and_comparison", &mut timings);
@@ -149,6 +156,7 @@ pub fn resolve(settings: &Settings, records: &Records, load: &LoadReport, contex
         )
     });
     lap("training", &mut timings);
+    stop("training")?;
     let mut weights = vec![0.0f64; blocked.pairs.len() * c];
     let mut match_weight = vec![0.0f64; blocked.pairs.len()];
     if let Some(model) = &model {
@@ -180,8 +188,10 @@ pub fn resolve(settings: &Settings, records: &Records, load: &LoadReport, contex
         let (a, b) = blocked.pairs[p];
         edges.push(Edge { a, b, method: None, probability: train::probability(match_weight[p]) });
     }
+    stop("scoring")?;
     let clustering = cluster::cluster(&cmp, records.len(), &edges, &settings.exclusive, guards.max_cluster_size);
     lap("clustering", &mut timings);
+    stop("clustering")?;
     let keys = keys::assign(records, &clustering, &context.previous, &settings.raw.key_prefix);
     lap("keys", &mut timings);
 

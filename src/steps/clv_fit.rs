@@ -108,7 +108,7 @@ impl BuiltinStep for ClvFit {
             let started = std::time::Instant::now();
             let fitted = tokio::task::spawn_blocking(move || fit(summaries, spend, &options))
                 .await
-                .map_err(|e| DataFusionError::Execution(format!("clv_fit: {e}")))?
+                .map_err(|e| DataFusionError::Context("clv_fit".into(), Box::new(DataFusionError::ExecutionJoin(Box::new(e)))))?
                 .map_err(|e| DataFusionError::Execution(format!("clv_fit: {e}")))?;
             let fit_ms = started.elapsed().as_millis() as u64;
             let batch = model_batch(&fitted)?;

@@ -95,12 +95,13 @@ impl BuiltinStep for Identity {
             if let Some(truth) = &settings.raw.ground_truth {
                 context.truth = pairs_by_record(ctx, &truth.to_lowercase(), ["source", "record_id", "person_id"]).await?;
             }
-            if records.is_empty() {
+            if records.is_empty() && !crate::validate::planning() {
                 tracing::warn!("identity: the inputs hold no records");
             }
+            context.stop = crate::memory::Stop::current();
             let resolution = tokio::task::spawn_blocking(move || identity::resolve(&settings, &records, &load, &context))
                 .await
-                .map_err(|e| DataFusionError::Execution(format!("identity: {e}")))?
+                .map_err(|e| DataFusionError::Context("identity".into(), Box::new(DataFusionError::ExecutionJoin(Box::new(e)))))?
                 .map_err(|e| DataFusionError::Execution(format!("identity: {e}")))?;
             Ok(BuiltinOutput {
                 frame: ctx.read_batch(resolution.map)?,
