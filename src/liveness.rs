@@ -42,13 +42,21 @@ pub struct Owner {
     /// Start time of the process in clock ticks since boot (Linux), against pid reuse.
     #[serde(default)]
     pub pid_started: Option<u64>,
+    /// The pid namespace (`/proc/self/ns/pid`): a pid means nothing in another one (two
+    /// containers with the same host name).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pid_namespace: String,
 }
 
 impl Owner {
     /// This process.
     pub fn current() -> Self {
         let pid = std::process::id();
-        Self { host: host_name(), boot_id: boot_id(), pid, pid_started: process_start(pid) }
+        Self { host: host_name(), boot_id: boot_id(), pid, pid_started: process_start(pid), pid_namespace: pid_namespace() }
+    }
+
+    fn is_current(&self) -> bool {
+        *self == Self::current()
     }
 
     /// `Some(true)` if the process is known alive, `Some(false)` if known gone, `None`
@@ -62,6 +70,13 @@ impl Owner {
             return Some(false);
         }
         if !std::path::Path::new("/proc/self").exists() {
+            return None;
+        }
+        if !self.pid_namespace.is_empty() && self.pid_namespace != pid_namespace() {
+            return None;
+        }
+        if process_start(self.pid).is_none() && hides_processes() {
+            // `/proc` mounted with hidepid: another user's process is invisible, not gone.
             return None;
         }
         match (process_start(self.pid), self.pid_started) {
@@ -79,6 +94,16 @@ fn host_name() -> String {
         .filter(|s| !s.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_default()
+}
+
+fn pid_namespace() -> String {
+    std::fs::read_link("/proc/self/ns/pid").map(|p| p.display().to_string()).unwrap_or_default()
+}
+
+/// True when `/proc` hides other users' processes: init (pid 1) is always there, so not
+/// seeing it, as another process than init, means hidepid.
+fn hides_processes() -> bool {
+    std::process::id() != 1 && !std::path::Path::new("/proc/1/stat").exists()
 }
 
 fn boot_id() -> String {
@@ -105,7 +130,28 @@ fn heartbeat_rel(run_id: &str) -> String {
     format!("_runs/{run_id}.alive")
 }
 
-/// Rewrites the run's heartbeat object until stopped; then removes it.
+/// Runs of this process that are under way, and those whose run was dropped before it
+/// finished (a scheduler's timeout cancels a run's future): the process is alive but the
+/// run is not.
+#[derive(Default)]
+struct Registry {
+    active: std::collections::HashSet<String>,
+    dropped: Vec<(String, Store)>,
+}
+
+static REGISTRY: std::sync::Mutex<Option<Registry>> = std::sync::Mutex::new(None);
+
+fn registry<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
+    let mut guard = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    f(guard.get_or_insert_with(Registry::default))
+}
+
+fn is_active_here(run_id: &str) -> bool {
+    registry(|r| r.active.contains(run_id))
+}
+
+/// Rewrites the run's heartbeat object until stopped; then removes it. While it lives, the
+/// run is active in this process's registry.
 pub struct Heartbeat {
     task: Option<tokio::task::JoinHandle<()>>,
     stop: std::sync::Arc<tokio::sync::Notify>,
@@ -115,6 +161,7 @@ pub struct Heartbeat {
 
 impl Heartbeat {
     pub fn start(store: &Store, run_id: &str) -> Self {
+        registry(|r| r.active.insert(run_id.to_string()));
         let stop = std::sync::Arc::new(tokio::sync::Notify::new());
         let task = {
             let store = store.clone();
@@ -147,15 +194,60 @@ impl Heartbeat {
         if let Ok(path) = self.store.path(&heartbeat_rel(&self.run_id)) {
             let _ = self.store.object_store.delete(&path).await;
         }
+        registry(|r| r.active.remove(&self.run_id));
     }
 }
 
 impl Drop for Heartbeat {
     fn drop(&mut self) {
         if let Some(task) = &self.task {
+            // Dropped without `stop`: the run's future was cancelled mid-run.
             task.abort();
+            let (run_id, store) = (self.run_id.clone(), self.store.clone());
+            registry(|r| {
+                r.active.remove(&run_id);
+                r.dropped.push((run_id, store));
+            });
         }
     }
+}
+
+/// Records the runs of this process that were dropped before they finished (see
+/// [`Registry`]) as failed with `reason`, keeping what their manifests recorded; returns
+/// their run ids. The scheduler calls it when a job's timeout cancels its run.
+pub async fn settle_dropped(reason: &str) -> Vec<String> {
+    let dropped = registry(|r| std::mem::take(&mut r.dropped));
+    let mut settled = Vec::new();
+    for (run_id, store) in dropped {
+        let rel = format!("_runs/{run_id}.json");
+        let Ok(path) = store.path(&rel) else { continue };
+        let Ok(Some(m)) = read_manifest(&store, &rel, &path, None).await else { continue };
+        if m.status() != "running" {
+            continue;
+        }
+        let now = Utc::now();
+        let mut v = m.value.clone();
+        v["status"] = Value::from("failed");
+        v["error_kind"] = Value::from("resource");
+        v["finished_at"] = serde_json::to_value(now).unwrap_or(Value::Null);
+        v["last_seen_at"] = serde_json::to_value(now).unwrap_or(Value::Null);
+        if let Some(errors) = v["errors"].as_array_mut() {
+            errors.push(Value::from(reason));
+        } else {
+            v["errors"] = serde_json::json!([reason]);
+        }
+        match rewrite(&store, &path, &m, &v).await {
+            Ok(true) => {
+                if let Ok(alive) = store.path(&heartbeat_rel(&run_id)) {
+                    let _ = store.object_store.delete(&alive).await;
+                }
+                settled.push(run_id);
+            }
+            Ok(false) => {}
+            Err(e) => warn!(run_id = %run_id, error = %e, "could not record that the run was cancelled"),
+        }
+    }
+    settled
 }
 
 async fn beat(store: &Store, run_id: &str) -> Result<(), StorageError> {
@@ -173,6 +265,8 @@ pub struct StoredManifest {
     pub rel: String,
     /// Last write of the manifest or of the run's heartbeat.
     pub last_seen_at: Option<DateTime<Utc>>,
+    /// The version read, so that a rewrite does not overwrite a newer one.
+    version: Option<object_store::UpdateVersion>,
 }
 
 impl StoredManifest {
@@ -186,6 +280,10 @@ impl StoredManifest {
             return false;
         }
         let owner: Option<Owner> = serde_json::from_value(self.value["owner"].clone()).ok();
+        if owner.as_ref().is_some_and(Owner::is_current) {
+            // This very process: the run is alive if it is still under way here.
+            return !is_active_here(self.value["run_id"].as_str().unwrap_or_default());
+        }
         match owner.as_ref().and_then(Owner::alive) {
             Some(alive) => !alive,
             None => match self.last_seen_at {
@@ -206,8 +304,14 @@ impl StoredManifest {
     }
 }
 
-/// The newest `limit` manifests of `store`, newest first.
-pub async fn manifests(store: &Store, limit: usize) -> Result<Vec<StoredManifest>, StorageError> {
+/// The run manifests of a store as listed (newest first), and when each run's heartbeat
+/// was last written.
+struct Listing {
+    files: Vec<(String, object_store::ObjectMeta)>,
+    heartbeats: std::collections::HashMap<String, DateTime<Utc>>,
+}
+
+async fn list(store: &Store) -> Result<Listing, StorageError> {
     let prefix = store.path("_runs")?;
     let listed: Vec<_> =
         store.object_store.list(Some(&prefix)).try_collect().await.map_err(|e| store.io_error(&prefix, e))?;
@@ -223,43 +327,98 @@ pub async fn manifests(store: &Store, limit: usize) -> Result<Vec<StoredManifest
     }
     // Run ids start with their UTC start time, so names sort in time order.
     files.sort_by(|a, b| b.0.cmp(&a.0));
+    Ok(Listing { files, heartbeats })
+}
+
+/// Reads one manifest; `None` if it was removed meanwhile or is unreadable (logged).
+async fn read_manifest(
+    store: &Store,
+    rel: &str,
+    path: &object_store::path::Path,
+    heartbeat: Option<DateTime<Utc>>,
+) -> Result<Option<StoredManifest>, StorageError> {
+    let got = match store.object_store.get(path).await {
+        Ok(r) => r,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(store.io_error(path, e)),
+    };
+    let meta = got.meta.clone();
+    let bytes = got.bytes().await.map_err(|e| store.io_error(path, e))?;
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(value) => {
+            let recorded = value["last_seen_at"].as_str().and_then(|s| s.parse::<DateTime<Utc>>().ok());
+            let last_seen_at = [Some(meta.last_modified), heartbeat, recorded].into_iter().flatten().max();
+            let version = Some(object_store::UpdateVersion { e_tag: meta.e_tag, version: meta.version });
+            Ok(Some(StoredManifest { value, rel: rel.to_string(), last_seen_at, version }))
+        }
+        Err(e) => {
+            warn!(file = %store.url(path), error = %e, "unreadable run manifest skipped");
+            Ok(None)
+        }
+    }
+}
+
+/// The newest `limit` manifests of `store`, newest first.
+pub async fn manifests(store: &Store, limit: usize) -> Result<Vec<StoredManifest>, StorageError> {
+    let listing = list(store).await?;
     let mut out = Vec::new();
-    for (rel, meta) in files.into_iter().take(limit) {
-        let bytes = match store.object_store.get(&meta.location).await {
-            Ok(r) => r.bytes().await.map_err(|e| store.io_error(&meta.location, e))?,
-            // Removed between listing and reading.
-            Err(object_store::Error::NotFound { .. }) => continue,
-            Err(e) => return Err(store.io_error(&meta.location, e)),
-        };
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(value) => {
-                let run_id = value["run_id"].as_str().unwrap_or_default().to_string();
-                let recorded = value["last_seen_at"].as_str().and_then(|s| s.parse::<DateTime<Utc>>().ok());
-                let last_seen_at = [Some(meta.last_modified), heartbeats.get(&run_id).copied(), recorded].into_iter().flatten().max();
-                out.push(StoredManifest { value, rel, last_seen_at });
-            }
-            Err(e) => warn!(file = %store.url(&meta.location), error = %e, "unreadable run manifest skipped"),
+    for (rel, meta) in listing.files.iter().take(limit) {
+        let run_id = rel.trim_start_matches("_runs/").trim_end_matches(".json");
+        if let Some(m) = read_manifest(store, rel, &meta.location, listing.heartbeats.get(run_id).copied()).await? {
+            out.push(m);
         }
     }
     Ok(out)
 }
 
-/// Rewrites the manifests of abandoned runs as `abandoned`; returns their run ids.
+/// Manifests that [`mark_abandoned`] reads besides those with a heartbeat object: a run
+/// killed before its first beat landed has none, and is among the newest.
+const NEWEST_WITHOUT_HEARTBEAT: usize = 20;
+
+/// Writes `value` over the manifest `m` was read from, unless it changed since (where
+/// the store can tell); `Ok(false)` when it had.
+async fn rewrite(store: &Store, path: &object_store::path::Path, m: &StoredManifest, value: &Value) -> Result<bool, StorageError> {
+    use object_store::{PutMode, PutOptions};
+    let body = PutPayload::from(serde_json::to_vec_pretty(value).expect("manifest serialises"));
+    let conditional = m.version.clone().filter(|v| v.e_tag.is_some() || v.version.is_some());
+    if let Some(version) = conditional {
+        match store.object_store.put_opts(path, body.clone(), PutOptions::from(PutMode::Update(version))).await {
+            Ok(_) => return Ok(true),
+            Err(object_store::Error::Precondition { .. }) => return Ok(false),
+            // Stores without conditional writes (a local folder) write unconditionally.
+            Err(object_store::Error::NotImplemented { .. }) => {}
+            Err(e) => return Err(store.io_error(path, e)),
+        }
+    }
+    store.object_store.put(path, body).await.map_err(|e| store.io_error(path, e))?;
+    Ok(true)
+}
+
+/// Rewrites the manifests of abandoned runs as `abandoned`; returns their run ids. Only
+/// runs that may still say `running` are read: those with a heartbeat object (a run
+/// removes it when it finishes) and the newest few.
 pub async fn mark_abandoned(store: &Store) -> Result<Vec<String>, StorageError> {
     let now = Utc::now();
+    let listing = list(store).await?;
     let mut marked = Vec::new();
-    for m in manifests(store, usize::MAX).await? {
+    for (i, (rel, meta)) in listing.files.iter().enumerate() {
+        let run_id = rel.trim_start_matches("_runs/").trim_end_matches(".json");
+        let heartbeat = listing.heartbeats.get(run_id).copied();
+        if heartbeat.is_none() && i >= NEWEST_WITHOUT_HEARTBEAT {
+            continue;
+        }
+        let Some(m) = read_manifest(store, rel, &meta.location, heartbeat).await? else { continue };
         if !m.is_abandoned(now) {
             continue;
         }
-        let path = store.path(&m.rel)?;
-        let body = serde_json::to_vec_pretty(&m.shown(now)).expect("manifest serialises");
-        store.object_store.put(&path, PutPayload::from(body)).await.map_err(|e| store.io_error(&path, e))?;
-        let run_id = m.value["run_id"].as_str().unwrap_or_default().to_string();
-        if let Ok(alive) = store.path(&heartbeat_rel(&run_id)) {
+        if !rewrite(store, &meta.location, &m, &m.shown(now)).await? {
+            // Written meanwhile: the run was not gone after all.
+            continue;
+        }
+        if let Ok(alive) = store.path(&heartbeat_rel(run_id)) {
             let _ = store.object_store.delete(&alive).await;
         }
-        marked.push(run_id);
+        marked.push(m.value["run_id"].as_str().unwrap_or(run_id).to_string());
     }
     Ok(marked)
 }
@@ -283,14 +442,47 @@ mod tests {
         assert_eq!(elsewhere.alive(), None);
     }
 
+    #[tokio::test]
+    async fn a_run_dropped_mid_run_in_a_live_process_is_settled_not_left_running() {
+        let store = Store::from_object_store("mem", "memory:///", std::sync::Arc::new(object_store::memory::InMemory::new()), "");
+        let manifest = |id: &str| serde_json::json!({ "run_id": id, "status": "running", "owner": Owner::current(), "errors": [] });
+        let put = |id: &str| {
+            let (store, body) = (store.clone(), serde_json::to_vec(&manifest(id)).unwrap());
+            let path = store.path(&format!("_runs/{id}.json")).unwrap();
+            async move { store.object_store.put(&path, PutPayload::from(body)).await.unwrap() }
+        };
+        // Under way in this process: running. Its heartbeat dropped (a timeout cancelled
+        // the run's future): abandoned, though the process lives.
+        put("20260101T000000000Z-live").await;
+        let live = Heartbeat::start(&store, "20260101T000000000Z-live");
+        put("20260101T000000000Z-cut").await;
+        let cut = Heartbeat::start(&store, "20260101T000000000Z-cut");
+        drop(cut);
+        let now = Utc::now();
+        let listed = manifests(&store, 10).await.unwrap();
+        let status = |id: &str| listed.iter().find(|m| m.value["run_id"] == id).unwrap().shown(now)["status"].clone();
+        assert_eq!(status("20260101T000000000Z-live"), "running");
+        assert_eq!(status("20260101T000000000Z-cut"), "abandoned");
+        // The scheduler settles what it cancelled: failed, with the reason, kept.
+        assert_eq!(settle_dropped("timed out after 1 minutes").await, vec!["20260101T000000000Z-cut".to_string()]);
+        let listed = manifests(&store, 10).await.unwrap();
+        let cut = listed.iter().find(|m| m.value["run_id"] == "20260101T000000000Z-cut").unwrap();
+        assert_eq!(cut.value["status"], "failed");
+        assert_eq!(cut.value["errors"][0], "timed out after 1 minutes");
+        assert_eq!(cut.value["owner"]["pid"], std::process::id());
+        assert!(mark_abandoned(&store).await.unwrap().is_empty(), "the live run is not marked");
+        live.stop().await;
+    }
+
     #[test]
     fn a_run_on_another_host_is_abandoned_once_its_heartbeat_is_stale() {
         let now = Utc::now();
-        let owner = Owner { host: "another-host".into(), boot_id: String::new(), pid: 1, pid_started: None };
+        let owner = Owner { host: "another-host".into(), boot_id: String::new(), pid: 1, pid_started: None, pid_namespace: String::new() };
         let m = |seen: DateTime<Utc>| StoredManifest {
             value: serde_json::json!({ "run_id": "r", "status": "running", "owner": owner }),
             rel: "_runs/r.json".into(),
             last_seen_at: Some(seen),
+            version: None,
         };
         assert!(!m(now - chrono::Duration::seconds(60)).is_abandoned(now));
         let old = m(now - chrono::Duration::seconds(600));

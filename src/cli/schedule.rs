@@ -255,7 +255,14 @@ impl Scheduler {
         let (status, error, rows, quarantined, abandoned) = match result {
             Ok(Ok(done)) => ("succeeded", None, done.rows, done.quarantined, done.abandoned),
             Ok(Err(e)) => ("failed", Some(format!("{e:#}")), 0, 0, 0),
-            Err(_) => ("failed", Some(format!("timed out after {} minutes", job.timeout.as_secs() / 60)), 0, 0, 0),
+            Err(_) => {
+                let reason = format!("timed out after {} minutes", job.timeout.as_secs() / 60);
+                // The cancelled run's manifest says so, instead of `running` for ever.
+                for run_id in crm_marts::liveness::settle_dropped(&reason).await {
+                    tracing::warn!(job = name, run_id = %run_id, "run cancelled by the job's timeout");
+                }
+                ("failed", Some(reason), 0, 0, 0)
+            }
         };
         let elapsed = started.elapsed();
         match &error {
