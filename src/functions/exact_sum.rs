@@ -13,7 +13,11 @@
 //! every double of magnitude up to 2^62 whose lowest set bit is at least 2^-64: that
 //! covers money, counts and ordinary ratios. Any other value (tiny, huge, or a total that
 //! would overflow) goes to a list of non-overlapping partial sums (Shewchuk's algorithm),
-//! which is exact for all finite doubles. Both parts are combined exactly at the end.
+//! which is exact for all finite doubles. Values of magnitude 2^960 and more go to a list
+//! of their own, scaled by 2^-256 (exactly), so that no partial sum overflows whatever the
+//! order: `[MAX, MAX, -MAX]` sums to MAX as `[MAX, -MAX, MAX]` does. The parts are
+//! combined at the end, exactly unless values from 2^960 up meet bits below 2^-818 in
+//! one sum.
 
 use std::sync::Arc;
 
@@ -37,6 +41,8 @@ pub struct ExactF64 {
     fixed: i128,
     /// Non-overlapping partial sums of what `fixed` cannot hold, smallest magnitude first.
     partials: Vec<f64>,
+    /// The same for values of magnitude [`HUGE`] and more, each times [`SCALE_DOWN`].
+    huge: Vec<f64>,
     /// NaN, +inf and -inf seen ([`NAN`], [`POS_INF`], [`NEG_INF`]).
     special: u8,
 }
@@ -44,6 +50,16 @@ pub struct ExactF64 {
 const NAN: u8 = 1;
 const POS_INF: u8 = 2;
 const NEG_INF: u8 = 4;
+/// Values from here up are summed scaled down (2^960).
+const HUGE: f64 = power_of_two(960);
+/// 2^-256 and 2^256: scaling a double of magnitude [`HUGE`] or more by them is exact.
+const SCALE_DOWN: f64 = power_of_two(-256);
+const SCALE_UP: f64 = power_of_two(256);
+
+/// 2^e for a normal double's exponent.
+const fn power_of_two(e: i32) -> f64 {
+    f64::from_bits(((e + 1023) as u64) << 52)
+}
 /// 2^-64, the unit of [`ExactF64::fixed`].
 const UNIT: f64 = 1.0 / 18_446_744_073_709_551_616.0;
 
@@ -150,6 +166,11 @@ impl ExactF64 {
                 return;
             }
         }
+        if x.abs() >= HUGE {
+            add_partial(&mut self.huge, x * SCALE_DOWN);
+            return;
+        }
+        // Below 2^960, more than 2^63 values would be needed to overflow.
         add_partial(&mut self.partials, x);
         if let Some(&top) = self.partials.last().filter(|p| !p.is_finite()) {
             // The exact sum left the range of doubles: the result is that infinity.
@@ -158,7 +179,7 @@ impl ExactF64 {
         }
     }
 
-    fn merge_parts(&mut self, fixed: i128, partials: &[f64], special: u8) {
+    fn merge_parts(&mut self, fixed: i128, partials: &[f64], huge: &[f64], special: u8) {
         self.special |= special;
         match self.fixed.checked_add(fixed) {
             Some(sum) => self.fixed = sum,
@@ -171,10 +192,13 @@ impl ExactF64 {
         for &p in partials {
             self.add(p);
         }
+        for &h in huge {
+            add_partial(&mut self.huge, h);
+        }
     }
 
     pub fn merge(&mut self, other: &ExactF64) {
-        self.merge_parts(other.fixed, &other.partials, other.special);
+        self.merge_parts(other.fixed, &other.partials, &other.huge, other.special);
     }
 
     /// The sum, rounded once to the nearest double.
@@ -187,6 +211,18 @@ impl ExactF64 {
         }
         if self.special & NEG_INF != 0 {
             return f64::NEG_INFINITY;
+        }
+        if !self.huge.is_empty() && round_partials(&self.huge) != 0.0 {
+            // Scaled down, the rest joins the huge values; scaling the rounded sum back up
+            // is exact (or overflows, as the true sum would).
+            let mut all = self.huge.clone();
+            for &p in &self.partials {
+                add_partial(&mut all, p * SCALE_DOWN);
+            }
+            for piece in fixed_pieces(self.fixed) {
+                add_partial(&mut all, piece * SCALE_DOWN);
+            }
+            return round_partials(&all) * SCALE_UP;
         }
         if self.partials.is_empty() {
             // `as f64` rounds to nearest, ties to even; scaling by 2^-64 is exact.
@@ -250,6 +286,7 @@ fn exact_state_fields(name: &str) -> Vec<FieldRef> {
         Arc::new(Field::new(format_state_name(name, "fixed_lo"), DataType::UInt64, true)),
         Arc::new(Field::new_list(format_state_name(name, "partials"), Field::new_list_field(DataType::Float64, true), true)),
         Arc::new(Field::new(format_state_name(name, "special"), DataType::UInt8, true)),
+        Arc::new(Field::new_list(format_state_name(name, "huge"), Field::new_list_field(DataType::Float64, true), true)),
     ]
 }
 
@@ -388,24 +425,18 @@ impl Accumulator for ExactAccumulator {
     }
 
     fn size(&self) -> usize {
-        std::mem::size_of_val(self) + self.sum.partials.capacity() * 8
+        std::mem::size_of_val(self) + (self.sum.partials.capacity() + self.sum.huge.capacity()) * 8
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
         let (hi, lo) = split(self.sum.fixed);
-        let partials: ScalarValue = if self.sum.partials.is_empty() {
-            ScalarValue::List(Arc::new(ListArray::new_null(Arc::new(Field::new_list_field(DataType::Float64, true)), 1)))
-        } else {
-            ScalarValue::List(Arc::new(ListArray::from_iter_primitive::<Float64Type, _, _>([Some(
-                self.sum.partials.iter().map(|p| Some(*p)).collect::<Vec<_>>(),
-            )])))
-        };
         Ok(vec![
             ScalarValue::UInt64(Some(self.count)),
             ScalarValue::Int64(Some(hi)),
             ScalarValue::UInt64(Some(lo)),
-            partials,
+            ScalarValue::List(Arc::new(list_of([&self.sum.partials]))),
             ScalarValue::UInt8(Some(self.sum.special)),
+            ScalarValue::List(Arc::new(list_of([&self.sum.huge]))),
         ])
     }
 
@@ -418,6 +449,13 @@ impl Accumulator for ExactAccumulator {
     }
 }
 
+/// One list per sum, null where it is empty.
+fn list_of<'a>(lists: impl IntoIterator<Item = &'a Vec<f64>>) -> ListArray {
+    ListArray::from_iter_primitive::<Float64Type, _, _>(
+        lists.into_iter().map(|l| (!l.is_empty()).then(|| l.iter().map(|p| Some(*p)).collect::<Vec<_>>())),
+    )
+}
+
 /// The state columns of exact sums, as read back for merging.
 struct StateArrays<'a> {
     count: &'a UInt64Array,
@@ -425,6 +463,7 @@ struct StateArrays<'a> {
     lo: &'a UInt64Array,
     partials: &'a ListArray,
     special: &'a UInt8Array,
+    huge: &'a ListArray,
 }
 
 impl<'a> StateArrays<'a> {
@@ -435,6 +474,7 @@ impl<'a> StateArrays<'a> {
             lo: states[2].as_primitive::<UInt64Type>(),
             partials: states[3].as_list::<i32>(),
             special: states[4].as_primitive::<UInt8Type>(),
+            huge: states[5].as_list::<i32>(),
         }
     }
 
@@ -447,13 +487,15 @@ impl<'a> StateArrays<'a> {
             return;
         }
         *count += self.count.value(i);
-        let partials: Vec<f64> = if self.partials.is_null(i) {
-            Vec::new()
-        } else {
-            let list = self.partials.value(i);
-            list.as_primitive::<Float64Type>().iter().flatten().collect()
+        let values = |lists: &ListArray| -> Vec<f64> {
+            if lists.is_null(i) {
+                Vec::new()
+            } else {
+                lists.value(i).as_primitive::<Float64Type>().iter().flatten().collect()
+            }
         };
-        sum.merge_parts(join(self.hi.value(i), self.lo.value(i)), &partials, self.special.value(i));
+        let (partials, huge) = (values(self.partials), values(self.huge));
+        sum.merge_parts(join(self.hi.value(i), self.lo.value(i)), &partials, &huge, self.special.value(i));
     }
 }
 
@@ -506,9 +548,8 @@ impl GroupsAccumulator for ExactGroups {
         let counts = emit_to.take_needed(&mut self.counts);
         let sums = emit_to.take_needed(&mut self.sums);
         let (hi, lo): (Vec<i64>, Vec<u64>) = sums.iter().map(|s| split(s.fixed)).unzip();
-        let partials = ListArray::from_iter_primitive::<Float64Type, _, _>(
-            sums.iter().map(|s| (!s.partials.is_empty()).then(|| s.partials.iter().map(|p| Some(*p)).collect::<Vec<_>>())),
-        );
+        let partials = list_of(sums.iter().map(|s| &s.partials));
+        let huge = list_of(sums.iter().map(|s| &s.huge));
         let special: UInt8Array = sums.iter().map(|s| Some(s.special)).collect();
         Ok(vec![
             Arc::new(UInt64Array::from(counts)),
@@ -516,6 +557,7 @@ impl GroupsAccumulator for ExactGroups {
             Arc::new(UInt64Array::from(lo)),
             Arc::new(partials),
             Arc::new(special),
+            Arc::new(huge),
         ])
     }
 
@@ -548,7 +590,7 @@ impl GroupsAccumulator for ExactGroups {
     fn size(&self) -> usize {
         self.counts.capacity() * std::mem::size_of::<u64>()
             + self.sums.capacity() * std::mem::size_of::<ExactF64>()
-            + self.sums.iter().map(|s| s.partials.capacity() * 8).sum::<usize>()
+            + self.sums.iter().map(|s| (s.partials.capacity() + s.huge.capacity()) * 8).sum::<usize>()
     }
 }
 
@@ -626,6 +668,28 @@ mod tests {
         }
         b.merge(&a);
         assert_eq!(b.value().to_bits(), whole.to_bits());
+    }
+
+    #[test]
+    fn huge_values_sum_alike_in_any_order() {
+        let m = f64::MAX;
+        for order in [[m, m, -m], [m, -m, m], [-m, m, m]] {
+            assert_eq!(exact(&order), m, "{order:?}");
+        }
+        // Huge and ordinary values in one sum: exact, whichever comes first.
+        assert_eq!(exact(&[1e300, 3.5, -1e300]), 3.5);
+        assert_eq!(exact(&[3.5, -1e300, 1e300]), 3.5);
+        assert_eq!(exact(&[m, 1e292, -m]), 1e292);
+        // Merged states carry the huge part.
+        let (mut a, mut b) = (ExactF64::default(), ExactF64::default());
+        a.add(m);
+        a.add(m);
+        b.add(-m);
+        b.add(0.25);
+        a.merge(&b);
+        assert_eq!(a.value(), m);
+        // A true sum past the largest double is infinite, as before.
+        assert_eq!(exact(&[m, m, m, -m]), f64::INFINITY);
     }
 
     #[test]
