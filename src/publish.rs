@@ -286,9 +286,17 @@ fn count_rows(batches: &[datafusion::arrow::array::RecordBatch]) -> u64 {
 /// Copies `from` over `to` on the server, replacing what `to` held in one operation.
 /// object_store 0.13's GCS client swaps its copy modes (apache/arrow-rs-object-store#712,
 /// fixed in 0.14): there the overwriting copy is the one asked for as `CopyMode::Create`.
+/// Should a release fix it, that copy refuses an existing `to`, and the copy asked for as
+/// `CopyMode::Overwrite` is then the overwriting one.
 async fn copy_over(store: &Store, from: &ObjectPath, to: &ObjectPath) -> object_store::Result<()> {
-    let mode = if store.base_url.scheme() == "gs" { object_store::CopyMode::Create } else { object_store::CopyMode::Overwrite };
-    store.object_store.copy_opts(from, to, object_store::CopyOptions { mode, ..Default::default() }).await
+    let copy = |mode| store.object_store.copy_opts(from, to, object_store::CopyOptions { mode, ..Default::default() });
+    if store.base_url.scheme() == "gs" {
+        match copy(object_store::CopyMode::Create).await {
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {}
+            other => return other,
+        }
+    }
+    copy(object_store::CopyMode::Overwrite).await
 }
 
 /// Copies a local file into the store, streaming.
