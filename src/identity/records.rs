@@ -211,8 +211,14 @@ pub async fn load(ctx: &SessionContext, settings: &Settings) -> Result<(Records,
                 });
             }
         }
+        // Of the copies of one id, the most recently updated is kept; of copies updated at
+        // the same time, the one with the most attributes filled, then the first by value.
+        let filled = |r: &RawRecord| r.attrs.iter().filter(|a| a.is_some()).count();
         rows.sort_unstable_by(|a, b| {
-            a.id.cmp(&b.id).then_with(|| b.updated_at.cmp(&a.updated_at)).then_with(|| a.attrs.cmp(&b.attrs))
+            a.id.cmp(&b.id)
+                .then_with(|| b.updated_at.cmp(&a.updated_at))
+                .then_with(|| filled(b).cmp(&filled(a)))
+                .then_with(|| a.attrs.cmp(&b.attrs))
         });
         let mut loaded = 0u64;
         let mut last_id: Option<String> = None;
