@@ -64,6 +64,7 @@ const STEPS: &[&str] = &[
     "intermediate/int_web_sessions.sql",
     "intermediate/int_pain_orders.sql",
     "marts/mart_touchpoints.sql",
+    "intermediate/int_customer_sessions.sql",
     "marts/mart_journeys.sql",
     "marts/mart_cx.sql",
     "marts/mart_cx_customers.sql",

@@ -1,20 +1,17 @@
 -- mart_journeys: per person, the touchpoints of mart_touchpoints by stage, channel and
 -- creator, web sessions and their conversion, and the path of sessions before the first
--- purchase. Columns and definitions: mart_journeys.yml.
+-- purchase. Sessions come aggregated once from int_customer_sessions. Columns and
+-- definitions: mart_journeys.yml.
+--
+-- Memory: a hash join holds its left input in memory when statistics do not say which side
+-- is smaller, so every join below puts the per-person table (first purchases) on the left
+-- and lets the sessions stream through.
 WITH customer_touchpoints AS (
     SELECT * FROM mart_touchpoints WHERE customer_key IS NOT NULL
 ),
 sessions AS (
-    SELECT
-        customer_key,
-        session_id,
-        min(occurred_at) AS session_start,
-        min(occurred_on) AS session_start_on,
-        max(CASE WHEN is_session_entry THEN entry_channel END) AS entry_channel,
-        max(CASE WHEN lower(trim(page_type)) = 'confirmation' THEN 1 ELSE 0 END) AS converted
-    FROM customer_touchpoints
-    WHERE session_id IS NOT NULL
-    GROUP BY customer_key, session_id
+    SELECT customer_key, session_id, session_start, session_start_on, entry_channel, converted
+    FROM int_customer_sessions
 ),
 first_purchases AS (
     SELECT customer_key, min(occurred_on) AS first_purchase_on
@@ -25,10 +22,16 @@ first_purchases AS (
 first_day_conversions AS (
     -- On the day of the first purchase, the path ends with the first converting session.
     SELECT s.customer_key, min(s.session_start) AS converting_start
-    FROM sessions s
-    JOIN first_purchases f ON f.customer_key = s.customer_key AND s.session_start_on = f.first_purchase_on
+    FROM first_purchases f
+    JOIN sessions s ON s.customer_key = f.customer_key AND s.session_start_on = f.first_purchase_on
     WHERE s.converted = 1
     GROUP BY s.customer_key
+),
+path_ends AS (
+    -- Per buyer: the day of the first purchase and, that day, the converting session's start.
+    SELECT f.customer_key, f.first_purchase_on, c.converting_start
+    FROM first_day_conversions c
+    RIGHT JOIN first_purchases f ON c.customer_key = f.customer_key
 ),
 path_sessions AS (
     SELECT
@@ -37,11 +40,10 @@ path_sessions AS (
         s.session_id,
         s.entry_channel,
         row_number() OVER (PARTITION BY s.customer_key ORDER BY s.session_start DESC, s.session_id DESC) AS steps_back
-    FROM sessions s
-    JOIN first_purchases f ON f.customer_key = s.customer_key
-    LEFT JOIN first_day_conversions c ON c.customer_key = s.customer_key
-    WHERE s.session_start_on < f.first_purchase_on
-       OR (s.session_start_on = f.first_purchase_on AND (c.converting_start IS NULL OR s.session_start <= c.converting_start))
+    FROM path_ends e
+    JOIN sessions s ON s.customer_key = e.customer_key
+    WHERE s.session_start_on < e.first_purchase_on
+       OR (s.session_start_on = e.first_purchase_on AND (e.converting_start IS NULL OR s.session_start <= e.converting_start))
 ),
 paths AS (
     SELECT
