@@ -102,6 +102,8 @@ fn value_marts_match_an_independent_computation() {
     }
     let mut exp: BTreeMap<String, Expected> = BTreeMap::new();
     let mut counted_orders: HashMap<String, bool> = HashMap::new();
+    // Purchases: completed orders up to the as-of date with at least one valid line.
+    let mut purchases: std::collections::HashSet<String> = std::collections::HashSet::new();
     for l in rows(&ex.join("erp/order_lines.csv"), b';') {
         let (Some(q), Some(price), Some(disc), Some(cost)) =
             (l["quantity"].trim().parse::<i64>().ok(), f(&l["unit_price"]), optf(&l["discount_amount"]), optf(&l["unit_cost"]))
@@ -112,6 +114,9 @@ fn value_marts_match_an_independent_computation() {
             continue;
         }
         let Some((cust, d, completed, home)) = order_customer.get(&l["order_id"]) else { continue };
+        if *completed && *d <= as_of {
+            purchases.insert(l["order_id"].clone());
+        }
         if !completed || !in_window(*d) {
             continue;
         }
@@ -125,9 +130,19 @@ fn value_marts_match_an_independent_computation() {
         e.cogs += q as f64 * cost;
         e.our_spend += q as f64 * price - disc;
     }
+    // Refunds: returned lines of purchases, dated by the return date or, without one, by
+    // the order date (int_refunds).
     for r in rows(&ex.join("erp/returns.csv"), b';') {
-        let Some(d) = date(&r["return_date"]) else { continue };
-        let Some((cust, ..)) = order_customer.get(&r["order_id"]) else { continue };
+        let Some((cust, order_date, ..)) = order_customer.get(&r["order_id"]) else { continue };
+        if !purchases.contains(&r["order_id"]) {
+            continue;
+        }
+        let d = if r["return_date"].trim().is_empty() {
+            *order_date
+        } else {
+            let Some(d) = date(&r["return_date"]) else { continue };
+            d
+        };
         if r["return_id"].trim().is_empty() || !in_window(d) {
             continue;
         }
