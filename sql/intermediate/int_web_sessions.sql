@@ -7,14 +7,15 @@
 -- once per window. Every window is partitioned by cookie_id alone and ordered by time, so
 -- that they all share one sort (a window over cookie and session would sort the events
 -- again), and its frame ends at the current row, so it runs as a stream over the sorted
--- events (sorts spill to disk under the memory limit).
+-- events (sorts spill to disk under the memory limit). Values of a session's first event
+-- are carried forward from it (the last session start seen is the current session's);
+-- numbers are carried with max and sum, text with last_value IGNORE NULLS.
 --   1. In time order: the gap to the previous event cuts sessions; running counts number
---      them. A running max over the session starts carries the current session's first
---      event forward (the latest start is the current session's), and a running max over
---      the logins, latest session first and then earliest login, the session's first
---      login so far.
---   2. In reverse time order: a running min over the logins finds the earliest login at
---      or after each event, for events before their session's or cookie's first login.
+--      them and place each event. The session's first login so far is carried from the
+--      login event whose session had no login before it ('' marks a session start, so
+--      a new session forgets the last one's login; 'L' || id keeps an empty id apart).
+--   2. In reverse time order: the earliest login at or after each event, for the events
+--      before their session's or cookie's first login.
 WITH web_events AS (
     SELECT event_id, cookie_id, event_time, page_type, utm_source, utm_medium, login_customer_id
     FROM stg_clickstream
@@ -45,27 +46,42 @@ web_numbered AS (
 web_sessions AS (
     SELECT
         n.*,
-        max(CASE WHEN starts_session = 1 THEN
-            named_struct('event_no', cookie_event_no, 'utm_source', utm_source, 'utm_medium', utm_medium)
-        END) OVER cookie_running AS session_start,
-        max(CASE WHEN login_customer_id IS NOT NULL THEN
-            named_struct('session_no', session_no, 'earliest', -cookie_event_no, 'customer_id', login_customer_id)
-        END) OVER cookie_running AS latest_session_login
+        max(CASE WHEN starts_session = 1 THEN cookie_event_no END) OVER cookie_running AS session_start_no,
+        last_value(CASE WHEN starts_session = 1 THEN coalesce(utm_source, '') END) IGNORE NULLS OVER cookie_running
+            AS first_utm_source,
+        last_value(CASE WHEN starts_session = 1 THEN coalesce(utm_medium, '') END) IGNORE NULLS OVER cookie_running
+            AS first_utm_medium,
+        last_value(CASE WHEN login_customer_id IS NOT NULL THEN session_no END) IGNORE NULLS OVER (
+            PARTITION BY cookie_id ORDER BY event_time, event_id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
+        ) AS previous_login_session_no
     FROM web_numbered n
     WINDOW cookie_running AS (PARTITION BY cookie_id ORDER BY event_time, event_id ROWS UNBOUNDED PRECEDING)
+),
+web_session_logins AS (
+    SELECT
+        s.*,
+        last_value(CASE
+            WHEN login_customer_id IS NOT NULL AND coalesce(previous_login_session_no < session_no, true)
+            THEN 'L' || login_customer_id
+            WHEN starts_session = 1 THEN ''
+        END) IGNORE NULLS OVER (
+            PARTITION BY cookie_id ORDER BY event_time, event_id ROWS UNBOUNDED PRECEDING
+        ) AS session_login_mark
+    FROM web_sessions s
 ),
 web_next_login AS (
     SELECT
         s.*,
-        min(CASE WHEN login_customer_id IS NOT NULL THEN
-            named_struct('event_no', cookie_event_no, 'session_no', session_no, 'customer_id', login_customer_id)
-        END) OVER (
-            -- page_type never decides (event_id is unique) but keeps this a sort of its own:
-            -- run over the events in time order instead, this window's frame would reach to
-            -- the cookie's last event, and the engine would hold every event in memory.
-            PARTITION BY cookie_id ORDER BY event_time DESC, event_id DESC, page_type ROWS UNBOUNDED PRECEDING
-        ) AS next_login
-    FROM web_sessions s
+        last_value(login_customer_id) IGNORE NULLS OVER reverse_running AS next_login_customer_id,
+        last_value(CASE WHEN login_customer_id IS NOT NULL THEN session_no END) IGNORE NULLS OVER reverse_running
+            AS next_login_session_no
+    FROM web_session_logins s
+    -- page_type never decides (event_id is unique) but keeps this a sort of its own: run
+    -- over the events in time order instead, these windows' frames would reach to the
+    -- cookie's last event, and the engine would hold every event in memory.
+    WINDOW reverse_running AS (
+        PARTITION BY cookie_id ORDER BY event_time DESC, event_id DESC, page_type ROWS UNBOUNDED PRECEDING
+    )
 )
 SELECT
     event_id,
@@ -73,12 +89,12 @@ SELECT
     event_time,
     page_type,
     session_no,
-    CAST(cookie_event_no - session_start['event_no'] + 1 AS BIGINT UNSIGNED) AS session_event_no,
-    coalesce(nullif(lower(trim(session_start['utm_source'])), ''), '(none)') AS utm_source_key,
-    coalesce(nullif(lower(trim(session_start['utm_medium'])), ''), '(none)') AS utm_medium_key,
+    CAST(cookie_event_no - session_start_no + 1 AS BIGINT UNSIGNED) AS session_event_no,
+    coalesce(nullif(lower(trim(first_utm_source)), ''), '(none)') AS utm_source_key,
+    coalesce(nullif(lower(trim(first_utm_medium)), ''), '(none)') AS utm_medium_key,
     coalesce(
-        CASE WHEN latest_session_login['session_no'] = session_no THEN latest_session_login['customer_id'] END,
-        CASE WHEN next_login['session_no'] = session_no THEN next_login['customer_id'] END
+        substr(nullif(session_login_mark, ''), 2),
+        CASE WHEN next_login_session_no = session_no THEN next_login_customer_id END
     ) AS session_customer_id,
-    coalesce(cookie_login_so_far, next_login['customer_id']) AS cookie_customer_id
+    coalesce(cookie_login_so_far, next_login_customer_id) AS cookie_customer_id
 FROM web_next_login
