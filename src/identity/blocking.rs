@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use super::config::LinkType;
 use super::records::Records;
 
 /// Records grouped by one rule's key.
@@ -83,8 +84,8 @@ pub fn agree(records: &Records, attrs: &[usize], a: usize, b: usize) -> bool {
     })
 }
 
-/// Candidate pairs of every rule, each pair once.
-pub fn candidate_pairs(records: &Records, rules: &[(String, Vec<usize>)], max_group: usize) -> Blocked {
+/// Candidate pairs of every rule, each pair once, of the pairs `link` allows.
+pub fn candidate_pairs(records: &Records, rules: &[(String, Vec<usize>)], max_group: usize, link: LinkType) -> Blocked {
     let mut out = Blocked { pairs: Vec::new(), rule_of: Vec::new(), stats: Vec::new() };
     let mut grouped_by: Vec<Vec<bool>> = Vec::new();
     for (r, (name, attrs)) in rules.iter().enumerate() {
@@ -94,6 +95,9 @@ pub fn candidate_pairs(records: &Records, rules: &[(String, Vec<usize>)], max_gr
             for (i, &a) in members.iter().enumerate() {
                 for &b in &members[i + 1..] {
                     let (a, b) = (a as usize, b as usize);
+                    if !link.allows(records.source_of[a], records.source_of[b]) {
+                        continue;
+                    }
                     let earlier = (0..r).any(|e| grouped_by[e][a] && agree(records, &rules[e].1, a, b));
                     if !earlier {
                         out.pairs.push((a as u32, b as u32));

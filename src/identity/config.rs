@@ -41,6 +41,53 @@ pub struct IdentityConfig {
     /// Prefix of new customer keys.
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
+    /// Which pairs of records may be the same person, as Splink's link types:
+    /// `link_and_dedupe` (any two records, the default), `dedupe_only` (two records of one
+    /// input) or `link_only` (two records of different inputs).
+    #[serde(default)]
+    pub link_type: LinkType,
+}
+
+/// Which record pairs are compared, linked and counted in the prior.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkType {
+    #[default]
+    LinkAndDedupe,
+    DedupeOnly,
+    LinkOnly,
+}
+
+impl LinkType {
+    /// Whether a record of input `a` and one of input `b` form a pair.
+    pub fn allows(self, a: u16, b: u16) -> bool {
+        match self {
+            Self::LinkAndDedupe => true,
+            Self::DedupeOnly => a == b,
+            Self::LinkOnly => a != b,
+        }
+    }
+
+    /// The number of record pairs of this link type, for inputs of `sizes` records: the
+    /// denominator of the prior.
+    pub fn possible_pairs(self, sizes: &[u64]) -> f64 {
+        let within: f64 = sizes.iter().map(|&n| n as f64 * n.saturating_sub(1) as f64 / 2.0).sum();
+        let n: f64 = sizes.iter().map(|&n| n as f64).sum();
+        let all = n * (n - 1.0).max(0.0) / 2.0;
+        match self {
+            Self::LinkAndDedupe => all,
+            Self::DedupeOnly => within,
+            Self::LinkOnly => all - within,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LinkAndDedupe => "link_and_dedupe",
+            Self::DedupeOnly => "dedupe_only",
+            Self::LinkOnly => "link_only",
+        }
+    }
 }
 
 fn default_threshold() -> f64 {
@@ -402,6 +449,9 @@ impl IdentityConfig {
         let blocking = rules(self.blocking.iter().map(|b| (None, b)).collect(), "blocking", &mut problems);
         if !self.comparisons.is_empty() && self.blocking.is_empty() {
             problems.push("comparisons need at least one blocking rule: all pairs are never compared".into());
+        }
+        if self.link_type == LinkType::LinkOnly && self.inputs.len() < 2 {
+            problems.push("`link_type: link_only` links records of different inputs: name at least two inputs".into());
         }
         if blocking.len() > 250 {
             problems.push("at most 250 blocking rules".into());

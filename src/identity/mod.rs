@@ -123,7 +123,8 @@ pub fn resolve(settings: &Settings, records: &Records, load: &LoadReport, contex
 
     // Candidate pairs and their comparison levels.
     let stop = |phase: &str| context.stop.check(&format!("identity ({phase})"));
-    let blocked = blocking::candidate_pairs(records, &settings.blocking, guards.max_records_per_value);
+    let link = settings.raw.link_type;
+    let blocked = blocking::candidate_pairs(records, &settings.blocking, guards.max_records_per_value, link);
     stop("blocking")?;
     let mut levels = vec![0u8; blocked.pairs.len() * c];
     for (p, &(a, b)) in blocked.pairs.iter().enumerate() {
@@ -136,9 +137,14 @@ pub fn resolve(settings: &Settings, records: &Records, load: &LoadReport, contex
 
     // The model and each pair's weight.
     // The prior as Splink estimates it: pairs the deterministic rules join, scaled up by
-    // their assumed recall, over all pairs.
-    let all_pairs = (records.len() as f64) * (records.len().saturating_sub(1) as f64) / 2.0;
-    let deterministic_pairs = blocking::candidate_pairs(records, &settings.deterministic, guards.max_records_per_value).pairs.len();
+    // their assumed recall, over all pairs of the link type (within each input for
+    // dedupe_only, across inputs for link_only).
+    let mut input_sizes = vec![0u64; records.sources.len()];
+    for &s in &records.source_of {
+        input_sizes[s as usize] += 1;
+    }
+    let all_pairs = link.possible_pairs(&input_sizes);
+    let deterministic_pairs = blocking::candidate_pairs(records, &settings.deterministic, guards.max_records_per_value, link).pairs.len();
     let prior = settings.raw.training.prior.unwrap_or_else(|| {
         let estimate = deterministic_pairs as f64 / settings.raw.training.deterministic_recall / all_pairs.max(1.0);
         estimate.clamp(1e-12, 0.5)
@@ -153,6 +159,7 @@ pub fn resolve(settings: &Settings, records: &Records, load: &LoadReport, contex
             settings.raw.training.u_sample_pairs,
             settings.raw.training.seed,
             settings.raw.training.em_max_iterations,
+            link,
         )
     });
     lap("training", &mut timings);
@@ -172,8 +179,11 @@ pub fn resolve(settings: &Settings, records: &Records, load: &LoadReport, contex
         let g = blocking::group(records, attrs, guards.max_records_per_value);
         let mut links = 0u64;
         for members in &g.groups {
-            for &m in &members[1..] {
-                edges.push(Edge { a: members[0], b: m, method: Some(rule as u16), probability: 1.0 });
+            // Each member joins the first earlier member it may be paired with.
+            for (i, &m) in members.iter().enumerate().skip(1) {
+                let source = |r: u32| records.source_of[r as usize];
+                let Some(&first) = members[..i].iter().find(|&&x| link.allows(source(x), source(m))) else { continue };
+                edges.push(Edge { a: first, b: m, method: Some(rule as u16), probability: 1.0 });
                 links += 1;
             }
         }
@@ -293,6 +303,8 @@ pub fn resolve(settings: &Settings, records: &Records, load: &LoadReport, contex
 
     let details = serde_json::json!({
         "records": records.len(),
+        "link_type": link.as_str(),
+        "possible_pairs": all_pairs,
         "candidate_pairs": blocked.pairs.len(),
         "deterministic_links": deterministic_edges,
         "pairs_above_threshold": above.len(),

@@ -133,3 +133,56 @@ guards: { exclusive: [nope] }
         assert!(err.contains(expected), "{expected} missing from: {err}");
     }
 }
+
+/// Two inputs, each with a duplicate inside it, and one person in both: the link type says
+/// which of those pairs are compared, linked and counted in the prior.
+#[tokio::test]
+async fn link_types_choose_the_pairs_and_the_prior() {
+    let a = table(&[(Some("a1"), Some("ann@x.dk"), Some("ann")), (Some("a2"), Some("ann@x.dk"), Some("ann")), (Some("a3"), Some("bo@x.dk"), Some("bo"))]);
+    let b = table(&[(Some("b1"), Some("bo@x.dk"), Some("bo")), (Some("b2"), Some("cy@x.dk"), Some("cy")), (Some("b3"), Some("cy@x.dk"), Some("cy"))]);
+    let config = |link: &str| {
+        format!(
+            "inputs:\n  - {{ table: a, source: sa, id: id, attributes: {{ email: email, name: name }} }}\n  - {{ table: b, source: sb, id: id, attributes: {{ email: email, name: name }} }}\n{}\nlink_type: {link}\nkeep_pairs: all\n",
+            CONFIG.split_once("deterministic:").map(|(_, rest)| format!("deterministic:{rest}")).unwrap()
+        )
+    };
+    let resolve_with = |link: &'static str| {
+        let (a, b) = (a.clone(), b.clone());
+        let config = config(link);
+        async move {
+            let ctx = SessionContext::new();
+            ctx.register_batch("a", a).unwrap();
+            ctx.register_batch("b", b).unwrap();
+            let settings = serde_yaml::from_str::<IdentityConfig>(&config).unwrap().check().unwrap();
+            let (recs, load) = records::load(&ctx, &settings).await.unwrap();
+            resolve(&settings, &recs, &load, &Context::default()).unwrap()
+        }
+    };
+    let persons = |r: &Resolution| metric(r, "persons", "all").unwrap();
+    // Any pair: ann twice in sa, bo in both, cy twice in sb -> three persons.
+    let both = resolve_with("link_and_dedupe").await;
+    assert_eq!(persons(&both), 3.0);
+    assert_eq!(both.details["possible_pairs"], 15.0);
+    // Within an input only: bo stays two persons.
+    let dedupe = resolve_with("dedupe_only").await;
+    assert_eq!(persons(&dedupe), 4.0);
+    assert_eq!(dedupe.details["possible_pairs"], 6.0);
+    // Across inputs only: ann's and cy's copies stay apart, bo becomes one.
+    let link = resolve_with("link_only").await;
+    assert_eq!(persons(&link), 5.0);
+    assert_eq!(link.details["possible_pairs"], 9.0);
+    // The pairs table holds only pairs the link type allows.
+    for (r, same_input_allowed, cross_allowed) in [(&dedupe, true, false), (&link, false, true)] {
+        let s1 = r.pairs.column_by_name("source_a").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
+        let s2 = r.pairs.column_by_name("source_b").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
+        for i in 0..s1.len() {
+            let same = s1.value(i) == s2.value(i);
+            assert!(if same { same_input_allowed } else { cross_allowed }, "pair {i}: {} {}", s1.value(i), s2.value(i));
+        }
+    }
+    let err = serde_yaml::from_str::<IdentityConfig>(&config("link_only").replace("  - { table: b, source: sb, id: id, attributes: { email: email, name: name } }\n", ""))
+        .unwrap()
+        .check()
+        .unwrap_err();
+    assert!(err.contains("at least two inputs"), "{err}");
+}

@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::blocking::{agree, Blocked};
 use super::compare::Comparator;
-use super::config::Comparison;
+use super::config::{Comparison, LinkType};
 
 /// Agreement patterns of a pair set: level codes -> number of pairs. Ordered, so that EM
 /// adds the patterns' masses in the same order in every process.
@@ -70,17 +70,29 @@ pub fn probability(weight: f64) -> f64 {
 }
 
 /// u probabilities from `pairs` random record pairs.
-pub fn estimate_u(cmp: &Comparator, pairs: usize, seed: u64) -> Vec<Vec<f64>> {
+pub fn estimate_u(cmp: &Comparator, pairs: usize, seed: u64, link: LinkType) -> Vec<Vec<f64>> {
     let n = cmp.records.len();
+    let source = &cmp.records.source_of;
     let mut counts: Vec<Vec<u64>> = cmp.comparisons.iter().map(|c| vec![0; c.level_count()]).collect();
     if n >= 2 {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        for _ in 0..pairs {
-            let a = rng.random_range(0..n);
-            let mut b = rng.random_range(0..n - 1);
-            if b >= a {
-                b += 1;
+        // Random pairs of the link type: a pair it does not allow is drawn again, a few
+        // times (an input of one record has no pair within it).
+        let draw = |rng: &mut ChaCha8Rng| {
+            for _ in 0..64 {
+                let a = rng.random_range(0..n);
+                let mut b = rng.random_range(0..n - 1);
+                if b >= a {
+                    b += 1;
+                }
+                if link.allows(source[a], source[b]) {
+                    return Some((a, b));
+                }
             }
+            None
+        };
+        for _ in 0..pairs {
+            let Some((a, b)) = draw(&mut rng) else { continue };
             for (c, count) in counts.iter_mut().enumerate() {
                 count[cmp.level(c, a, b) as usize] += 1;
             }
@@ -199,9 +211,10 @@ pub fn train(
     u_pairs: usize,
     seed: u64,
     max_iterations: usize,
+    link: LinkType,
 ) -> Model {
     let comparisons = cmp.comparisons;
-    let u = estimate_u(cmp, u_pairs, seed);
+    let u = estimate_u(cmp, u_pairs, seed, link);
     let start: Vec<Vec<f64>> = comparisons.iter().map(initial_m).collect();
     let mut sums: Vec<Vec<f64>> = comparisons.iter().map(|c| vec![0.0; c.level_count()]).collect();
     let mut estimated = vec![0usize; comparisons.len()];
