@@ -9,7 +9,9 @@
 //! atomically and [`manifest`] records the run.
 
 pub mod checks;
+pub mod cluster;
 pub mod config;
+pub mod engine;
 pub mod functions;
 pub mod generate;
 pub mod identity;

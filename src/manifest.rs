@@ -38,12 +38,14 @@ pub enum FailureKind {
     Resource,
     /// A fault in crm-marts or its engine.
     Internal,
+    /// The query cluster did not answer or lost the run's work.
+    Cluster,
 }
 
 impl FailureKind {
     /// Storage outages and exhausted resources can pass; the rest fails the same way again.
     pub fn retryable(self) -> bool {
-        matches!(self, Self::Storage | Self::Resource)
+        matches!(self, Self::Storage | Self::Resource | Self::Cluster)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +56,7 @@ impl FailureKind {
             Self::Check => "check",
             Self::Resource => "resource",
             Self::Internal => "internal",
+            Self::Cluster => "cluster",
         }
     }
 }
@@ -106,6 +109,8 @@ pub struct Manifest {
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<u64>,
     pub parameters: Params,
+    /// Where the queries ran: `local`, or `ballista df://host:port`.
+    pub engine: String,
     pub inputs: Vec<LoadedSource>,
     /// Peak resident memory of the process while the sources loaded (Linux).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -143,6 +148,7 @@ impl Manifest {
             finished_at: None,
             duration_ms: None,
             parameters,
+            engine: "local".into(),
             inputs: Vec::new(),
             sources_peak_rss_bytes: None,
             steps: Vec::new(),

@@ -224,9 +224,20 @@ pub fn engine_pool(execution: &Execution) -> Option<usize> {
     execution.engine_memory.or_else(|| execution.memory_limit.map(|limit| (limit as f64 * crate::memory::ENGINE_SHARE) as usize))
 }
 
-/// The DataFusion session for one run, with the environment's memory limit and spill folder.
+/// The DataFusion session for one run on this machine, with the environment's memory
+/// limit and spill folder.
 pub fn session(execution: &Execution, spill_dir: PathBuf) -> datafusion::error::Result<SessionContext> {
-    let config = SessionConfig::new()
+    let config = session_config(execution, SessionConfig::new())?;
+    let ctx = SessionContext::new_with_config_rt(config, runtime_env(execution, spill_dir)?);
+    crate::functions::register_all(&ctx, &execution.functions);
+    Ok(ctx)
+}
+
+/// crm-marts' DataFusion settings on `base`, then the environment's own
+/// (`execution.datafusion`). On a cluster they travel with every query to the scheduler
+/// and the executors.
+pub fn session_config(execution: &Execution, base: SessionConfig) -> datafusion::error::Result<SessionConfig> {
+    let mut config = base
         .with_target_partitions(execution.target_partitions)
         .with_batch_size(execution.batch_size)
         .with_information_schema(true)
@@ -241,18 +252,21 @@ pub fn session(execution: &Execution, spill_dir: PathBuf) -> datafusion::error::
         // aggregate over (`cookie_id`, `session_no`): with as many partitions as the plan
         // wants, the subset is kept instead of hashing (and so sorting) the rows again.
         .set_usize("datafusion.optimizer.subset_repartition_threshold", execution.target_partitions.max(1));
-    let mut config = config;
     for (name, value) in &execution.datafusion {
         config.options_mut().set(name, value)?;
     }
+    Ok(config)
+}
+
+/// The runtime of a session in this process: the memory pool (the engine's share of
+/// `memory_limit`) and the spill folder.
+pub fn runtime_env(execution: &Execution, spill_dir: PathBuf) -> datafusion::error::Result<Arc<datafusion::execution::runtime_env::RuntimeEnv>> {
     let mut runtime = RuntimeEnvBuilder::new().with_temp_file_path(spill_dir);
     if let Some(pool) = engine_pool(execution) {
         let pool = TrackConsumersPool::new(FairSpillPool::new(pool), NonZeroUsize::new(5).expect("non-zero"));
         runtime = runtime.with_memory_pool(Arc::new(pool));
     }
-    let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
-    crate::functions::register_all(&ctx, &execution.functions);
-    Ok(ctx)
+    runtime.build_arc()
 }
 
 /// Runs `pipeline` with bound `params` on `stores`.
@@ -268,6 +282,7 @@ pub async fn run(
         RunError::Config(Diagnostics(vec![Diagnostic::new(&pipeline.file, e.to_string())]))
     })?;
     let mut manifest = Manifest::new(&run_id, &pipeline.name, &pipeline.file.display().to_string(), params.clone());
+    manifest.engine = execution.engine.to_string();
     let failed = |mut manifest: Manifest, failure: Failure| {
         manifest.errors.push(failure.message.clone());
         manifest.error_kind = Some(failure.kind);
@@ -309,11 +324,19 @@ pub async fn run(
     info!(run_id = %run_id, pipeline = %pipeline.name, "run started");
     let publisher = Publisher { store: publish_store.clone(), run_id: run_id.clone(), keep_versions: pipeline.publish.keep_versions };
     let mut written: Vec<WrittenMart> = Vec::new();
-    let result = execute(pipeline, execution, stores, &params, &publisher, &work_dir, &mut manifest, &mut written, progress).await;
+    let placement = crate::engine::Placement::for_run(execution, publish_store, &run_id, work_dir.join("client-spill"));
+    let result = match &placement {
+        Ok(placement) => execute(pipeline, execution, stores, &params, &publisher, placement, &work_dir, &mut manifest, &mut written, progress).await,
+        Err(e) => Err(Failure::new(FailureKind::Internal, e.to_string())),
+    };
     let result = match result {
         Ok(()) => publish_all(&publisher, &written, &mut manifest, progress).await,
         Err(e) => Err(e),
     };
+    // The run's tables in shared storage (on a cluster) go with the scratch folder.
+    if let Ok(placement) = &placement {
+        placement.remove().await;
+    }
     // Incremental sources remember what this run read, once it has published. The marts
     // are live by now: a state that cannot be written only means the next run parses
     // those files again.
@@ -366,12 +389,16 @@ async fn execute(
     stores: &Stores,
     params: &Params,
     publisher: &Publisher,
+    placement: &crate::engine::Placement,
     work_dir: &std::path::Path,
     manifest: &mut Manifest,
     written: &mut Vec<WrittenMart>,
     progress: &dyn Progress,
 ) -> Result<(), Failure> {
-    let ctx = session(execution, work_dir.join("spill")).map_err(|e| Failure::new(FailureKind::Internal, e.to_string()))?;
+    let ctx = crate::engine::context(execution, work_dir.join("spill")).await.map_err(|e| match e {
+        crate::engine::EngineError::Unreachable { .. } => Failure::new(FailureKind::Cluster, e.to_string()),
+        crate::engine::EngineError::DataFusion(e) => Failure::new(FailureKind::Internal, e.to_string()),
+    })?;
     for store in stores.iter() {
         store.register(&ctx);
     }
@@ -400,7 +427,7 @@ async fn execute(
         async move {
             let started = Instant::now();
             let inc = sources::IncrementalContext { store: &publisher.store, pipeline: &pipeline.name, full_refresh: execution.full_refresh };
-            let r = sources::load(ctx, s, stores, params, work_dir, Some(inc)).await;
+            let r = sources::load(ctx, s, stores, params, placement, work_dir, Some(inc)).await;
             (s, r, started.elapsed())
         }
     });
@@ -468,7 +495,7 @@ async fn execute(
         progress.stage(&format!("step {}/{}: {}", i + 1, pipeline.steps.len(), step.name));
         let started = Instant::now();
         crate::memory::reset_peak();
-        let report = crate::memory::within(guard, run_step(&ctx, pipeline, step, params, publisher, work_dir, written))
+        let report = crate::memory::within(guard, run_step(&ctx, pipeline, step, params, publisher, placement, work_dir, written))
             .await
             .unwrap_or_else(|rss| Err(over(&format!("step `{}`", step.name), rss)));
         let mut report = match report {
@@ -559,12 +586,14 @@ async fn step_frame(ctx: &SessionContext, step: &Step, params: &Params) -> Resul
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_step(
     ctx: &SessionContext,
     pipeline: &Pipeline,
     step: &Step,
     params: &Params,
     publisher: &Publisher,
+    placement: &crate::engine::Placement,
     work_dir: &std::path::Path,
     written: &mut Vec<WrittenMart>,
 ) -> Result<StepReport, Failure> {
@@ -574,9 +603,25 @@ async fn run_step(
         None => format!("step `{}`: {e}", step.name),
     };
     let located = |e: &DataFusionError| Failure::engine(e, place);
+    let builtin = matches!(step.kind, StepKind::Builtin { .. });
+    // A built-in step's tables are computed here, in memory; a cluster reads them from
+    // shared storage. Its main table is then materialised like any table.
+    let client_table = |name: String, frame: DataFrame| async move {
+        let (store, path, url) = placement.table_target(work_dir, &name)?;
+        let props = datafusion::parquet::file::properties::WriterProperties::builder().build();
+        crate::publish::write_stream(store, path, placement.client_frame(frame), props).await?;
+        ctx.register_parquet(name.as_str(), &url, ParquetReadOptions::default()).await
+    };
     for (suffix, frame) in tables {
-        ctx.register_table(format!("{}_{suffix}", step.name).as_str(), frame.into_view()).map_err(|e| located(&e))?;
+        let name = format!("{}_{suffix}", step.name);
+        if builtin && placement.is_shared() {
+            client_table(name, frame).await.map_err(|e| located(&e))?;
+        } else {
+            ctx.register_table(name.as_str(), frame.into_view()).map_err(|e| located(&e))?;
+        }
     }
+    let materialize = step.materialize || (builtin && placement.is_shared());
+    let df = if builtin && placement.is_shared() { placement.client_frame(df) } else { df };
     if tracing::enabled!(target: "crm_marts::plan", tracing::Level::DEBUG) && (step.publish.is_some() || step.materialize) {
         // The physical plan as it will run (`CRM_MARTS_LOG=crm_marts::plan=debug`), to see
         // which side of each join is built in memory and which operators may spill.
@@ -604,17 +649,11 @@ async fn run_step(
         written.push(w);
         ctx.register_parquet(step.name.as_str(), &url, options).await.map_err(|e| located(&e))?;
         ("mart", Some(rows))
-    } else if step.materialize {
-        let file = format!("{}.table.parquet", step.name);
-        let local = object_store::local::LocalFileSystem::new_with_prefix(work_dir).map_err(|e| Failure::storage(place(&e)))?;
+    } else if materialize {
+        let (store, path, url) = placement.table_target(work_dir, &step.name).map_err(|e| located(&e))?;
         let props = datafusion::parquet::file::properties::WriterProperties::builder().build();
-        let rows = crate::publish::write_stream(Arc::new(local), object_store::path::Path::from(file.as_str()), df, props)
-            .await
-            .map_err(|e| located(&e))?;
-        let path = work_dir.join(&file);
-        ctx.register_parquet(step.name.as_str(), path.to_string_lossy().as_ref(), ParquetReadOptions::default())
-            .await
-            .map_err(|e| located(&e))?;
+        let rows = crate::publish::write_stream(store, path, df, props).await.map_err(|e| located(&e))?;
+        ctx.register_parquet(step.name.as_str(), &url, ParquetReadOptions::default()).await.map_err(|e| located(&e))?;
         ("table", Some(rows))
     } else {
         ctx.register_table(step.name.as_str(), df.into_view()).map_err(|e| located(&e))?;

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::params::{render_path, Params};
 use crate::config::pipeline::{Column, ColumnType, Source, SourceFormat, SourceLocation};
+use crate::engine::Placement;
 use crate::storage::{StorageError, Store, Stores};
 
 #[derive(Debug, thiserror::Error)]
@@ -241,6 +242,7 @@ pub async fn load(
     source: &Source,
     stores: &Stores,
     params: &Params,
+    placement: &Placement,
     work_dir: &Path,
     incremental: Option<IncrementalContext<'_>>,
 ) -> Result<LoadedSource, SourceError> {
@@ -249,9 +251,20 @@ pub async fn load(
         Err(SourceError::NoFiles { .. }) if source.optional => {
             let columns = source.schema.as_deref().unwrap_or_default();
             let fields: Vec<Field> = columns.iter().map(|c| Field::new(&c.name, arrow_type(c.kind), true)).collect();
-            let table = datafusion::catalog::MemTable::try_new(Arc::new(Schema::new(fields)), vec![vec![]])
-                .map_err(|e| SourceError::DataFusion(e, name.clone()))?;
-            ctx.register_table(name.as_str(), Arc::new(table)).map_err(|e| SourceError::DataFusion(e, name.clone()))?;
+            let schema = Arc::new(Schema::new(fields));
+            let df_err = |e| SourceError::DataFusion(e, name.clone());
+            if placement.is_shared() {
+                // A cluster cannot read an in-memory table: an empty Parquet file instead.
+                let empty = work_dir.join(format!("{name}.empty.parquet"));
+                let file = File::create(&empty).map_err(|e| df_err(e.into()))?;
+                datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None)
+                    .and_then(|w| w.close().map(|_| ()))
+                    .map_err(|e| df_err(e.into()))?;
+                placement.register_local(ctx, &name, &empty).await.map_err(df_err)?;
+            } else {
+                let table = datafusion::catalog::MemTable::try_new(schema, vec![vec![]]).map_err(df_err)?;
+                ctx.register_table(name.as_str(), Arc::new(table)).map_err(df_err)?;
+            }
             return Ok(LoadedSource { name, files: vec![], rows: Some(0), quarantined: 0, reasons: BTreeMap::new(), duplicate_key_rows: None, quarantine_file: None, next_state: None });
         }
         other => other?,
@@ -315,7 +328,7 @@ pub async fn load(
     };
 
     if let (Some(window), Some(inc)) = (source.incremental, incremental) {
-        return load_incremental(ctx, source, schema, &store, &metas, files, work_dir, window, inc).await;
+        return load_incremental(ctx, source, schema, &store, &metas, files, placement, work_dir, window, inc).await;
     }
     let staged = work_dir.join(format!("{name}.parquet"));
     let quarantine_path = work_dir.join(format!("{name}.quarantine.parquet"));
@@ -332,8 +345,7 @@ pub async fn load(
         file: staged.display().to_string(),
         message,
     })?;
-    let options = ParquetReadOptions::default();
-    ctx.register_parquet(name.as_str(), staged.to_string_lossy().as_ref(), options).await.map_err(df_err)?;
+    placement.register_local(ctx, &name, &staged).await.map_err(df_err)?;
     Ok(LoadedSource {
         name,
         files,
@@ -391,6 +403,7 @@ async fn load_incremental(
     store: &Store,
     metas: &[ObjectMeta],
     mut files: Vec<InputFile>,
+    placement: &Placement,
     work_dir: &Path,
     window: chrono::Duration,
     inc: IncrementalContext<'_>,
@@ -471,10 +484,7 @@ async fn load_incremental(
         crate::publish::upload_file(inc.store, local, &dest).await.map_err(storage)?;
     }
     tracing::info!(source = %name, parsed = fresh.len(), reused, "incremental source");
-    let url = format!("{}/", dir.display());
-    ctx.register_parquet(name.as_str(), url.as_str(), ParquetReadOptions::default())
-        .await
-        .map_err(|e| SourceError::DataFusion(e, name.clone()))?;
+    placement.register_local(ctx, &name, &dir).await.map_err(|e| SourceError::DataFusion(e, name.clone()))?;
     Ok(LoadedSource {
         name: name.clone(),
         files,

@@ -58,6 +58,52 @@ enum Command {
         /// staged copies of earlier runs.
         #[arg(long)]
         full_refresh: bool,
+        /// Where the queries run, over `execution.engine`: `local` or `ballista`.
+        #[arg(long, value_name = "local|ballista")]
+        engine: Option<String>,
+        /// The Ballista scheduler, `df://host:50050`, over `execution.scheduler`.
+        #[arg(long, value_name = "URL")]
+        scheduler: Option<String>,
+    },
+    /// Run a Ballista scheduler that plans crm-marts' queries for its executors.
+    Scheduler {
+        /// Address to listen on (gRPC and the REST API).
+        #[arg(long, default_value = "0.0.0.0:50050")]
+        bind: std::net::SocketAddr,
+        /// Host name executors and clients reach this scheduler by.
+        #[arg(long)]
+        external_host: Option<String>,
+        /// Environment file whose stores the scheduler lists tables in.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run a Ballista executor that runs crm-marts' queries for a scheduler.
+    Executor {
+        /// The scheduler, HOST:PORT.
+        #[arg(long, default_value = "localhost:50050")]
+        scheduler: String,
+        /// Address of the executor's Arrow Flight service (results and shuffle files).
+        #[arg(long, default_value = "0.0.0.0:50051")]
+        bind: std::net::SocketAddr,
+        /// The executor's gRPC port (default: the --bind port + 1).
+        #[arg(long)]
+        grpc_port: Option<u16>,
+        /// Host name the scheduler, other executors and clients reach this executor by.
+        #[arg(long)]
+        external_host: Option<String>,
+        /// Shuffle files and spills.
+        #[arg(long, default_value = "/var/tmp/crm-marts")]
+        work_dir: PathBuf,
+        /// Memory of the executor, e.g. `8GiB`; its query operators spill past their share.
+        #[arg(long)]
+        memory_limit: Option<String>,
+        /// Tasks run at once (default: the number of cores).
+        #[arg(long)]
+        vcores: Option<usize>,
+        /// Environment file with the stores the executor reads and writes, and its
+        /// `privacy.hash_key`.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Check pipelines and environment files without touching storage; reports every problem.
     Validate {
@@ -195,9 +241,20 @@ pub struct UsageError(String);
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Run { pipeline, config, as_of, params, stores, full_refresh } => {
+        Command::Run { pipeline, config, as_of, params, stores, full_refresh, engine, scheduler } => {
             let mut env = load_environment(&config, &stores)?;
             env.execution.full_refresh = full_refresh;
+            if engine.is_some() || scheduler.is_some() {
+                let current = env.execution.engine.clone();
+                let name = engine.as_deref().unwrap_or(if scheduler.is_some() { "ballista" } else { current.name() });
+                let url = match (&scheduler, &current) {
+                    (Some(url), _) => Some(url.as_str()),
+                    (None, crm_marts::config::environment::Engine::Ballista { scheduler }) if name == "ballista" => Some(scheduler.as_str()),
+                    _ => None,
+                };
+                env.execution.engine = crm_marts::config::environment::Engine::parse(name, url)
+                    .map_err(|(key, e)| UsageError(format!("--{key}: {e}")))?;
+            }
             let mut given = parse_pairs(&params, "--param")?;
             if let Some(as_of) = as_of {
                 given.insert("as_of".into(), as_of);
@@ -247,11 +304,36 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             schedule::run(&jobs, listen, cli.log_format).await
         }
+        Command::Scheduler { bind, external_host, config } => {
+            let env = optional_environment(config.as_deref())?;
+            crm_marts::cluster::scheduler(crm_marts::cluster::SchedulerOptions { bind, external_host, env }).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Executor { scheduler, bind, grpc_port, external_host, work_dir, memory_limit, vcores, config } => {
+            let env = optional_environment(config.as_deref())?;
+            let memory_limit = match memory_limit {
+                Some(text) => Some(
+                    crm_marts::config::environment::parse_bytes(&text).map_err(|e| UsageError(format!("--memory-limit {text:?}: {e}")))?,
+                ),
+                None => env.execution.memory_limit,
+            };
+            let options = crm_marts::cluster::ExecutorOptions { scheduler, bind, grpc_port, external_host, work_dir, memory_limit, vcores, env };
+            crm_marts::cluster::executor(options).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Runs { config, store, limit, json } => {
             let env = load_environment(&config, &[])?;
             runs::list(&env, &store, limit, json).await
         }
     }
+}
+
+/// The environment file of a cluster process, if it was given one.
+fn optional_environment(config: Option<&Path>) -> Result<Environment> {
+    Ok(match config {
+        Some(file) => Environment::load(file)?,
+        None => Environment::empty(),
+    })
 }
 
 /// Loads an environment and applies `--store name=url` overrides.

@@ -14,6 +14,8 @@ struct RunLine {
     run_id: String,
     pipeline: String,
     status: String,
+    /// `local` or `ballista` (older manifests did not say: they ran locally).
+    engine: String,
     started_at: String,
     seconds: Option<f64>,
     marts: usize,
@@ -32,6 +34,7 @@ fn line(m: &Value) -> RunLine {
         run_id: text("run_id"),
         pipeline: text("pipeline"),
         status: text("status"),
+        engine: m["engine"].as_str().map(|e| e.split(' ').next().unwrap_or(e).to_string()).unwrap_or_else(|| "local".into()),
         started_at: text("started_at"),
         seconds: m["duration_ms"].as_u64().map(|ms| ms as f64 / 1000.0),
         marts: outputs.len(),
@@ -65,7 +68,7 @@ pub async fn list(env: &Environment, store_name: &str, limit: usize, json: bool)
             println!(
                 "{}",
                 serde_json::json!({
-                    "run_id": l.run_id, "pipeline": l.pipeline, "status": l.status, "started_at": l.started_at,
+                    "run_id": l.run_id, "pipeline": l.pipeline, "status": l.status, "engine": m["engine"].as_str().unwrap_or("local"), "started_at": l.started_at,
                     "seconds": l.seconds, "marts": l.marts, "rows": l.rows, "quarantined_rows": l.quarantined,
                     "failing_check_rows": l.failing_checks, "error": l.error,
                     "error_kind": (!l.error_kind.is_empty()).then_some(&l.error_kind),
@@ -80,8 +83,8 @@ pub async fn list(env: &Environment, store_name: &str, limit: usize, json: bool)
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<26} {:<18} {:<10} {:>9} {:>5} {:>12} {:>11} {:>10}  error",
-        "run", "pipeline", "status", "seconds", "marts", "rows", "quarantined", "bad checks"
+        "{:<26} {:<18} {:<10} {:<8} {:>9} {:>5} {:>12} {:>11} {:>10}  error",
+        "run", "pipeline", "status", "engine", "seconds", "marts", "rows", "quarantined", "bad checks"
     );
     for m in &runs {
         let l = line(m);
@@ -97,8 +100,8 @@ pub async fn list(env: &Environment, store_name: &str, limit: usize, json: bool)
             error = error.chars().take(99).collect::<String>() + "…";
         }
         println!(
-            "{:<26} {:<18} {:<10} {:>9} {:>5} {:>12} {:>11} {:>10}  {}",
-            l.run_id, l.pipeline, l.status, seconds, l.marts, l.rows, l.quarantined, l.failing_checks, error
+            "{:<26} {:<18} {:<10} {:<8} {:>9} {:>5} {:>12} {:>11} {:>10}  {}",
+            l.run_id, l.pipeline, l.status, l.engine, seconds, l.marts, l.rows, l.quarantined, l.failing_checks, error
         );
     }
     Ok(ExitCode::SUCCESS)

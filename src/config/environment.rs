@@ -96,6 +96,66 @@ pub struct ExecutionConfig {
     /// lz4_frame`), over crm-marts' own choices; unknown names and bad values are errors.
     #[serde(default)]
     pub datafusion: BTreeMap<String, String>,
+    /// Where queries run: `local`, in this process (the default), or `ballista`, on an
+    /// Apache DataFusion Ballista cluster whose scheduler is `scheduler`.
+    pub engine: Option<String>,
+    /// The Ballista scheduler, `df://host:50050` (with `engine: ballista`).
+    pub scheduler: Option<String>,
+}
+
+/// Where a run's queries execute.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// DataFusion in this process.
+    #[default]
+    Local,
+    /// A Ballista cluster, by its scheduler's `df://host:port` URL.
+    Ballista { scheduler: String },
+}
+
+impl Engine {
+    /// An engine from its name and the scheduler URL, as the environment file or the
+    /// command line give them. An error names the setting at fault (`engine` or
+    /// `scheduler`).
+    pub fn parse(engine: &str, scheduler: Option<&str>) -> Result<Self, (&'static str, String)> {
+        match engine {
+            "local" => match scheduler {
+                None => Ok(Self::Local),
+                Some(_) => Err(("scheduler", "a scheduler is only used with `engine: ballista`".into())),
+            },
+            "ballista" => match scheduler {
+                None => Err(("engine", "`ballista` needs the scheduler's URL, e.g. `scheduler: df://scheduler-host:50050`".into())),
+                Some(url) => Ok(Self::Ballista { scheduler: scheduler_url(url).map_err(|e| ("scheduler", e))? }),
+            },
+            other => Err(("engine", format!("unknown engine `{other}` (expected `local` or `ballista`)"))),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Ballista { .. } => "ballista",
+        }
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Local => f.write_str("local"),
+            Self::Ballista { scheduler } => write!(f, "ballista {scheduler}"),
+        }
+    }
+}
+
+/// A scheduler URL checked for what Ballista's client needs: `df://host:port`.
+fn scheduler_url(text: &str) -> Result<String, String> {
+    let expected = "expected df://host:port, e.g. df://scheduler-host:50050";
+    let url = Url::parse(text).map_err(|e| format!("scheduler {text:?}: {e} ({expected})"))?;
+    if url.scheme() != "df" || url.host_str().is_none_or(str::is_empty) || url.port().is_none() || !matches!(url.path(), "" | "/") {
+        return Err(format!("scheduler {text:?}: {expected}"));
+    }
+    Ok(format!("df://{}:{}", url.host_str().unwrap_or_default(), url.port().unwrap_or_default()))
 }
 
 /// A validated environment.
@@ -120,6 +180,8 @@ pub struct Execution {
     pub full_refresh: bool,
     /// DataFusion settings set over crm-marts' defaults (`execution.datafusion`).
     pub datafusion: BTreeMap<String, String>,
+    /// Where queries run (`execution.engine`, `execution.scheduler`).
+    pub engine: Engine,
 }
 
 impl Default for Execution {
@@ -133,6 +195,7 @@ impl Default for Execution {
             functions: Default::default(),
             full_refresh: false,
             datafusion: BTreeMap::new(),
+            engine: Engine::Local,
         }
     }
 }
@@ -316,6 +379,20 @@ pub fn compile(
             ),
         }
     }
+    let scheduler = match raw.execution.scheduler.as_deref().map(|s| expand_env(s, env)).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            diags.push(Diagnostic::new(file, format!("execution.scheduler: {e}")).at_opt(locate(text, &["execution", "scheduler"])));
+            None
+        }
+    };
+    match Engine::parse(raw.execution.engine.as_deref().unwrap_or("local"), scheduler.as_deref()) {
+        Ok(engine) => execution.engine = engine,
+        Err((key, e)) => {
+            let at = locate(text, &["execution", key]).or_else(|| locate(text, &["execution"]));
+            diags.push(Diagnostic::new(file, format!("execution.{key}: {e}")).at_opt(at));
+        }
+    }
     if let Some(key) = &raw.privacy.hash_key {
         match expand_env(key, env) {
             Ok(k) if k.is_empty() => diags.push(
@@ -456,6 +533,21 @@ mod tests {
     fn compile_text(text: &str) -> Result<Environment, Diagnostics> {
         let raw: EnvironmentConfig = serde_yaml::from_str(text).unwrap();
         compile(Path::new("env.yaml"), text, raw, &|_| None)
+    }
+
+    #[test]
+    fn the_engine_and_its_scheduler_are_checked_and_located() {
+        assert_eq!(compile_text("execution:\n  target_partitions: 2\n").unwrap().execution.engine, Engine::Local);
+        let env = compile_text("execution:\n  engine: ballista\n  scheduler: df://sched.example:50050\n").unwrap();
+        assert_eq!(env.execution.engine, Engine::Ballista { scheduler: "df://sched.example:50050".into() });
+        let err = compile_text("execution:\n  engine: ballista\n").unwrap_err().to_string();
+        assert!(err.contains("env.yaml:2:3") && err.contains("execution.engine") && err.contains("scheduler's URL"), "{err}");
+        let err = compile_text("execution:\n  engine: spark\n").unwrap_err().to_string();
+        assert!(err.contains("unknown engine `spark`"), "{err}");
+        let err = compile_text("execution:\n  engine: ballista\n  scheduler: http://sched:50050\n").unwrap_err().to_string();
+        assert!(err.contains("env.yaml:3:3") && err.contains("expected df://host:port"), "{err}");
+        let err = compile_text("execution:\n  scheduler: df://sched:50050\n").unwrap_err().to_string();
+        assert!(err.contains("execution.scheduler") && err.contains("only used with `engine: ballista`"), "{err}");
     }
 
     #[test]

@@ -4,6 +4,7 @@ mod clv;
 mod damerau_levenshtein;
 mod double_metaphone;
 pub mod exact_sum;
+pub mod ignore_nulls;
 mod jaro_winkler;
 mod keyed_hash;
 mod normalize_email;
