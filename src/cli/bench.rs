@@ -36,6 +36,13 @@ pub struct BenchArgs {
     /// Pipeline to time.
     #[arg(long, default_value = DEMO_PIPELINE)]
     pipeline: PathBuf,
+    /// `ballista`: after the local run, start a scheduler and --executors executors on this
+    /// machine, run the pipeline on them and print both side by side.
+    #[arg(long, default_value = "local", value_name = "local|ballista")]
+    engine: String,
+    /// Executors of the bench's cluster; they share --memory-limit and the cores.
+    #[arg(long, default_value_t = 2)]
+    executors: usize,
 }
 
 /// Peak resident memory since the last reset, in bytes (Linux; 0 elsewhere).
@@ -85,10 +92,16 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
     }
     let mut params = BTreeMap::new();
     params.insert("as_of".to_string(), GenerateOptions::default().as_of.format("%Y-%m-%d").to_string());
+    if !matches!(args.engine.as_str(), "local" | "ballista") {
+        return Err(super::UsageError(format!("--engine {:?}: expected local or ballista", args.engine)).into());
+    }
     reset_peak();
     let started = Instant::now();
     let manifest = super::run_pipeline(Path::new(&args.pipeline), &env, &params, LogFormat::Json).await?;
     let total = started.elapsed().as_secs_f64();
+    if args.engine == "ballista" {
+        return cluster_bench(&args, &dir, env, &params, &manifest, total).await;
+    }
     for input in &manifest.inputs {
         println!("{:<28} {:>14} {:>10} {:>14}", format!("source {}", input.name), input.rows.unwrap_or(0), "", "");
     }
@@ -105,4 +118,112 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The same pipeline on a cluster of this machine, printed beside the local run.
+async fn cluster_bench(
+    args: &BenchArgs,
+    dir: &Path,
+    mut env: Environment,
+    params: &BTreeMap<String, String>,
+    local: &crm_marts::manifest::Manifest,
+    local_total: f64,
+) -> Result<ExitCode> {
+    let limit = env.execution.memory_limit.unwrap_or(4 << 30);
+    let executors = args.executors.max(1);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    // The executors' environment: the stores are local folders every process here reads;
+    // the key reaches them through their own environment, not their command line.
+    let env_file = dir.join("cluster.yaml");
+    std::fs::write(&env_file, "privacy:\n  hash_key: ${CRM_BENCH_HASH_KEY}\n")?;
+    let key = env.execution.functions.hash_key.clone().unwrap_or_default();
+    let exe = std::env::current_exe()?;
+    let port = free_port()?;
+    let bind = format!("127.0.0.1:{port}");
+    let mut children = Vec::new();
+    let spawn = |args: Vec<String>| {
+        std::process::Command::new(&exe)
+            .args(args)
+            .env("CRM_BENCH_HASH_KEY", &key)
+            .env("CRM_MARTS_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+    };
+    children.push(Killed(spawn(vec!["scheduler".into(), "--bind".into(), bind.clone(), "--config".into(), env_file.display().to_string()])?));
+    for i in 0..executors {
+        let (flight, grpc) = (free_port()?, free_port()?);
+        children.push(Killed(spawn(vec![
+            "executor".into(),
+            "--scheduler".into(),
+            bind.clone(),
+            "--bind".into(),
+            format!("127.0.0.1:{flight}"),
+            "--grpc-port".into(),
+            grpc.to_string(),
+            "--work-dir".into(),
+            dir.join(format!("executor-{i}")).display().to_string(),
+            "--memory-limit".into(),
+            format!("{}", limit / executors),
+            "--vcores".into(),
+            (cores / executors).max(1).to_string(),
+            "--config".into(),
+            env_file.display().to_string(),
+        ])?));
+    }
+    wait_for_executors(port, executors).await?;
+    let spec = StoreSpec::from_location("marts", &dir.join("marts-ballista").to_string_lossy()).map_err(anyhow::Error::msg)?;
+    env.stores.insert("marts".into(), spec);
+    env.execution.engine = crm_marts::config::environment::Engine::Ballista { scheduler: format!("df://{bind}") };
+    let started = Instant::now();
+    let cluster = super::run_pipeline(Path::new(&args.pipeline), &env, params, LogFormat::Json).await?;
+    let cluster_total = started.elapsed().as_secs_f64();
+    drop(children);
+    println!();
+    println!("ballista: 1 scheduler and {executors} executors on this machine, {} vcores and {:.1} GiB each", (cores / executors).max(1), (limit / executors) as f64 / (1u64 << 30) as f64);
+    println!("{:<28} {:>14} {:>10} {:>10} {:>7}", "stage", "rows", "local s", "ballista s", "ratio");
+    let ratio = |a: f64, b: f64| if a > 0.0 { format!("{:.2}", b / a) } else { "-".into() };
+    for step in &local.steps {
+        let Some(other) = cluster.steps.iter().find(|s| s.name == step.name) else { continue };
+        let (a, b) = (step.duration_ms as f64 / 1000.0, other.duration_ms as f64 / 1000.0);
+        let rows = step.rows.map(|r| r.to_string()).unwrap_or_else(|| "view".into());
+        println!("{:<28} {:>14} {:>10.1} {:>10.1} {:>7}", format!("step {}", step.name), rows, a, b, ratio(a, b));
+    }
+    println!("{:<28} {:>14} {:>10.1} {:>10.1} {:>7}", "pipeline total", "", local_total, cluster_total, ratio(local_total, cluster_total));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A child process killed when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Polls the scheduler's REST API until `n` executors have registered.
+async fn wait_for_executors(port: u16, n: usize) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = Instant::now();
+    loop {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            let _ = stream.write_all(b"GET /api/executors HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").await;
+            let mut response = String::new();
+            let _ = stream.read_to_string(&mut response).await;
+            let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+            let listed: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+            if listed.as_array().is_some_and(|a| a.len() >= n) {
+                return Ok(());
+            }
+        }
+        if started.elapsed().as_secs() > 60 {
+            anyhow::bail!("the bench cluster's {n} executors did not register within 60 s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
