@@ -1,4 +1,4 @@
-//! `first_value`, `last_value` and `nth_value` with `IGNORE NULLS`, under names of their
+//! `first_value`, `last_value`, `nth_value`, `lag` and `lead` with `IGNORE NULLS`, under names of their
 //! own, for queries that run on a Ballista cluster.
 //!
 //! DataFusion 55 serialises a physical window function without its `IGNORE NULLS`
@@ -23,7 +23,7 @@ use datafusion::logical_expr::{
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::physical_expr::PhysicalExpr;
 
-const WRAPPED: [&str; 3] = ["first_value", "last_value", "nth_value"];
+const WRAPPED: [&str; 5] = ["first_value", "last_value", "nth_value", "lag", "lead"];
 
 /// A window function that always ignores nulls.
 #[derive(Debug, PartialEq, Eq, Hash)]
