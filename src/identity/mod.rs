@@ -47,25 +47,38 @@ pub struct PairwiseQuality {
 }
 
 /// Pairwise precision, recall and F1 of `cluster_of` against `truth` (per record, the true
-/// person, `None` when unknown), counted without listing pairs: a group of n records gives
-/// n(n-1)/2 pairs.
-pub fn pairwise_quality(cluster_of: &[u32], truth: &[Option<u32>]) -> PairwiseQuality {
+/// person, `None` when unknown), over the record pairs of the link type (`source_of`: each
+/// record's input), counted without listing pairs: a group of n records gives n(n-1)/2
+/// pairs, of which `dedupe_only` counts those within an input and `link_only` the rest.
+pub fn pairwise_quality(cluster_of: &[u32], truth: &[Option<u32>], source_of: &[u16], link: config::LinkType) -> PairwiseQuality {
     let pairs = |n: u64| n * n.saturating_sub(1) / 2;
-    let mut by_cluster: HashMap<u32, u64> = HashMap::new();
-    let mut by_person: HashMap<u32, u64> = HashMap::new();
-    let mut by_both: HashMap<(u32, u32), u64> = HashMap::new();
+    // Per group, its records by input.
+    type Groups<K> = HashMap<K, std::collections::BTreeMap<u16, u64>>;
+    let mut by_cluster: Groups<u32> = HashMap::new();
+    let mut by_person: Groups<u32> = HashMap::new();
+    let mut by_both: Groups<(u32, u32)> = HashMap::new();
     let mut evaluated = 0;
     for (r, t) in truth.iter().enumerate() {
         if let Some(p) = t {
             evaluated += 1;
-            *by_cluster.entry(cluster_of[r]).or_default() += 1;
-            *by_person.entry(*p).or_default() += 1;
-            *by_both.entry((cluster_of[r], *p)).or_default() += 1;
+            let s = source_of[r];
+            *by_cluster.entry(cluster_of[r]).or_default().entry(s).or_default() += 1;
+            *by_person.entry(*p).or_default().entry(s).or_default() += 1;
+            *by_both.entry((cluster_of[r], *p)).or_default().entry(s).or_default() += 1;
         }
     }
-    let predicted: u64 = by_cluster.values().map(|&n| pairs(n)).sum();
-    let true_pairs: u64 = by_person.values().map(|&n| pairs(n)).sum();
-    let tp: u64 = by_both.values().map(|&n| pairs(n)).sum();
+    let allowed = |inputs: &std::collections::BTreeMap<u16, u64>| {
+        let all = pairs(inputs.values().sum());
+        let within: u64 = inputs.values().map(|&n| pairs(n)).sum();
+        match link {
+            config::LinkType::LinkAndDedupe => all,
+            config::LinkType::DedupeOnly => within,
+            config::LinkType::LinkOnly => all - within,
+        }
+    };
+    let predicted: u64 = by_cluster.values().map(allowed).sum();
+    let true_pairs: u64 = by_person.values().map(allowed).sum();
+    let tp: u64 = by_both.values().map(allowed).sum();
     let precision = if predicted == 0 { 1.0 } else { tp as f64 / predicted as f64 };
     let recall = if true_pairs == 0 { 1.0 } else { tp as f64 / true_pairs as f64 };
     let f1 = if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) };
@@ -178,13 +191,21 @@ pub fn resolve(settings: &Settings, records: &Records, load: &LoadReport, contex
     for (rule, (_, attrs)) in settings.deterministic.iter().enumerate() {
         let g = blocking::group(records, attrs, guards.max_records_per_value);
         let mut links = 0u64;
+        let source = |r: u32| records.source_of[r as usize];
         for members in &g.groups {
-            // Each member joins the first earlier member it may be paired with.
-            for (i, &m) in members.iter().enumerate().skip(1) {
-                let source = |r: u32| records.source_of[r as usize];
-                let Some(&first) = members[..i].iter().find(|&&x| link.allows(source(x), source(m))) else { continue };
-                edges.push(Edge { a: first, b: m, method: Some(rule as u16), probability: 1.0 });
-                links += 1;
+            // Each member joins the first member of the group it may be paired with, so
+            // that every member with a partner of the link type is linked (for
+            // `link_only`, a second record of the first input joins through the other
+            // input). An edge two members choose each other by is kept once, from the
+            // earlier member to the later.
+            let mut seen: std::collections::HashSet<(usize, usize)> = std::collections::HashSet::new();
+            for (i, &m) in members.iter().enumerate() {
+                let Some(j) = (0..members.len()).find(|&j| j != i && link.allows(source(members[j]), source(m))) else { continue };
+                let (first, second) = (i.min(j), i.max(j));
+                if seen.insert((first, second)) {
+                    edges.push(Edge { a: members[first], b: members[second], method: Some(rule as u16), probability: 1.0 });
+                    links += 1;
+                }
             }
         }
         deterministic_stats.push((links, g.oversized_groups, g.oversized_records, g.largest_oversized));
@@ -222,7 +243,7 @@ pub fn resolve(settings: &Settings, records: &Records, load: &LoadReport, contex
             })
             .collect()
     });
-    let quality = truth.as_ref().map(|t| pairwise_quality(&clustering.cluster_of, t));
+    let quality = truth.as_ref().map(|t| pairwise_quality(&clustering.cluster_of, t, &records.source_of, link));
 
     // Quality table.
     let mut q = Metrics(Vec::new());
@@ -313,6 +334,7 @@ pub fn resolve(settings: &Settings, records: &Records, load: &LoadReport, contex
         "capped_clusters": clustering.capped.iter().filter(|&&x| x).count(),
         "prior": model.as_ref().map(|m| m.lambda),
         "lambda_candidate_pairs": model.as_ref().map(|m| m.lambda_candidates),
+        "u_pairs_sampled": model.as_ref().map(|m| m.u_pairs),
         "em_sessions": model.as_ref().map(|m| m.sessions.iter().map(|s| serde_json::json!({
             "rule": s.rule, "pairs": s.pairs, "iterations": s.iterations, "converged": s.converged, "lambda": s.lambda,
         })).collect::<Vec<_>>()),
@@ -454,6 +476,7 @@ fn quality_batch(q: &Metrics) -> Result<RecordBatch, String> {
 
 #[cfg(test)]
 mod quality_tests {
+    use super::config::LinkType;
     use super::pairwise_quality;
 
     #[test]
@@ -461,10 +484,20 @@ mod quality_tests {
         // Truth: persons {0,1,2} and {3,4}. Prediction: {0,1}, {2,3,4}.
         let truth = [Some(0), Some(0), Some(0), Some(1), Some(1), None];
         let clusters = [0, 0, 1, 1, 1, 2];
-        let q = pairwise_quality(&clusters, &truth);
+        let q = pairwise_quality(&clusters, &truth, &[0; 6], LinkType::LinkAndDedupe);
         // True pairs 3 + 1 = 4; predicted 1 + 3 = 4; true positives (0,1) and (3,4) = 2.
         assert_eq!((q.true_pairs, q.predicted_pairs, q.true_positive_pairs), (4, 4, 2));
         assert!((q.precision - 0.5).abs() < 1e-12 && (q.recall - 0.5).abs() < 1e-12 && (q.f1 - 0.5).abs() < 1e-12);
         assert_eq!(q.evaluated_records, 5);
+
+        // Records 0, 2, 3 from input 0 and 1, 4 from input 1.
+        let inputs = [0, 1, 0, 0, 1, 0];
+        // link_only: true pairs (0,1) (1,2) (3,4) = 3; predicted (0,1), (2,4) (3,4) = 3;
+        // true positives (0,1) (3,4) = 2.
+        let q = pairwise_quality(&clusters, &truth, &inputs, LinkType::LinkOnly);
+        assert_eq!((q.true_pairs, q.predicted_pairs, q.true_positive_pairs), (3, 3, 2));
+        // dedupe_only: true (0,2); predicted (2,3); none right.
+        let q = pairwise_quality(&clusters, &truth, &inputs, LinkType::DedupeOnly);
+        assert_eq!((q.true_pairs, q.predicted_pairs, q.true_positive_pairs), (1, 1, 0));
     }
 }

@@ -134,11 +134,12 @@ guards: { exclusive: [nope] }
     }
 }
 
-/// Two inputs, each with a duplicate inside it, and one person in both: the link type says
-/// which of those pairs are compared, linked and counted in the prior.
+/// Two inputs, each with a duplicate inside it, and one person twice in one input and once
+/// in the other: the link type says which of those pairs are compared, linked, sampled for
+/// u and counted in the prior.
 #[tokio::test]
 async fn link_types_choose_the_pairs_and_the_prior() {
-    let a = table(&[(Some("a1"), Some("ann@x.dk"), Some("ann")), (Some("a2"), Some("ann@x.dk"), Some("ann")), (Some("a3"), Some("bo@x.dk"), Some("bo"))]);
+    let a = table(&[(Some("a1"), Some("ann@x.dk"), Some("ann")), (Some("a2"), Some("ann@x.dk"), Some("ann")), (Some("a3"), Some("bo@x.dk"), Some("bo")), (Some("a4"), Some("bo@x.dk"), Some("bo"))]);
     let b = table(&[(Some("b1"), Some("bo@x.dk"), Some("bo")), (Some("b2"), Some("cy@x.dk"), Some("cy")), (Some("b3"), Some("cy@x.dk"), Some("cy"))]);
     let config = |link: &str| {
         format!(
@@ -159,18 +160,27 @@ async fn link_types_choose_the_pairs_and_the_prior() {
         }
     };
     let persons = |r: &Resolution| metric(r, "persons", "all").unwrap();
-    // Any pair: ann twice in sa, bo in both, cy twice in sb -> three persons.
+    // Any pair: ann twice in sa, bo twice in sa and once in sb, cy twice in sb -> three
+    // persons; 7 records, 21 pairs; the e-mail rule links a1-a2, a3-a4, a3-b1, b2-b3.
     let both = resolve_with("link_and_dedupe").await;
     assert_eq!(persons(&both), 3.0);
-    assert_eq!(both.details["possible_pairs"], 15.0);
-    // Within an input only: bo stays two persons.
+    assert_eq!(both.details["possible_pairs"], 21.0);
+    assert_eq!(both.details["deterministic_links"], 4);
+    // Within an input only: bo stays two persons; 6 + 3 pairs; a1-a2, a3-a4, b2-b3.
     let dedupe = resolve_with("dedupe_only").await;
     assert_eq!(persons(&dedupe), 4.0);
-    assert_eq!(dedupe.details["possible_pairs"], 6.0);
-    // Across inputs only: ann's and cy's copies stay apart, bo becomes one.
+    assert_eq!(dedupe.details["possible_pairs"], 9.0);
+    assert_eq!(dedupe.details["deterministic_links"], 3);
+    // Across inputs only: ann's and cy's copies stay apart, bo's three records become one
+    // person, both of sa's joining through sb's (a3-b1, a4-b1); 4 x 3 pairs.
     let link = resolve_with("link_only").await;
     assert_eq!(persons(&link), 5.0);
-    assert_eq!(link.details["possible_pairs"], 9.0);
+    assert_eq!(link.details["possible_pairs"], 12.0);
+    assert_eq!(link.details["deterministic_links"], 2);
+    // u is estimated on as many pairs as asked for, each of the link type.
+    for r in [&both, &dedupe, &link] {
+        assert_eq!(r.details["u_pairs_sampled"], 2000, "{}", r.details);
+    }
     // The pairs table holds only pairs the link type allows.
     for (r, same_input_allowed, cross_allowed) in [(&dedupe, true, false), (&link, false, true)] {
         let s1 = r.pairs.column_by_name("source_a").unwrap().as_any().downcast_ref::<StringArray>().unwrap();

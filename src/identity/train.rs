@@ -69,36 +69,24 @@ pub fn probability(weight: f64) -> f64 {
     1.0 / (1.0 + (-weight).exp2())
 }
 
-/// u probabilities from `pairs` random record pairs.
-pub fn estimate_u(cmp: &Comparator, pairs: usize, seed: u64, link: LinkType) -> Vec<Vec<f64>> {
+/// u probabilities from `pairs` random record pairs of the link type, each pair of the
+/// type equally likely, and the number of pairs drawn (zero when the type allows none).
+pub fn estimate_u(cmp: &Comparator, pairs: usize, seed: u64, link: LinkType) -> (Vec<Vec<f64>>, u64) {
     let n = cmp.records.len();
-    let source = &cmp.records.source_of;
     let mut counts: Vec<Vec<u64>> = cmp.comparisons.iter().map(|c| vec![0; c.level_count()]).collect();
-    if n >= 2 {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        // Random pairs of the link type: a pair it does not allow is drawn again, a few
-        // times (an input of one record has no pair within it).
-        let draw = |rng: &mut ChaCha8Rng| {
-            for _ in 0..64 {
-                let a = rng.random_range(0..n);
-                let mut b = rng.random_range(0..n - 1);
-                if b >= a {
-                    b += 1;
-                }
-                if link.allows(source[a], source[b]) {
-                    return Some((a, b));
-                }
-            }
-            None
-        };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let sampler = PairSampler::new(&cmp.records.source_of, link);
+    let mut sampled = 0u64;
+    if n >= 2 && sampler.total > 0 {
         for _ in 0..pairs {
-            let Some((a, b)) = draw(&mut rng) else { continue };
+            let (a, b) = sampler.draw(&mut rng);
             for (c, count) in counts.iter_mut().enumerate() {
                 count[cmp.level(c, a, b) as usize] += 1;
             }
+            sampled += 1;
         }
     }
-    counts
+    let u = counts
         .iter()
         .map(|count| {
             let levels = count.len() - 1;
@@ -109,9 +97,87 @@ pub fn estimate_u(cmp: &Comparator, pairs: usize, seed: u64, link: LinkType) -> 
             }
             u
         })
-        .collect()
+        .collect();
+    (u, sampled)
 }
 
+/// Draws record pairs uniformly among the pairs a link type allows.
+///
+/// For `link_and_dedupe`, two distinct records. For `dedupe_only`, an input chosen with
+/// weight n_i (n_i - 1), then two distinct records of it. For `link_only`, an input chosen
+/// with weight n_i (n - n_i), a record of it, and a record of any other input. Each
+/// allowed unordered pair then has the same chance.
+struct PairSampler {
+    link: LinkType,
+    n: usize,
+    /// Record indices by input.
+    by_input: Vec<Vec<usize>>,
+    /// Records not in each input, for `link_only`.
+    outside: Vec<Vec<usize>>,
+    /// Cumulative input weights.
+    cumulative: Vec<u64>,
+    total: u64,
+}
+
+impl PairSampler {
+    fn new(source_of: &[u16], link: LinkType) -> Self {
+        let n = source_of.len();
+        let inputs = source_of.iter().map(|&s| s as usize + 1).max().unwrap_or(0);
+        let mut by_input = vec![Vec::new(); inputs];
+        for (r, &s) in source_of.iter().enumerate() {
+            by_input[s as usize].push(r);
+        }
+        let outside = match link {
+            LinkType::LinkOnly => (0..inputs).map(|i| (0..n).filter(|&r| source_of[r] as usize != i).collect()).collect(),
+            _ => Vec::new(),
+        };
+        let weight = |size: usize| -> u64 {
+            let size = size as u64;
+            match link {
+                LinkType::LinkAndDedupe => 0,
+                LinkType::DedupeOnly => size * size.saturating_sub(1),
+                LinkType::LinkOnly => size * (n as u64 - size),
+            }
+        };
+        let mut cumulative = Vec::with_capacity(inputs);
+        let mut total = 0u64;
+        for members in &by_input {
+            total += weight(members.len());
+            cumulative.push(total);
+        }
+        if link == LinkType::LinkAndDedupe {
+            total = (n as u64) * (n as u64).saturating_sub(1);
+        }
+        Self { link, n, by_input, outside, cumulative, total }
+    }
+
+    fn draw(&self, rng: &mut ChaCha8Rng) -> (usize, usize) {
+        let distinct = |rng: &mut ChaCha8Rng, len: usize| {
+            let a = rng.random_range(0..len);
+            let mut b = rng.random_range(0..len - 1);
+            if b >= a {
+                b += 1;
+            }
+            (a, b)
+        };
+        if self.link == LinkType::LinkAndDedupe {
+            return distinct(rng, self.n);
+        }
+        let at = rng.random_range(0..self.total);
+        let input = self.cumulative.partition_point(|&c| c <= at);
+        let members = &self.by_input[input];
+        match self.link {
+            LinkType::DedupeOnly => {
+                let (a, b) = distinct(rng, members.len());
+                (members[a], members[b])
+            }
+            _ => {
+                let others = &self.outside[input];
+                (members[rng.random_range(0..members.len())], others[rng.random_range(0..others.len())])
+            }
+        }
+    }
+}
 /// Pattern counts of the pairs for which `keep` holds.
 pub fn patterns(cmp: &Comparator, blocked: &Blocked, levels: &[u8], keep: impl Fn(usize) -> bool) -> Patterns {
     let c = cmp.comparisons.len();
@@ -214,7 +280,7 @@ pub fn train(
     link: LinkType,
 ) -> Model {
     let comparisons = cmp.comparisons;
-    let u = estimate_u(cmp, u_pairs, seed, link);
+    let (u, u_sampled) = estimate_u(cmp, u_pairs, seed, link);
     let start: Vec<Vec<f64>> = comparisons.iter().map(initial_m).collect();
     let mut sums: Vec<Vec<f64>> = comparisons.iter().map(|c| vec![0.0; c.level_count()]).collect();
     let mut estimated = vec![0usize; comparisons.len()];
@@ -271,7 +337,7 @@ pub fn train(
             })
         })
         .collect();
-    Model { lambda: prior, lambda_candidates, m, u, tf, sessions, u_pairs: u_pairs as u64 }
+    Model { lambda: prior, lambda_candidates, m, u, tf, sessions, u_pairs: u_sampled }
 }
 
 /// The weight of each comparison and the total match weight of pair `p`.
