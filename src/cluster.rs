@@ -99,6 +99,9 @@ fn runtime(stores: &Stores, builder: RuntimeEnvBuilder) -> datafusion::error::Re
 
 /// Runs a scheduler until the process is stopped.
 pub async fn scheduler(options: SchedulerOptions) -> Result<(), ClusterError> {
+    if options.env.execution.functions.hash_key.is_some() {
+        tracing::warn!("the scheduler never hashes: leave privacy.hash_key out of its environment file, so the key is on the executors only");
+    }
     let stores = Stores::open(&options.env.stores)?;
     let registry = Arc::new(function_registry(&FunctionSettings::default()));
     // The scheduler turns each client's logical plan into stages: it lists the files of

@@ -22,6 +22,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
 
 use crate::config::environment::{Engine, Execution};
+use crate::manifest::FailureKind;
 use crate::storage::Store;
 
 /// How long the client waits for the scheduler to accept a connection.
@@ -59,9 +60,48 @@ pub async fn context(execution: &Execution, spill_dir: std::path::PathBuf) -> Re
                 ctx.register_udwf(f.as_ref().clone());
             }
             ctx.add_analyzer_rule(Arc::new(crate::functions::ignore_nulls::IgnoreNullsOnCluster));
+            // Executors hash with their own key: each call carries this client's key
+            // fingerprint, so that an executor with another key fails instead.
+            if let Some(key) = &execution.functions.hash_key {
+                ctx.add_analyzer_rule(Arc::new(crate::functions::KeyCheckOnCluster::new(key)));
+            }
             Ok(ctx)
         }
     }
+}
+
+/// The kind of a failure a Ballista cluster reported, from its message; `None` for a
+/// message that is not Ballista's.
+///
+/// Ballista hands every remote failure to the client as one execution error, "Job … failed:
+/// …", with the executor's error in Rust's debug notation inside it. Read back, a memory
+/// pool that ran out is a resource failure, a plan or configuration error (a function an
+/// executor lacks, a hash key that is missing or differs) a configuration failure, an
+/// object store or I/O error a storage failure, and an Arrow or Parquet or execution error
+/// of the data an input failure, as on one machine. Anything else (an executor lost, a
+/// fetch of shuffle data that failed, a gRPC error, a job the scheduler gave up on) is the
+/// cluster's, which a later run may not meet.
+pub fn cluster_failure_kind(message: &str) -> Option<FailureKind> {
+    let ballista = ["Job ", "Fail to execute query due to", "GrpcConnectionError", "GrpcError", "GrpcActionError", "TonicError", "FetchFailed"]
+        .iter()
+        .any(|p| message.starts_with(p));
+    if !ballista || (message.starts_with("Job ") && !message.contains(" failed")) {
+        return None;
+    }
+    let has = |needles: &[&str]| needles.iter().any(|n| message.contains(n));
+    Some(if has(&["FetchFailed", "FetchPartitionError", "GrpcConnectionError", "GrpcError", "TonicError", "Task cancelled", "TaskKilled", "executor lost", "Executor lost", "ExecutorLost"]) {
+        FailureKind::Cluster
+    } else if has(&["ResourcesExhausted", "Resources exhausted"]) {
+        FailureKind::Resource
+    } else if has(&["Configuration(", "Plan(", "SchemaError(", "NotImplemented(", "SQL(", "Invalid or Unsupported Configuration", "Error during planning"]) {
+        FailureKind::Config
+    } else if has(&["ObjectStore(", "IoError(", "IO error"]) {
+        FailureKind::Storage
+    } else if has(&["ArrowError(", "ParquetError(", "Execution("]) {
+        FailureKind::Input
+    } else {
+        FailureKind::Cluster
+    })
 }
 
 /// Connects to `df://host:port` and hangs up.
@@ -72,6 +112,23 @@ async fn probe(url: &str) -> Result<(), EngineError> {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(unreachable(e.to_string())),
         Err(_) => Err(unreachable(format!("no connection within {} s", SCHEDULER_CONNECT_TIMEOUT.as_secs()))),
+    }
+}
+
+/// Whether every executor can read `publish`, where a cluster run keeps its tables: not a
+/// `memory://` store, which lives in this process; a `file://` folder only when every host
+/// mounts it at the same path, which this process cannot see, so it warns.
+pub fn check_shared(publish: &Store) -> Result<(), String> {
+    match publish.base_url.scheme() {
+        "memory" => Err(format!(
+            "the publish store `{}` is memory://, which the executors of a cluster cannot read: on `engine: ballista`, publish to S3, GCS, Azure or a folder every host mounts",
+            publish.name
+        )),
+        "file" => {
+            tracing::warn!(store = %publish.name, url = %publish.base_url, "on a cluster the publish store must be a folder every executor host mounts at the same path");
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
 
@@ -166,28 +223,68 @@ impl Placement {
 
     /// Deletes what the run placed in shared storage.
     pub async fn remove(&self) {
-        let Some((store, scratch)) = &self.shared else { return };
-        let Ok(prefix) = store.path(scratch) else { return };
-        use futures::TryStreamExt;
-        use object_store::ObjectStoreExt;
-        let listed: Result<Vec<_>, _> = store.object_store.list(Some(&prefix)).try_collect().await;
-        let failure = match listed {
-            Err(e) => Some(e),
-            Ok(objects) => {
-                let mut failure = None;
-                for meta in objects {
-                    if let Err(e) = store.object_store.delete(&meta.location).await {
-                        failure = Some(e);
-                    }
-                }
-                failure
-            }
-        };
-        if let Some(e) = failure {
-            tracing::warn!(error = %e, scratch = %store.url(&prefix), "could not remove the run's shared scratch files");
-        } else if store.base_url.scheme() == "file" {
-            // A folder store keeps the emptied folders.
-            let _ = std::fs::remove_dir_all(format!("/{prefix}"));
+        if let Some((store, scratch)) = &self.shared {
+            remove_scratch(store, scratch).await;
         }
+    }
+}
+
+/// Deletes the objects under `scratch` of `store` (a run's `_scratch/<run_id>`), warning
+/// when some remain.
+pub async fn remove_scratch(store: &Store, scratch: &str) {
+    let Ok(prefix) = store.path(scratch) else { return };
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    let listed: Result<Vec<_>, _> = store.object_store.list(Some(&prefix)).try_collect().await;
+    let failure = match listed {
+        Err(e) => Some(e),
+        Ok(objects) => {
+            let mut failure = None;
+            for meta in objects {
+                if let Err(e) = store.object_store.delete(&meta.location).await {
+                    failure = Some(e);
+                }
+            }
+            failure
+        }
+    };
+    if let Some(e) = failure {
+        tracing::warn!(error = %e, scratch = %store.url(&prefix), "could not remove a run's shared scratch files");
+    } else if store.base_url.scheme() == "file" {
+        // A folder store keeps the emptied folders.
+        let _ = std::fs::remove_dir_all(format!("/{prefix}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Messages as Ballista 55 composes them (`distributed_query.rs`, the scheduler's
+    /// `execution_graph.rs` and `FailedTask::from` in `ballista-core`).
+    #[test]
+    fn cluster_failures_are_classified_by_their_cause() {
+        let job = |inner: &str| format!("Job aBcD failed: Job failed due to stage 3 failed: {inner}\n");
+        let task = |error: &str| job(&format!("Task 0 in Stage 3 failed 4 times, fail the stage, most recent failure reason: \"{error}\""));
+        let cases = [
+            (job("Task failed due to runtime execution error: DataFusionError(ResourcesExhausted(\"Failed to allocate additional 1.0 MB for SortExec\"))"), FailureKind::Resource),
+            (job("Task failed due to runtime execution error: DataFusionError(Configuration(\"keyed_hash: no key configured\"))"), FailureKind::Config),
+            (job("Task failed due to runtime execution error: DataFusionError(Plan(\"There is no UDF named \\\"foo\\\" in the registry\"))"), FailureKind::Config),
+            (task("Task failed due to IO error: IoError(Os { code: 5, kind: Uncategorized })"), FailureKind::Storage),
+            (job("Task failed due to runtime execution error: DataFusionError(ObjectStore(Generic { store: \"S3\" }))"), FailureKind::Storage),
+            (job("Task failed due to runtime execution error: DataFusionError(ArrowError(CastError(\"Cannot cast string 'x' to value of Int64 type\"), None))"), FailureKind::Input),
+            (job("Executor lost: executor e1 was removed"), FailureKind::Cluster),
+            ("GrpcConnectionError(\"Error connecting to Ballista scheduler or executor at http://127.0.0.1:50061\")".to_string(), FailureKind::Cluster),
+            (job("Task 2 in Stage 1 failed: FetchPartitionError { executor_id: \"e2\" }"), FailureKind::Cluster),
+            (job("something new"), FailureKind::Cluster),
+        ];
+        for (message, kind) in cases {
+            assert_eq!(cluster_failure_kind(&message), Some(kind), "{message}");
+        }
+        assert_eq!(cluster_failure_kind("Join key types differ"), None);
+        assert_eq!(cluster_failure_kind("Job title column is empty"), None);
+        // The run's classification goes through the engine error.
+        assert_eq!(crate::run::engine_kind(&DataFusionError::Execution(job("Executor lost"))), FailureKind::Cluster);
+        assert_eq!(crate::run::engine_kind(&DataFusionError::Execution("cast failed".into())), FailureKind::Input);
     }
 }

@@ -418,6 +418,8 @@ pub async fn mark_abandoned(store: &Store) -> Result<Vec<String>, StorageError> 
         if let Ok(alive) = store.path(&heartbeat_rel(run_id)) {
             let _ = store.object_store.delete(&alive).await;
         }
+        // What a run on a cluster left in shared storage.
+        crate::engine::remove_scratch(store, &format!("_scratch/{run_id}")).await;
         marked.push(m.value["run_id"].as_str().unwrap_or(run_id).to_string());
     }
     Ok(marked)
@@ -472,6 +474,34 @@ mod tests {
         assert_eq!(cut.value["owner"]["pid"], std::process::id());
         assert!(mark_abandoned(&store).await.unwrap().is_empty(), "the live run is not marked");
         live.stop().await;
+    }
+
+    /// A run whose process is gone is marked abandoned, and the shared scratch files it
+    /// left (a cluster run's) are deleted; a live run's stay.
+    #[tokio::test]
+    async fn an_abandoned_runs_shared_scratch_files_are_removed() {
+        let store = Store::from_object_store("mem", "memory:///", std::sync::Arc::new(object_store::memory::InMemory::new()), "");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let gone = Owner { pid, pid_started: Some(1), ..Owner::current() };
+        let put = |rel: String, body: Vec<u8>| {
+            let store = store.clone();
+            async move { store.object_store.put(&store.path(&rel).unwrap(), PutPayload::from(body)).await.unwrap() }
+        };
+        for (id, owner) in [("20260101T000000000Z-gone", gone), ("20260101T000000000Z-live", Owner::current())] {
+            let manifest = serde_json::json!({ "run_id": id, "status": "running", "owner": owner, "errors": [] });
+            put(format!("_runs/{id}.json"), serde_json::to_vec(&manifest).unwrap()).await;
+            put(format!("_scratch/{id}/tables/int_orders.parquet"), b"PAR1".to_vec()).await;
+        }
+        let live = Heartbeat::start(&store, "20260101T000000000Z-live");
+        assert_eq!(mark_abandoned(&store).await.unwrap(), vec!["20260101T000000000Z-gone".to_string()]);
+        live.stop().await;
+        let left: Vec<String> = {
+            let listed: Vec<_> = store.object_store.list(Some(&store.path("_scratch").unwrap())).try_collect().await.unwrap();
+            listed.into_iter().map(|m| m.location.to_string()).collect()
+        };
+        assert_eq!(left, vec!["_scratch/20260101T000000000Z-live/tables/int_orders.parquet".to_string()]);
     }
 
     #[test]

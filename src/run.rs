@@ -86,7 +86,8 @@ pub fn engine_kind(e: &DataFusionError) -> FailureKind {
         | DataFusionError::SchemaError(..)
         | DataFusionError::Configuration(_)
         | DataFusionError::NotImplemented(_) => FailureKind::Config,
-        DataFusionError::ArrowError(..) | DataFusionError::ParquetError(_) | DataFusionError::Execution(_) => FailureKind::Input,
+        DataFusionError::Execution(message) => crate::engine::cluster_failure_kind(message).unwrap_or(FailureKind::Input),
+        DataFusionError::ArrowError(..) | DataFusionError::ParquetError(_) => FailureKind::Input,
         _ => FailureKind::Internal,
     }
 }
@@ -395,6 +396,9 @@ async fn execute(
     written: &mut Vec<WrittenMart>,
     progress: &dyn Progress,
 ) -> Result<(), Failure> {
+    if let crate::config::environment::Engine::Ballista { .. } = &execution.engine {
+        crate::engine::check_shared(&publisher.store).map_err(|m| Failure::new(FailureKind::Config, m))?;
+    }
     let ctx = crate::engine::context(execution, work_dir.join("spill")).await.map_err(|e| match e {
         crate::engine::EngineError::Unreachable { .. } => Failure::new(FailureKind::Cluster, e.to_string()),
         crate::engine::EngineError::DataFusion(e) => Failure::new(FailureKind::Internal, e.to_string()),

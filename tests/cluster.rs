@@ -92,8 +92,19 @@ impl Drop for Process {
     }
 }
 
+/// A port no process listens on, and that no other test of this binary was given: the
+/// tests start their clusters at the same time, and the system may hand out a port it
+/// just took back.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// GET `path` from 127.0.0.1:`port` (HTTP/1.0, so the body is not chunked).
@@ -332,18 +343,22 @@ fn the_pipeline_on_a_cluster_gives_the_local_engines_marts_and_survives_a_lost_e
     // The executors really ran the tasks (both took part), and the hash key appeared in
     // no log line and no job's settings.
     for (i, e) in cluster.executors.iter().enumerate() {
-        assert!(e.log().contains("task") || e.log().contains("Task"), "executor {i} ran no task:\n{}", e.log());
+        let log = e.log();
+        assert!(log.contains("Execute task") || log.contains("Received task"), "executor {i} ran no task:\n{log}");
     }
     assert!(!cluster.logs().contains(HASH_KEY) && !run.log().contains(HASH_KEY), "the hash key was logged");
     let jobs: serde_json::Value = serde_json::from_str(&http_get(cluster.port, "/api/jobs").expect("jobs")).unwrap();
     let jobs = jobs.as_array().expect("job list");
     assert!(jobs.len() > 10, "only {} jobs ran on the cluster", jobs.len());
+    let mut settings_read = 0;
     for job in jobs.iter().take(20) {
         let id = job["job_id"].as_str().or_else(|| job["id"].as_str()).unwrap_or_default();
         if let Some(config) = http_get(cluster.port, &format!("/api/job/{id}/config")) {
             assert!(!config.contains(HASH_KEY), "job {id} carries the hash key in its settings");
+            settings_read += 1;
         }
     }
+    assert!(settings_read > 0, "no job's settings could be read: {jobs:?}");
     let runs = Command::new(binary()).args(["runs", "--config"]).arg(&cluster_env).envs(&setup.vars).output().unwrap();
     let listing = String::from_utf8_lossy(&runs.stdout);
     assert!(listing.lines().any(|l| l.contains(&run_id) && l.contains("ballista")), "{listing}");
@@ -389,16 +404,39 @@ fn a_scheduler_that_does_not_answer_fails_the_run_naming_it() {
     assert!(setup.objects("marts").iter().all(|o| o.contains("/_runs/")), "something was published: {:?}", setup.objects("marts"));
 }
 
+/// A cluster run keeps its tables in the publish store, so one in this process's memory is
+/// refused before the scheduler is asked.
 #[test]
-fn an_executor_without_the_hash_key_fails_the_run_instead_of_hashing_wrongly() {
-    let setup = Setup::new("cluster-nokey", 80);
-    let client_env = setup.env_file("client", true, "", Some(HASH_KEY));
-    let keyless = setup.env_file("keyless", true, "", None);
-    let cluster = Cluster::start(&keyless, 1, &setup.vars);
-    let mut run = setup.run(&client_env, &["--scheduler", &cluster.url()]);
-    let code = run.wait(Duration::from_secs(600));
+fn a_cluster_run_refuses_a_publish_store_in_memory() {
+    let setup = Setup::new("cluster-memory", 20);
+    let port = free_port();
+    let env = setup.env_file("memory", true, &format!("  engine: ballista\n  scheduler: df://127.0.0.1:{port}\n"), Some(HASH_KEY));
+    let text = std::fs::read_to_string(&env).unwrap();
+    let marts_start = text.find("  marts:\n").unwrap();
+    let marts_end = text.find("execution:").unwrap();
+    std::fs::write(&env, format!("{}  marts:\n    url: memory:///\n{}", &text[..marts_start], &text[marts_end..])).unwrap();
+    let mut run = setup.run(&env, &[]);
+    let code = run.wait(Duration::from_secs(120));
     let log = run.log();
-    assert_eq!(code, 1, "{log}\n{}", cluster.logs());
-    assert!(log.contains("keyed_hash") && log.contains("key"), "{log}");
-    assert!(!setup.objects("marts").iter().any(|o| o.ends_with("mart_customer.parquet")), "mart_customer was published");
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains("memory://") && log.contains("cannot read") && !log.contains("does not answer"), "{log}");
+}
+
+#[test]
+fn an_executor_without_the_hash_key_or_with_another_fails_the_run_instead_of_hashing_wrongly() {
+    for (name, executor_key, expected) in [("keyless", None, "no key configured"), ("other-key", Some("another-key-7d2e"), "differs from the client's")] {
+        let setup = Setup::new(&format!("cluster-{name}"), 80);
+        let client_env = setup.env_file("client", true, "", Some(HASH_KEY));
+        let executor_env = setup.env_file(name, true, "", executor_key);
+        let cluster = Cluster::start(&executor_env, 1, &setup.vars);
+        let mut run = setup.run(&client_env, &["--scheduler", &cluster.url()]);
+        let code = run.wait(Duration::from_secs(600));
+        let log = run.log();
+        assert_eq!(code, 1, "{name}: {log}\n{}", cluster.logs());
+        assert!(log.contains("keyed_hash") && log.contains(expected), "{name}: {log}");
+        // A configuration failure: running it again would not help.
+        let manifest = setup.manifest(&run_id_of(&log));
+        assert_eq!(manifest["error_kind"], "config", "{name}: {manifest}");
+        assert!(!setup.objects("marts").iter().any(|o| o.ends_with("mart_customer.parquet")), "{name}: mart_customer was published");
+    }
 }

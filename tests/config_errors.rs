@@ -188,7 +188,7 @@ fn validate_plans_sql_against_declared_schemas() {
 fn the_shipped_pipeline_and_config_validate() {
     let root = common::repo();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_crm-marts"))
-        .args(["validate", "pipelines/customer_marts.yaml", "config/local.yaml", "config/production.example.yaml", "config/cluster/cluster.yaml"])
+        .args(["validate", "pipelines/customer_marts.yaml", "config/local.yaml", "config/production.example.yaml", "config/cluster/cluster.yaml", "config/cluster/scheduler.yaml"])
         .current_dir(&root)
         .env("CRM_EXPORTS_BUCKET", "b")
         .env("CRM_MARTS_BUCKET", "b")

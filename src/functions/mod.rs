@@ -19,7 +19,7 @@ use std::sync::Arc;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 
-pub use keyed_hash::KeyedHash;
+pub use keyed_hash::{KeyCheckOnCluster, KeyedHash};
 
 /// What functions need from the environment.
 #[derive(Clone, Default)]
