@@ -132,6 +132,8 @@ mod tests {
         ctx.sql("CREATE TABLE t AS VALUES (1, 'a'), (2, 'b'), (2, NULL), (9, 'c')").await.unwrap().collect().await.unwrap();
         ctx.sql("CREATE TABLE p AS VALUES ('a'), ('b')").await.unwrap().collect().await.unwrap();
         let spec = MartSpec {
+            file: "t.yml".into(),
+            tests: Vec::new(),
             description: String::new(),
             columns: vec![("column1".into(), String::new()), ("column2".into(), String::new())],
             checks: vec![

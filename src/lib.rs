@@ -19,6 +19,7 @@ pub mod joblock;
 pub mod liveness;
 pub mod manifest;
 pub mod memory;
+pub mod model_tests;
 pub mod publish;
 pub mod run;
 pub mod scratch;

@@ -54,6 +54,13 @@ pub fn planning() -> bool {
 /// Plans every step it can. Steps downstream of a source without a declared schema are
 /// skipped: their input schemas are only known at run time.
 pub async fn plan_pipeline(pipeline: &Pipeline) -> Diagnostics {
+    plan_context(pipeline).await.0
+}
+
+/// Plans every step it can (see [`plan_pipeline`]) and returns the problems with a
+/// session in which each planned table is registered with its schema (as an empty table or
+/// a view over them).
+pub async fn plan_context(pipeline: &Pipeline) -> (Diagnostics, SessionContext) {
     let mut diags = Diagnostics::default();
     let ctx = SessionContext::new_with_config(
         datafusion::prelude::SessionConfig::new().set_bool("datafusion.sql_parser.collect_spans", true),
@@ -123,5 +130,5 @@ pub async fn plan_pipeline(pipeline: &Pipeline) -> Diagnostics {
         }
         let _ = ctx.register_table(step.name.as_str(), df.into_view());
     }
-    diags
+    (diags, ctx)
 }

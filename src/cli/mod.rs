@@ -111,6 +111,15 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Run the unit tests of SQL models (`tests:` in a model's YAML) on given rows, with no
+    /// exports and no stores.
+    Test {
+        /// Pipeline files whose models are tested (default: every pipeline in pipelines/).
+        pipelines: Vec<PathBuf>,
+        /// Only these models (repeatable).
+        #[arg(long = "select", value_name = "MODEL")]
+        select: Vec<String>,
+    },
     /// Write realistic, messy sample exports (deterministic for a seed).
     Generate {
         #[arg(long, default_value_t = 1000)]
@@ -264,6 +273,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { files } => validate(&files).await,
+        Command::Test { pipelines, select } => test_models(&pipelines, &select).await,
         Command::Generate { customers, seed, out, as_of, orders_per_customer, bad_row_rate } => {
             let as_of = chrono::NaiveDate::parse_from_str(&as_of, "%Y-%m-%d")
                 .map_err(|_| UsageError(format!("--as-of {as_of:?} is not a date (YYYY-MM-DD)")))?;
@@ -385,6 +395,46 @@ pub fn print_summary(m: &Manifest) {
             println!("    {:<20} {:>6}  {}", q.source, q.rows, q.file);
         }
     }
+}
+
+/// `crm-marts test`: every unit test of the pipelines' models, once per model file.
+async fn test_models(pipelines: &[PathBuf], select: &[String]) -> Result<ExitCode> {
+    let files: Vec<PathBuf> = if pipelines.is_empty() {
+        let mut found: Vec<PathBuf> = std::fs::read_dir("pipelines")
+            .context("reading pipelines/ (give pipeline files, or run from the project folder)")?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect();
+        found.sort();
+        found
+    } else {
+        pipelines.to_vec()
+    };
+    let mut results = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut unknown: Vec<String> = select.to_vec();
+    for file in &files {
+        let pipeline = match Pipeline::load(file, None) {
+            Ok(p) => p,
+            Err(d) => {
+                eprintln!("{d}");
+                return Ok(ExitCode::from(2));
+            }
+        };
+        let missing = crm_marts::model_tests::unknown_selection(&pipeline, select);
+        unknown.retain(|s| missing.contains(s));
+        for result in crm_marts::model_tests::run_pipeline_tests(&pipeline, select).await {
+            // A model in several pipelines is tested once.
+            if seen.insert((result.location.split(':').next().unwrap_or_default().to_string(), result.test.clone())) {
+                results.push(result);
+            }
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(UsageError(format!("--select {}: no SQL model of that name in {}", unknown.join(", "), files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "))).into());
+    }
+    let passed = crm_marts::model_tests::print_report(&results, &mut std::io::stdout().lock())?;
+    Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// Validates files: environments first, so pipelines can be checked against their stores.

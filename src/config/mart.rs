@@ -23,6 +23,58 @@ pub struct MartConfig {
     /// Checks on the whole table.
     #[serde(default)]
     pub checks: Vec<CheckConfig>,
+    /// Unit tests: given rows of the tables the model reads, the rows it must give
+    /// (`crm-marts test`).
+    #[serde(default)]
+    pub tests: Vec<UnitTestConfig>,
+}
+
+/// One unit test of a SQL model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitTestConfig {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Parameters over the pipeline's defaults.
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, serde_yaml::Value>,
+    /// Rows of each table the model reads.
+    #[serde(default)]
+    pub given: std::collections::BTreeMap<String, GivenTable>,
+    /// The rows the model must give, in any order; each row names the columns it checks.
+    #[serde(default)]
+    pub expect: Option<Vec<serde_yaml::Mapping>>,
+    /// Largest difference accepted between two floating-point values (default 1e-9).
+    #[serde(default)]
+    pub tolerance: Option<f64>,
+}
+
+/// A given table: rows written in the YAML, or a CSV file with a header under `sql/tests/`.
+#[derive(Debug, Clone)]
+pub enum GivenTable {
+    Rows(Vec<serde_yaml::Mapping>),
+    Csv(std::path::PathBuf),
+}
+
+impl<'de> Deserialize<'de> for GivenTable {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct CsvFile {
+            csv: std::path::PathBuf,
+        }
+        let value = serde_yaml::Value::deserialize(deserializer)?;
+        match value {
+            serde_yaml::Value::Sequence(_) => serde_yaml::from_value(value)
+                .map(GivenTable::Rows)
+                .map_err(|e| D::Error::custom(format!("given rows: each row is a mapping of column to value ({e})"))),
+            serde_yaml::Value::Mapping(_) => serde_yaml::from_value::<CsvFile>(value)
+                .map(|f| GivenTable::Csv(f.csv))
+                .map_err(|e| D::Error::custom(format!("a given table is a list of rows or {{ csv: FILE }} ({e})"))),
+            _ => Err(D::Error::custom("a given table is a list of rows (`[]` for an empty table) or { csv: FILE }")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -197,9 +249,12 @@ impl Check {
 /// A compiled mart spec.
 #[derive(Debug, Clone)]
 pub struct MartSpec {
+    /// The YAML file.
+    pub file: std::path::PathBuf,
     pub description: String,
     pub columns: Vec<(String, String)>,
     pub checks: Vec<Check>,
+    pub tests: Vec<UnitTestConfig>,
 }
 
 impl MartSpec {
@@ -246,7 +301,7 @@ impl MartSpec {
             }
             columns.push((col.name, col.description));
         }
-        diags.into_result(MartSpec { description: raw.description, columns, checks })
+        diags.into_result(MartSpec { file: path.to_path_buf(), description: raw.description, columns, checks, tests: raw.tests })
     }
 }
 

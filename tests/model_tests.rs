@@ -1,0 +1,137 @@
+//! `crm-marts test`: unit tests of SQL models written in the model's YAML. The runner is
+//! checked on the mini fixture (a passing test, a failing one with its diff, and every
+//! mistake a test can make, each located in the YAML), and the shipped marts' own unit
+//! tests must pass.
+
+mod common;
+
+use common::Project;
+
+const SPEC_HEAD: &str = "name: mart_totals\ndescription: Quantity per customer.\n";
+
+fn mini_with(tests: &str) -> Project {
+    let p = Project::from_fixture("mini");
+    p.write("sql/marts/mart_totals.yml", &format!("{SPEC_HEAD}tests:\n{tests}"));
+    p
+}
+
+#[test]
+fn passing_and_failing_expectations_with_a_readable_diff() {
+    let p = mini_with(
+        r#"  - name: sums_per_customer
+    params: { as_of: 2026-11-22 }
+    given:
+      stg_orders:
+        - { order_id: o1, customer_id: C1, order_date: 2026-11-01, quantity: 2 }
+        - { order_id: o2, customer_id: C1, order_date: 2026-11-02, quantity: 3 }
+        - { order_id: o3, customer_id: C2, order_date: 2026-11-02, quantity: 0 }
+        - { order_id: o4, customer_id: C3 }
+    expect:
+      - { customer_id: C1, quantity: 5 }
+  - name: the_minimum_is_a_parameter
+    params: { as_of: 2026-11-22, min_qty: 3 }
+    given:
+      stg_orders:
+        - { order_id: o1, customer_id: C1, quantity: 2 }
+        - { order_id: o2, customer_id: C1, quantity: 3 }
+    expect:
+      - { customer_id: C1, quantity: 3 }
+  - name: from_a_csv_file
+    params: { as_of: 2026-11-22 }
+    given:
+      stg_orders: { csv: totals_orders.csv }
+    expect:
+      - { customer_id: C1, quantity: 7 }
+      - { customer_id: C2, quantity: 1 }
+  - name: wrong_on_purpose
+    params: { as_of: 2026-11-22 }
+    given:
+      stg_orders:
+        - { order_id: o1, customer_id: C1, quantity: 5 }
+        - { order_id: o2, customer_id: C2, quantity: 1 }
+    expect:
+      - { customer_id: C1, quantity: 6 }
+      - { customer_id: C9, quantity: 1 }
+"#,
+    );
+    p.write("sql/tests/totals_orders.csv", "order_id,customer_id,quantity\no1,C1,3\no2,C1,4\no3,C2,1\n");
+    let run = p.run(&["test", "pipelines/mini.yaml"]).expect_code(1);
+    let out = run.stdout();
+    for passed in ["sums_per_customer", "the_minimum_is_a_parameter", "from_a_csv_file"] {
+        assert!(out.contains(&format!("ok      mart_totals :: {passed}")), "{out}");
+    }
+    assert!(out.contains("FAILED  mart_totals :: wrong_on_purpose (sql/marts/mart_totals.yml:29:5)"), "{out}");
+    assert!(out.contains("changed row customer_id = \"C1\": quantity: expected 6, got 5"), "{out}");
+    assert!(out.contains("missing row (expected, not produced): { customer_id: \"C9\", quantity: 1 }"), "{out}");
+    assert!(out.contains("extra row (produced, not expected): { customer_id: \"C2\", quantity: 1 }"), "{out}");
+    assert!(out.contains("4 tests, 3 passed, 1 failed"), "{out}");
+    // Without the wrong test, the run passes; --select picks models.
+    let p = mini_with(&std::fs::read_to_string(p.path("sql/marts/mart_totals.yml")).unwrap().split("tests:\n").nth(1).unwrap().split("  - name: wrong_on_purpose").next().unwrap().to_string());
+    p.write("sql/tests/totals_orders.csv", "order_id,customer_id,quantity\no1,C1,3\no2,C1,4\no3,C2,1\n");
+    let out = p.run(&["test", "pipelines/mini.yaml", "--select", "mart_totals"]).expect_code(0).stdout();
+    assert!(out.contains("3 tests, 3 passed, 0 failed"), "{out}");
+    let err = p.run(&["test", "pipelines/mini.yaml", "--select", "mart_totls"]).expect_code(2).stderr();
+    assert!(err.contains("mart_totls") && err.contains("no SQL model"), "{err}");
+}
+
+#[test]
+fn every_mistake_in_a_test_is_located_in_the_yaml() {
+    let p = mini_with(
+        r#"  - name: checks_nothing
+    given:
+      stg_orders: []
+  - name: reads_another_table
+    given:
+      orders: []
+      stg_orders: []
+    expect: []
+  - name: a_column_the_table_lacks
+    given:
+      stg_orders:
+        - { order_id: o1, customer: C1 }
+    expect: []
+  - name: a_value_of_the_wrong_type
+    given:
+      stg_orders:
+        - { order_id: o1, customer_id: C1, quantity: two }
+    expect: []
+  - name: an_unknown_parameter
+    params: { min_quantity: 2 }
+    given:
+      stg_orders: []
+    expect: []
+  - name: a_table_not_given
+    expect: []
+  - name: an_expected_column_the_model_lacks
+    given:
+      stg_orders: []
+    expect:
+      - { customer_id: C1, total: 1 }
+"#,
+    );
+    let out = p.run(&["test", "pipelines/mini.yaml"]).expect_code(1).stdout();
+    let expected = [
+        "sql/marts/mart_totals.yml:4:5: test `checks_nothing` of mart_totals: it checks nothing",
+        "sql/marts/mart_totals.yml:9:7: test `reads_another_table` of mart_totals: given table `orders` is not read by the model, which reads `stg_orders`",
+        "sql/marts/mart_totals.yml:15:27: test `a_column_the_table_lacks` of mart_totals: given `stg_orders`: `customer` is not a column of the table",
+        "sql/marts/mart_totals.yml:20:44: test `a_value_of_the_wrong_type` of mart_totals: given `stg_orders`: `quantity` is Int64",
+        "sql/marts/mart_totals.yml:23:15: test `an_unknown_parameter` of mart_totals: unknown parameter `min_quantity`; the pipeline declares `as_of`, `min_qty`",
+        "test `a_table_not_given` of mart_totals: the model reads `stg_orders`: give its rows under `given:`",
+        "sql/marts/mart_totals.yml:33:28: test `an_expected_column_the_model_lacks` of mart_totals: expected column `total` is not a column of the model (customer_id, quantity)",
+    ];
+    for e in expected {
+        assert!(out.contains(e), "missing {e:?} in:\n{out}");
+    }
+    assert!(out.contains("7 tests, 0 passed, 7 failed"), "{out}");
+}
+
+/// The shipped models' unit tests (`tests:` in `sql/**/*.yml`) pass.
+#[test]
+fn the_shipped_models_unit_tests_pass() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crm-marts")).arg("test").current_dir(common::repo()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let summary = stdout.lines().last().unwrap_or_default();
+    let tests: usize = summary.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(tests >= 3, "{stdout}");
+}
