@@ -222,3 +222,23 @@ fn validate_plans_sql_after_built_in_steps() {
     with_step("SELECT record_id_a, weight_surname, match_weight FROM identity_pairs\n");
     p.run(&["validate", "pipelines/febrl.yaml"]).expect_code(0);
 }
+
+/// A table unknown because its own step failed is reported once, as the cause, naming the
+/// models that read it; a misspelt table gets the closest known name.
+#[test]
+fn a_missing_model_is_reported_once_and_a_misspelt_table_gets_a_suggestion() {
+    let p = mini();
+    std::fs::remove_file(p.path("sql/staging/stg_orders.sql")).unwrap();
+    let err = p.run(&["validate", "pipelines/mini.yaml"]).expect_code(2).stderr();
+    assert!(err.contains("1 configuration problem found"), "{err}");
+    assert!(
+        err.contains("SQL file sql/staging/stg_orders.sql cannot be read") && err.contains("so table `stg_orders` does not exist, and `mart_totals` that reads it cannot be checked until it does"),
+        "{err}"
+    );
+    assert!(!err.contains("unknown table"), "{err}");
+
+    let p = mini();
+    p.write("sql/marts/mart_totals.sql", &MART.replace("FROM stg_orders", "FROM stg_ordres"));
+    let err = p.run(&["validate", "pipelines/mini.yaml"]).expect_code(2).stderr();
+    assert!(err.contains("sql/marts/mart_totals.sql:2:6: unknown table `stg_ordres` in `mart_totals`: did you mean `stg_orders`?"), "{err}");
+}

@@ -308,6 +308,20 @@ impl Step {
     }
 }
 
+/// ", did you mean `x`?" for the known table closest to `name` (at most a third of its
+/// letters edited), or how many tables there are.
+fn closest_hint(name: &str, known: &BTreeSet<String>) -> String {
+    let best = known
+        .iter()
+        .map(|k| (crm_text::damerau_levenshtein(name, k), k))
+        .min_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(b.1)));
+    match best {
+        Some((distance, k)) if distance * 3 <= name.chars().count().max(3) => format!(": did you mean `{k}`?"),
+        _ if known.len() <= 12 => format!(" (tables: {})", known.iter().cloned().collect::<Vec<_>>().join(", ")),
+        _ => format!(" (no table of the pipeline's {} sources and steps has a similar name)", known.len()),
+    }
+}
+
 impl Pipeline {
     /// Reads and compiles a pipeline. With an environment, store names are checked too.
     pub fn load(path: &Path, env: Option<&Environment>) -> Result<Self, Diagnostics> {
@@ -525,8 +539,17 @@ impl Compiler<'_> {
     ) -> Vec<Step> {
         let mut out: Vec<Step> = Vec::new();
         let mut names: BTreeSet<String> = sources.iter().map(|s| s.name.clone()).collect();
+        // Tables whose own step failed to compile, with the index of the first problem it
+        // reported: the models that read them are named there, once.
+        let mut failed: BTreeMap<String, usize> = BTreeMap::new();
         for (idx, s) in raw.iter().enumerate() {
             let where_ = format!("steps[{idx}]");
+            let reported = self.diags.len();
+            let intended = match (&s.sql, &s.builtin) {
+                (Some(sql), None) => Path::new(sql).file_stem().and_then(|n| n.to_str()).map(str::to_string),
+                (None, Some(_)) => s.name.clone(),
+                _ => None,
+            };
             let step = match (&s.sql, &s.builtin) {
                 (Some(sql), None) => self.sql_step(&where_, sql, s, params, sql_dir),
                 (None, Some(kind)) => self.builtin_step(&where_, kind, s, sql_dir),
@@ -535,7 +558,12 @@ impl Compiler<'_> {
                     None
                 }
             };
-            let Some(step) = step else { continue };
+            let Some(step) = step else {
+                if let Some(name) = intended.filter(|_| self.diags.len() > reported) {
+                    failed.entry(name).or_insert(reported);
+                }
+                continue;
+            };
             if !names.insert(step.name.clone()) {
                 self.error(&["steps"], format!("{where_}: more than one table named `{}`", step.name));
                 continue;
@@ -564,21 +592,33 @@ impl Compiler<'_> {
         }
         // Every table a step reads must exist.
         let known: BTreeSet<String> = names;
+        let mut readers_of_failed: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for step in &out {
             for dep in &step.depends_on {
-                if !known.contains(dep) {
-                    let listing = known.iter().cloned().collect::<Vec<_>>().join(", ");
-                    let position = match &step.kind {
-                        StepKind::Sql(m) => m.references.iter().find(|r| &r.name == dep).and_then(|r| r.position()),
-                        StepKind::Builtin { .. } => None,
-                    };
-                    let file = step.file().map(Path::to_path_buf).unwrap_or_else(|| self.file.to_path_buf());
-                    self.diags.push(
-                        Diagnostic::new(file, format!("unknown table `{dep}` in `{}` (known tables: {listing})", step.name))
-                            .at_opt(position),
-                    );
+                if known.contains(dep) {
+                    continue;
                 }
+                if failed.contains_key(dep) {
+                    readers_of_failed.entry(dep.as_str()).or_default().push(step.name.as_str());
+                    continue;
+                }
+                let position = match &step.kind {
+                    StepKind::Sql(m) => m.references.iter().find(|r| &r.name == dep).and_then(|r| r.position()),
+                    StepKind::Builtin { .. } => None,
+                };
+                let file = step.file().map(Path::to_path_buf).unwrap_or_else(|| self.file.to_path_buf());
+                self.diags.push(Diagnostic::new(file, format!("unknown table `{dep}` in `{}`{}", step.name, closest_hint(dep, &known))).at_opt(position));
             }
+        }
+        for (table, readers) in readers_of_failed {
+            let at = failed[table];
+            let names: Vec<String> = readers.iter().map(|r| format!("`{r}`")).collect();
+            let d = &mut self.diags.0[at];
+            d.message.push_str(&format!(
+                "; so table `{table}` does not exist, and {} that read{} it cannot be checked until it does",
+                names.join(", "),
+                if readers.len() == 1 { "s" } else { "" }
+            ));
         }
         out
     }
