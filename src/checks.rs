@@ -28,13 +28,13 @@ pub async fn run(ctx: &SessionContext, table: &str, spec: &MartSpec) -> datafusi
     let schema = ctx.table(table).await?.schema().clone();
     let actual: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let mut problems = Vec::new();
-    for (name, _) in &spec.columns {
-        if !actual.contains(name) {
-            problems.push(format!("documented column `{name}` is not in `{table}`"));
+    for c in &spec.columns {
+        if !actual.contains(&c.name) {
+            problems.push(format!("documented column `{}` is not in `{table}`", c.name));
         }
     }
     for name in &actual {
-        if !spec.columns.iter().any(|(n, _)| n == name) {
+        if spec.column(name).is_none() {
             problems.push(format!("column `{name}` of `{table}` is not documented"));
         }
     }
@@ -135,7 +135,10 @@ mod tests {
             file: "t.yml".into(),
             tests: Vec::new(),
             description: String::new(),
-            columns: vec![("column1".into(), String::new()), ("column2".into(), String::new())],
+            columns: ["column1", "column2"]
+                .map(|n| crate::config::mart::ColumnSpec { name: n.into(), description: String::new(), data_type: None, at: None })
+                .into(),
+            contract: false,
             checks: vec![
                 check(Some("column2"), CheckKind::NotNull),
                 check(Some("column1"), CheckKind::Unique),

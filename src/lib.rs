@@ -11,6 +11,7 @@
 pub mod checks;
 pub mod cluster;
 pub mod config;
+pub mod contract;
 pub mod engine;
 pub mod functions;
 pub mod generate;
@@ -23,6 +24,7 @@ pub mod model_tests;
 pub mod publish;
 pub mod run;
 pub mod scratch;
+pub mod selection;
 pub mod sources;
 pub mod sql;
 pub mod steps;

@@ -128,6 +128,9 @@ pub struct Manifest {
     /// marked so in their manifests.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub marked_abandoned: Vec<String>,
+    /// Set when only part of the pipeline ran (`run --select/--exclude/--defer`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selection: Option<crate::selection::SelectionReport>,
 }
 
 impl Manifest {
@@ -159,6 +162,7 @@ impl Manifest {
             errors: Vec::new(),
             error_kind: None,
             marked_abandoned: Vec::new(),
+            selection: None,
         }
     }
 

@@ -38,6 +38,8 @@ pub enum PublishError {
     Storage(#[from] StorageError),
     #[error("writing mart `{mart}`: {source}")]
     Write { mart: String, source: datafusion::error::DataFusionError },
+    #[error("reading mart `{mart}`: {source}")]
+    Read { mart: String, source: datafusion::error::DataFusionError },
     #[error("writing mart `{mart}`: {message}")]
     Other { mart: String, message: String },
 }
@@ -239,6 +241,38 @@ impl Publisher {
         std::fs::rename(&tmp, &link).map_err(io)?;
         Ok(())
     }
+}
+
+/// The version of `mart` readers see now (its run id) and the URL of that version's
+/// immutable copy (`_versions/<mart>/<run_id>.parquet`, or its folder for a partitioned
+/// mart); `None` when the mart was never published.
+pub async fn live_version(store: &Store, mart: &str) -> Result<Option<(String, String)>, PublishError> {
+    let pointer = store.path(&format!("_versions/{mart}/_current"))?;
+    let version = match store.object_store.get(&pointer).await {
+        Ok(r) => r.bytes().await.map_err(|e| store.io_error(&pointer, e))?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(store.io_error(&pointer, e).into()),
+    };
+    let version = String::from_utf8_lossy(&version).trim().to_string();
+    let file = store.path(&format!("_versions/{mart}/{version}.parquet"))?;
+    let url = match store.object_store.head(&file).await {
+        Ok(_) => store.url(&file),
+        Err(object_store::Error::NotFound { .. }) => format!("{}/", store.url(&store.path(&format!("_versions/{mart}/{version}"))?)),
+        Err(e) => return Err(store.io_error(&file, e).into()),
+    };
+    Ok(Some((version, url)))
+}
+
+/// The Arrow schema of the version of `mart` readers see now, read from its Parquet
+/// footers (partition columns of a partitioned mart are in its paths, not in the files);
+/// `None` when the mart was never published.
+pub async fn live_schema(store: &Store, mart: &str) -> Result<Option<datafusion::arrow::datatypes::SchemaRef>, PublishError> {
+    let Some((_, url)) = live_version(store, mart).await? else { return Ok(None) };
+    let ctx = datafusion::prelude::SessionContext::new();
+    store.register(&ctx);
+    let read = |source| PublishError::Read { mart: mart.into(), source };
+    let df = ctx.read_parquet(url, datafusion::prelude::ParquetReadOptions::default()).await.map_err(read)?;
+    Ok(Some(Arc::new(df.schema().as_arrow().clone())))
 }
 
 fn remove_empty_dirs(dir: &std::path::Path) {

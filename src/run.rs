@@ -282,6 +282,10 @@ pub async fn run(
     let publish_store = stores.get(&pipeline.publish.store).map_err(|e| {
         RunError::Config(Diagnostics(vec![Diagnostic::new(&pipeline.file, e.to_string())]))
     })?;
+    let plan = match execution.selection.is_partial() {
+        true => Some(crate::selection::plan(pipeline, &execution.selection).map_err(RunError::Config)?),
+        false => None,
+    };
     let mut manifest = Manifest::new(&run_id, &pipeline.name, &pipeline.file.display().to_string(), params.clone());
     manifest.engine = execution.engine.to_string();
     let failed = |mut manifest: Manifest, failure: Failure| {
@@ -327,7 +331,10 @@ pub async fn run(
     let mut written: Vec<WrittenMart> = Vec::new();
     let placement = crate::engine::Placement::for_run(execution, publish_store, &run_id, work_dir.join("client-spill"));
     let result = match &placement {
-        Ok(placement) => execute(pipeline, execution, stores, &params, &publisher, placement, &work_dir, &mut manifest, &mut written, progress).await,
+        Ok(placement) => {
+            let run = Execute { pipeline, execution, stores, params: &params, publisher: &publisher, placement, work_dir: &work_dir, plan: plan.as_ref() };
+            execute(&run, &mut manifest, &mut written, progress).await
+        }
         Err(e) => Err(Failure::new(FailureKind::Internal, e.to_string())),
     };
     let result = match result {
@@ -383,19 +390,21 @@ pub async fn run(
     outcome
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn execute(
-    pipeline: &Pipeline,
-    execution: &Execution,
-    stores: &Stores,
-    params: &Params,
-    publisher: &Publisher,
-    placement: &crate::engine::Placement,
-    work_dir: &std::path::Path,
-    manifest: &mut Manifest,
-    written: &mut Vec<WrittenMart>,
-    progress: &dyn Progress,
-) -> Result<(), Failure> {
+/// What one run works with.
+struct Execute<'a> {
+    pipeline: &'a Pipeline,
+    execution: &'a Execution,
+    stores: &'a Stores,
+    params: &'a Params,
+    publisher: &'a Publisher,
+    placement: &'a crate::engine::Placement,
+    work_dir: &'a std::path::Path,
+    /// Set when only part of the pipeline runs.
+    plan: Option<&'a crate::selection::RunPlan>,
+}
+
+async fn execute(run: &Execute<'_>, manifest: &mut Manifest, written: &mut Vec<WrittenMart>, progress: &dyn Progress) -> Result<(), Failure> {
+    let Execute { pipeline, execution, stores, params, publisher, placement, work_dir, plan } = *run;
     if let crate::config::environment::Engine::Ballista { .. } = &execution.engine {
         crate::engine::check_shared(&publisher.store).map_err(|m| Failure::new(FailureKind::Config, m))?;
     }
@@ -424,9 +433,11 @@ async fn execute(
     };
 
     // Sources load concurrently; every failure is reported, not only the first.
-    progress.stage(&format!("loading {} sources", pipeline.sources.len()));
+    let sources_to_load: Vec<&crate::config::pipeline::Source> =
+        pipeline.sources.iter().filter(|s| plan.is_none_or(|p| p.sources.contains(&s.name))).collect();
+    progress.stage(&format!("loading {} sources", sources_to_load.len()));
     crate::memory::reset_peak();
-    let loads = pipeline.sources.iter().map(|s| {
+    let loads = sources_to_load.into_iter().map(|s| {
         let ctx = &ctx;
         async move {
             let started = Instant::now();
@@ -495,11 +506,20 @@ async fn execute(
         return Err(Failure::new(kind, errors.into_iter().map(|(_, m)| m).collect::<Vec<_>>().join("; ")));
     }
 
-    for (i, step) in pipeline.steps.iter().enumerate() {
-        progress.stage(&format!("step {}/{}: {}", i + 1, pipeline.steps.len(), step.name));
+    if let Some(plan) = plan {
+        let mut deferred = Vec::new();
+        for (table, mart) in &plan.deferred {
+            deferred.push(register_deferred(&ctx, &publisher.store, table, mart, params).await?);
+        }
+        manifest.selection = Some(plan.report(pipeline, deferred));
+    }
+    let steps: Vec<&Step> = pipeline.steps.iter().filter(|s| plan.is_none_or(|p| p.runs(&s.name))).collect();
+    for (i, step) in steps.iter().enumerate() {
+        progress.stage(&format!("step {}/{}: {}", i + 1, steps.len(), step.name));
         let started = Instant::now();
         crate::memory::reset_peak();
-        let report = crate::memory::within(guard, run_step(&ctx, pipeline, step, params, publisher, placement, work_dir, written))
+        let publish = plan.is_none_or(|p| p.publishes(&step.name));
+        let report = crate::memory::within(guard, run_step(&ctx, pipeline, step, params, publisher, placement, work_dir, written, publish))
             .await
             .unwrap_or_else(|rss| Err(over(&format!("step `{}`", step.name), rss)));
         let mut report = match report {
@@ -542,6 +562,49 @@ async fn execute(
         }
     }
     Ok(())
+}
+
+/// Registers the version of `mart` readers see now as `table`, for a run that defers.
+async fn register_deferred(
+    ctx: &SessionContext,
+    store: &crate::storage::Store,
+    table: &str,
+    mart: &str,
+    params: &Params,
+) -> Result<crate::selection::DeferredTable, Failure> {
+    let live = crate::publish::live_version(store, mart).await.map_err(|e| Failure::new(FailureKind::Storage, e.to_string()))?;
+    let Some((version, url)) = live else {
+        let what = if table == mart { format!("`{table}`") } else { format!("`{table}` (from the mart `{mart}`)") };
+        return Err(Failure::new(
+            FailureKind::Config,
+            format!(
+                "--defer: {what} is outside the selection and has no published version in {} to read; run the whole pipeline once, or select it too",
+                store.display_url
+            ),
+        ));
+    };
+    ctx.register_parquet(table, &url, ParquetReadOptions::default())
+        .await
+        .map_err(|e| Failure::engine(&e, |e| format!("--defer: reading `{mart}` at {url}: {e}")))?;
+    info!(table = %table, mart = %mart, version = %version, "deferred to the published mart");
+    // The published version was built with its run's parameters (another as-of date, say):
+    // said, not refused, since reading last night's identity map is the point.
+    let mut parameters_differ = Vec::new();
+    if let Ok(path) = store.path(&format!("_runs/{version}.json")) {
+        if let Ok(got) = object_store::ObjectStoreExt::get(store.object_store.as_ref(), &path).await {
+            if let Ok(bytes) = got.bytes().await {
+                let theirs: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                let ours = serde_json::to_value(params).unwrap_or_default();
+                if let (Some(theirs), Some(ours)) = (theirs.get("parameters").and_then(|p| p.as_object()), ours.as_object()) {
+                    parameters_differ = ours.iter().filter(|(k, v)| theirs.get(*k) != Some(*v)).map(|(k, _)| k.clone()).collect();
+                }
+            }
+        }
+    }
+    if !parameters_differ.is_empty() {
+        warn!(table = %table, mart = %mart, version = %version, parameters = %parameters_differ.join(", "), "the deferred mart was built with other parameter values than this run's");
+    }
+    Ok(crate::selection::DeferredTable { table: table.into(), mart: mart.into(), version, url, parameters_differ })
 }
 
 /// Rows of `table` whose `key` an earlier row already has.
@@ -600,6 +663,7 @@ async fn run_step(
     placement: &crate::engine::Placement,
     work_dir: &std::path::Path,
     written: &mut Vec<WrittenMart>,
+    publish: bool,
 ) -> Result<StepReport, Failure> {
     let BuiltinOutput { frame: df, details, tables } = step_frame(ctx, step, params).await?;
     let place = |e: &dyn std::fmt::Display| match step.file() {
@@ -624,16 +688,34 @@ async fn run_step(
             ctx.register_table(name.as_str(), frame.into_view()).map_err(|e| located(&e))?;
         }
     }
-    let materialize = step.materialize || (builtin && placement.is_shared());
+    // A mart outside the selection that a selected step reads is kept as a table, not
+    // published.
+    let sink = step.publish.as_ref().filter(|_| publish);
+    let materialize = step.materialize || (builtin && placement.is_shared()) || (step.publish.is_some() && !publish);
     let df = if builtin && placement.is_shared() { placement.client_frame(df) } else { df };
-    if tracing::enabled!(target: "crm_marts::plan", tracing::Level::DEBUG) && (step.publish.is_some() || step.materialize) {
+    if tracing::enabled!(target: "crm_marts::plan", tracing::Level::DEBUG) && (sink.is_some() || materialize) {
         // The physical plan as it will run (`CRM_MARTS_LOG=crm_marts::plan=debug`), to see
         // which side of each join is built in memory and which operators may spill.
         let plan = df.clone().create_physical_plan().await.map_err(|e| located(&e))?;
         let text = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string();
         tracing::debug!(target: "crm_marts::plan", step = %step.name, "physical plan:\n{text}");
     }
-    let (output, rows) = if let Some(sink) = &step.publish {
+    // A table that breaks its contract is never written, so never published: the readers'
+    // live mart stays as it is.
+    if let Some(spec) = &step.spec {
+        let broken = crate::contract::violations(&step.name, spec, df.schema().as_arrow());
+        if !broken.is_empty() {
+            let lines: Vec<String> = broken
+                .iter()
+                .map(|v| match v.at {
+                    Some((line, column)) => format!("{}:{line}:{column}: {}", spec.file.display(), v.message),
+                    None => format!("{}: {}", spec.file.display(), v.message),
+                })
+                .collect();
+            return Err(Failure::new(FailureKind::Config, lines.join("; ")));
+        }
+    }
+    let (output, rows) = if let Some(sink) = sink {
         let schema = df.schema().as_arrow().clone();
         let w = publisher
             .write_version(&pipeline.name, &step.name, df, &sink.partition_by)

@@ -87,6 +87,11 @@ pub async fn plan_context(pipeline: &Pipeline) -> (Diagnostics, SessionContext) 
             StepKind::Sql(model) => model,
             StepKind::Builtin { step: builtin, .. } => {
                 register_builtin_outputs(&ctx, &step.name, builtin.as_ref(), &params).await;
+                if let (Some(spec), Ok(table)) = (&step.spec, ctx.table(step.name.as_str()).await) {
+                    for v in crate::contract::violations(&step.name, spec, table.schema().as_arrow()) {
+                        diags.push(Diagnostic::new(&spec.file, v.message).at_opt(v.at));
+                    }
+                }
                 continue;
             }
         };
@@ -108,22 +113,31 @@ pub async fn plan_context(pipeline: &Pipeline) -> (Diagnostics, SessionContext) 
         };
         let df = DataFrame::new(state, plan);
         if let Some(spec) = &step.spec {
-            let yml = model.file.with_extension("yml");
+            let yml = &spec.file;
             let actual: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
-            for (name, _) in &spec.columns {
-                if !actual.contains(name) {
-                    diags.push(Diagnostic::new(&yml, format!("documented column `{name}` is not produced by {}", model.file.display())));
+            if spec.contract {
+                for v in crate::contract::violations(&step.name, spec, df.schema().as_arrow()) {
+                    diags.push(Diagnostic::new(yml, v.message).at_opt(v.at));
                 }
-            }
-            for name in &actual {
-                if !spec.columns.iter().any(|(n, _)| n == name) {
-                    diags.push(Diagnostic::new(&yml, format!("column `{name}` of `{}` is not documented", step.name)));
+            } else {
+                for c in &spec.columns {
+                    if !actual.contains(&c.name) {
+                        diags.push(
+                            Diagnostic::new(yml, format!("documented column `{}` is not produced by {}", c.name, model.file.display()))
+                                .at_opt(c.at),
+                        );
+                    }
+                }
+                for name in &actual {
+                    if spec.column(name).is_none() {
+                        diags.push(Diagnostic::new(yml, format!("column `{name}` of `{}` is not documented", step.name)));
+                    }
                 }
             }
             for check in &spec.checks {
                 if let Some(c) = &check.column {
                     if !actual.contains(c) {
-                        diags.push(Diagnostic::new(&yml, format!("check {} names a column the table does not have", check.label())));
+                        diags.push(Diagnostic::new(yml, format!("check {} names a column the table does not have", check.label())));
                     }
                 }
             }
@@ -131,4 +145,36 @@ pub async fn plan_context(pipeline: &Pipeline) -> (Diagnostics, SessionContext) 
         let _ = ctx.register_table(step.name.as_str(), df.into_view());
     }
     (diags, ctx)
+}
+
+/// Breaking changes of contracted marts: for each mart with `contract: enforced` whose
+/// published version can be read from `store`, what its readers would lose if the model as
+/// planned in `ctx` (see [`plan_context`]) replaced it. Marts never published have nothing
+/// to break. Returns the problems and notes on marts whose published schema could not be
+/// read.
+pub async fn breaking_changes(pipeline: &Pipeline, ctx: &SessionContext, store: &crate::storage::Store) -> (Diagnostics, Vec<String>) {
+    let mut diags = Diagnostics::default();
+    let mut notes = Vec::new();
+    for step in &pipeline.steps {
+        let (Some(spec), Some(sink)) = (&step.spec, &step.publish) else { continue };
+        if !spec.contract {
+            continue;
+        }
+        let Ok(planned) = ctx.table(step.name.as_str()).await else { continue };
+        let planned = planned.schema().as_arrow().clone();
+        match crate::publish::live_schema(store, &step.name).await {
+            Ok(None) => {}
+            Ok(Some(published)) => {
+                for (column, message) in crate::contract::breaking_changes(&step.name, &published, &planned, &sink.partition_by) {
+                    let at = spec.column(&column).and_then(|c| c.at);
+                    diags.push(
+                        Diagnostic::new(&spec.file, format!("{message} (published in {}); its readers would break; `validate --allow-breaking` accepts it once they are updated", store.display_url))
+                            .at_opt(at),
+                    );
+                }
+            }
+            Err(e) => notes.push(format!("mart `{}`: cannot read the published version's schema: {e}", step.name)),
+        }
+    }
+    (diags, notes)
 }

@@ -242,3 +242,67 @@ fn a_missing_model_is_reported_once_and_a_misspelt_table_gets_a_suggestion() {
     let err = p.run(&["validate", "pipelines/mini.yaml"]).expect_code(2).stderr();
     assert!(err.contains("sql/marts/mart_totals.sql:2:6: unknown table `stg_ordres` in `mart_totals`: did you mean `stg_orders`?"), "{err}");
 }
+
+const CONTRACT: &str = "name: mart_totals
+description: Units per customer.
+contract: enforced
+columns:
+  - name: customer_id
+    type: string
+    description: The customer.
+  - name: quantity
+    type: bigint
+    description: Units ordered.
+";
+
+#[test]
+fn a_contracted_mart_that_breaks_its_contract_fails_validate_and_is_never_published() {
+    let p = mini();
+    p.write("sql/marts/mart_totals.yml", CONTRACT);
+    run_mini(&p).expect_code(0);
+    let live = std::fs::read(p.path("marts/mart_totals.parquet")).unwrap();
+    p.run(&["validate", "pipelines/mini.yaml", "config/env.yaml"]).expect_code(0);
+
+    // A renamed column: validate names both sides at the contract's line, a run fails
+    // before writing and the live mart stays as it was.
+    p.write("sql/marts/mart_totals.sql", &MART.replace("AS quantity", "AS total_quantity"));
+    let v = p.run(&["validate", "pipelines/mini.yaml"]).expect_code(2);
+    let err = v.stderr();
+    assert!(
+        err.contains("mart_totals.yml:8:5: contract of `mart_totals`: column `quantity` (bigint) is not produced by the model"),
+        "{err}"
+    );
+    assert!(err.contains("the model produces column `total_quantity` (bigint), which the contract does not declare"), "{err}");
+    let run = run_mini(&p).expect_code(1);
+    assert!(run.stderr().contains("column `quantity` (bigint) is not produced by the model"), "{}", run.stderr());
+    assert_eq!(std::fs::read(p.path("marts/mart_totals.parquet")).unwrap(), live, "the live mart changed");
+    assert!(!common::walk(&p.path("marts/_versions/mart_totals")).iter().any(|f| f.extension().is_some_and(|e| e == "parquet")
+        && !live_version_file(&p, f)), "a version of the broken table was left behind");
+
+    // A retyped column.
+    p.write("sql/marts/mart_totals.sql", &MART.replace("sum(quantity) AS quantity", "CAST(sum(quantity) AS DOUBLE) AS quantity"));
+    let err = p.run(&["validate", "pipelines/mini.yaml"]).expect_code(2).stderr();
+    assert!(err.contains("mart_totals.yml:8:5: contract of `mart_totals`: column `quantity` is double, the contract says bigint"), "{err}");
+
+    // Contract and model changed together: valid on its own, a breaking change against
+    // the published version when validate sees the environment.
+    p.write("sql/marts/mart_totals.yml", &CONTRACT.replace("type: bigint", "type: double"));
+    p.run(&["validate", "pipelines/mini.yaml"]).expect_code(0);
+    let err = p.run(&["validate", "pipelines/mini.yaml", "config/env.yaml"]).expect_code(2).stderr();
+    assert!(
+        err.contains("mart_totals.yml:8:5: breaking change to `mart_totals`: column `quantity` was bigint in the published version, is now double"),
+        "{err}"
+    );
+    let ok = p.run(&["validate", "--allow-breaking", "pipelines/mini.yaml", "config/env.yaml"]).expect_code(0);
+    assert!(ok.stderr().contains("warning:") && ok.stderr().contains("breaking change"), "{}", ok.stderr());
+    // An added column breaks no reader.
+    p.write("sql/marts/mart_totals.yml", &format!("{CONTRACT}  - name: orders\n    type: bigint\n    description: Orders.\n"));
+    p.write("sql/marts/mart_totals.sql", &MART.replace("AS quantity", "AS quantity, count(*) AS orders"));
+    p.run(&["validate", "pipelines/mini.yaml", "config/env.yaml"]).expect_code(0);
+}
+
+/// Whether `file` is the version that is live now.
+fn live_version_file(p: &Project, file: &std::path::Path) -> bool {
+    let current = std::fs::read_to_string(p.path("marts/_versions/mart_totals/_current")).unwrap();
+    file.file_stem().is_some_and(|s| s.to_string_lossy() == current.trim())
+}

@@ -64,6 +64,17 @@ enum Command {
         /// The Ballista scheduler, `df://host:50050`, over `execution.scheduler`.
         #[arg(long, value_name = "URL")]
         scheduler: Option<String>,
+        /// Run only these steps: `name`, `name+` (and what reads it), `+name` (and what it
+        /// reads), `+name+`; several may follow one flag. Only selected marts are published.
+        #[arg(long = "select", value_name = "SELECTOR", num_args = 1..)]
+        select: Vec<String>,
+        /// Leave these steps out (same selectors).
+        #[arg(long = "exclude", value_name = "SELECTOR", num_args = 1..)]
+        exclude: Vec<String>,
+        /// Read the tables the selection needs from the published marts (the last
+        /// successful run's versions) instead of computing them.
+        #[arg(long, requires = "select")]
+        defer: bool,
     },
     /// Run a Ballista scheduler that plans crm-marts' queries for its executors.
     Scheduler {
@@ -110,6 +121,10 @@ enum Command {
         /// Pipeline and environment files; pipelines are checked against the environments given.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Report breaking changes of contracted marts against their published versions
+        /// without failing (once the readers are updated).
+        #[arg(long)]
+        allow_breaking: bool,
     },
     /// Run the unit tests of SQL models (`tests:` in a model's YAML) on given rows, with no
     /// exports and no stores.
@@ -250,9 +265,10 @@ pub struct UsageError(String);
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Run { pipeline, config, as_of, params, stores, full_refresh, engine, scheduler } => {
+        Command::Run { pipeline, config, as_of, params, stores, full_refresh, engine, scheduler, select, exclude, defer } => {
             let mut env = load_environment(&config, &stores)?;
             env.execution.full_refresh = full_refresh;
+            env.execution.selection = crm_marts::selection::Selection { select, exclude, defer };
             if engine.is_some() || scheduler.is_some() {
                 let current = env.execution.engine.clone();
                 let name = engine.as_deref().unwrap_or(if scheduler.is_some() { "ballista" } else { current.name() });
@@ -272,7 +288,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             print_summary(&manifest);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { files } => validate(&files).await,
+        Command::Validate { files, allow_breaking } => validate(&files, allow_breaking).await,
         Command::Test { pipelines, select } => test_models(&pipelines, &select).await,
         Command::Generate { customers, seed, out, as_of, orders_per_customer, bad_row_rate } => {
             let as_of = chrono::NaiveDate::parse_from_str(&as_of, "%Y-%m-%d")
@@ -384,6 +400,16 @@ pub async fn run_pipeline(
 pub fn print_summary(m: &Manifest) {
     let secs = m.duration_ms.unwrap_or(0) as f64 / 1000.0;
     println!("run {} of `{}` succeeded in {secs:.1}s", m.run_id, m.pipeline);
+    if let Some(sel) = &m.selection {
+        let deferred: Vec<String> = sel.deferred.iter().map(|d| if d.table == d.mart { d.table.clone() } else { format!("{} (from {})", d.table, d.mart) }).collect();
+        println!(
+            "  selection: {} step{} selected, {} run for them unpublished{}",
+            sel.selected.len(),
+            plural(sel.selected.len()),
+            sel.upstream.len(),
+            if deferred.is_empty() { String::new() } else { format!(", read from published marts: {}", deferred.join(", ")) }
+        );
+    }
     let width = m.outputs.iter().map(|o| o.mart.len()).max().unwrap_or(4).max(4);
     println!("  {:<width$}  {:>10}  location", "mart", "rows");
     for o in &m.outputs {
@@ -438,7 +464,7 @@ async fn test_models(pipelines: &[PathBuf], select: &[String]) -> Result<ExitCod
 }
 
 /// Validates files: environments first, so pipelines can be checked against their stores.
-async fn validate(paths: &[PathBuf]) -> Result<ExitCode> {
+async fn validate(paths: &[PathBuf], allow_breaking: bool) -> Result<ExitCode> {
     // A folder stands for its *.yaml files (`crm-marts validate jobs/`).
     let files = &crm_marts::config::job::job_files(paths)?;
     let mut diags = Diagnostics::default();
@@ -468,14 +494,42 @@ async fn validate(paths: &[PathBuf]) -> Result<ExitCode> {
                 Err(d) => diags.extend(d),
             }
         }
+        let mut publish_stores = Vec::new();
         for env in &envs {
             match Pipeline::load(file, Some(env)) {
-                Ok(p) => compiled = Some(p),
+                Ok(p) => {
+                    if let Some(spec) = env.stores.get(&p.publish.store) {
+                        publish_stores.push(spec.clone());
+                    }
+                    compiled = Some(p);
+                }
                 Err(d) => diags.extend(d),
             }
         }
         if let Some(pipeline) = compiled {
-            diags.extend(crm_marts::validate::plan_pipeline(&pipeline).await);
+            let (planned, ctx) = crm_marts::validate::plan_context(&pipeline).await;
+            diags.extend(planned);
+            // Contracted marts against the versions their readers see now.
+            for spec in &publish_stores {
+                let store = match crm_marts::storage::Store::open(spec) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("note: {e}; breaking changes were not checked");
+                        continue;
+                    }
+                };
+                let (breaking, notes) = crm_marts::validate::breaking_changes(&pipeline, &ctx, &store).await;
+                for note in notes {
+                    eprintln!("note: {note}; breaking changes were not checked");
+                }
+                if allow_breaking {
+                    for d in &breaking.0 {
+                        eprintln!("warning: {d}");
+                    }
+                } else {
+                    diags.extend(breaking);
+                }
+            }
         }
         checked += 1;
     }

@@ -178,6 +178,8 @@ pub struct Execution {
     pub functions: crate::functions::FunctionSettings,
     /// Incremental sources parse every file again (`crm-marts run --full-refresh`).
     pub full_refresh: bool,
+    /// Only part of the pipeline runs (`crm-marts run --select/--exclude/--defer`).
+    pub selection: crate::selection::Selection,
     /// DataFusion settings set over crm-marts' defaults (`execution.datafusion`).
     pub datafusion: BTreeMap<String, String>,
     /// Where queries run (`execution.engine`, `execution.scheduler`).
@@ -194,6 +196,7 @@ impl Default for Execution {
             batch_size: 8192,
             functions: Default::default(),
             full_refresh: false,
+            selection: Default::default(),
             datafusion: BTreeMap::new(),
             engine: Engine::Local,
         }

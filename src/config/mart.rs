@@ -8,6 +8,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::diag::{Diagnostic, Diagnostics};
+use crate::contract::ContractType;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,6 +21,10 @@ pub struct MartConfig {
     pub grain: Option<String>,
     #[serde(default)]
     pub columns: Vec<ColumnDocConfig>,
+    /// `enforced`: every column declares its `type`, and a table that does not match is
+    /// never published.
+    #[serde(default)]
+    pub contract: Option<ContractMode>,
     /// Checks on the whole table.
     #[serde(default)]
     pub checks: Vec<CheckConfig>,
@@ -77,11 +82,21 @@ impl<'de> Deserialize<'de> for GivenTable {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContractMode {
+    Enforced,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ColumnDocConfig {
     pub name: String,
     pub description: String,
+    /// The column's type (`string`, `bigint`, `double`, `date`, `decimal(12,2)`, ...), checked
+    /// when the mart's contract is enforced.
+    #[serde(rename = "type", default)]
+    pub data_type: Option<String>,
     #[serde(default)]
     pub checks: Vec<CheckConfig>,
 }
@@ -246,13 +261,25 @@ impl Check {
     }
 }
 
+/// A documented column.
+#[derive(Debug, Clone)]
+pub struct ColumnSpec {
+    pub name: String,
+    pub description: String,
+    pub data_type: Option<ContractType>,
+    /// Line and column of its entry in the YAML.
+    pub at: Option<(usize, usize)>,
+}
+
 /// A compiled mart spec.
 #[derive(Debug, Clone)]
 pub struct MartSpec {
     /// The YAML file.
     pub file: std::path::PathBuf,
     pub description: String,
-    pub columns: Vec<(String, String)>,
+    pub columns: Vec<ColumnSpec>,
+    /// Whether the column types are a contract (`contract: enforced`).
+    pub contract: bool,
     pub checks: Vec<Check>,
     pub tests: Vec<UnitTestConfig>,
 }
@@ -282,8 +309,31 @@ impl MartSpec {
             }
             checks.push(Check { table: table.to_string(), column: None, kind: c.kind, severity: c.severity });
         }
+        let contract = raw.contract == Some(ContractMode::Enforced);
         let mut columns = Vec::new();
         for col in raw.columns {
+            let at = locate_column(&text, &col.name);
+            let data_type = match &col.data_type {
+                Some(t) => match ContractType::parse(t) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        diags.push(Diagnostic::new(path, format!("column `{}`: {e}", col.name)).at_opt(at));
+                        None
+                    }
+                },
+                None => {
+                    if contract {
+                        diags.push(
+                            Diagnostic::new(
+                                path,
+                                format!("column `{}` has no `type`; a mart with `contract: enforced` declares the type of every column", col.name),
+                            )
+                            .at_opt(at),
+                        );
+                    }
+                    None
+                }
+            };
             for c in col.checks {
                 if matches!(c.kind, CheckKind::RowCount { .. }) {
                     diags.push(Diagnostic::new(
@@ -299,10 +349,45 @@ impl MartSpec {
                     severity: c.severity,
                 });
             }
-            columns.push((col.name, col.description));
+            columns.push(ColumnSpec { name: col.name, description: col.description, data_type, at });
         }
-        diags.into_result(MartSpec { file: path.to_path_buf(), description: raw.description, columns, checks, tests: raw.tests })
+        diags.into_result(MartSpec {
+            file: path.to_path_buf(),
+            description: raw.description,
+            columns,
+            contract,
+            checks,
+            tests: raw.tests,
+        })
     }
+
+    pub fn column(&self, name: &str) -> Option<&ColumnSpec> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// The line and column of `name:` in the entry `- name: <column>` under `columns:`.
+fn locate_column(text: &str, column: &str) -> Option<(usize, usize)> {
+    let mut inside = false;
+    for (idx, raw) in text.lines().enumerate() {
+        let trimmed = raw.trim_start();
+        if raw.len() == trimmed.len() && !trimmed.is_empty() && !trimmed.starts_with('#') && !trimmed.starts_with('-') {
+            inside = trimmed.starts_with("columns:");
+            continue;
+        }
+        if !inside {
+            continue;
+        }
+        let Some(rest) = trimmed.strip_prefix("- ") else { continue };
+        let rest = rest.trim_start();
+        let Some(value) = rest.strip_prefix("name:") else { continue };
+        let value = value.split(" #").next().unwrap_or("").trim().trim_matches(|c| c == '"' || c == '\'');
+        if value == column {
+            let col = raw.len() - rest.len() + 1;
+            return Some((idx + 1, col));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -318,5 +403,21 @@ mod tests {
         assert_eq!(checks[2].kind.name(), "accepted_values");
         let err = serde_yaml::from_str::<Vec<CheckConfig>>("- not_nul\n").unwrap_err().to_string();
         assert!(err.contains("unknown check `not_nul`") && err.contains("not_null"), "{err}");
+    }
+
+    #[test]
+    fn a_contract_needs_a_known_type_on_every_column_at_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.yml");
+        let yaml = "name: m\ndescription: d\ncontract: enforced\ncolumns:\n  - name: a\n    description: x\n    type: bigint\n  - name: b\n    description: y\n  - name: c\n    description: z\n    type: strin\n";
+        std::fs::write(&path, yaml).unwrap();
+        let text = MartSpec::load(&path, "m").unwrap_err().to_string();
+        assert!(text.contains("m.yml:8:5: column `b` has no `type`"), "{text}");
+        assert!(text.contains("m.yml:10:5: column `c`: unknown type `strin`"), "{text}");
+        std::fs::write(&path, yaml.replace("    type: strin\n", "    type: double\n").replace("description: y\n", "description: y\n    type: date\n")).unwrap();
+        let spec = MartSpec::load(&path, "m").unwrap();
+        assert!(spec.contract);
+        assert_eq!(spec.column("a").unwrap().data_type, Some(ContractType::BigInt));
+        assert_eq!(spec.column("c").unwrap().at, Some((11, 5)));
     }
 }

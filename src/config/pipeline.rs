@@ -174,6 +174,10 @@ pub struct StepConfig {
     /// Keep an unpublished model as a table on disk instead of a view.
     #[serde(default)]
     pub materialize: bool,
+    /// A published mart that holds this step's table: `run --defer` reads it from there
+    /// when the step is outside the selection, instead of running it.
+    #[serde(default)]
+    pub defer_to: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -280,6 +284,8 @@ pub struct Step {
     pub spec: Option<MartSpec>,
     /// Further tables a built-in step creates (`<name>_golden` ...).
     pub extra_outputs: Vec<String>,
+    /// The published mart `run --defer` reads this step's table from.
+    pub defer_to: Option<String>,
 }
 
 #[derive(Debug)]
@@ -310,7 +316,7 @@ impl Step {
 
 /// ", did you mean `x`?" for the known table closest to `name` (at most a third of its
 /// letters edited), or how many tables there are.
-fn closest_hint(name: &str, known: &BTreeSet<String>) -> String {
+pub(crate) fn closest_hint(name: &str, known: &BTreeSet<String>) -> String {
     let best = known
         .iter()
         .map(|k| (crm_text::damerau_levenshtein(name, k), k))
@@ -590,6 +596,16 @@ impl Compiler<'_> {
                 step.depends_on = deps;
             }
         }
+        for step in &out {
+            if let Some(mart) = &step.defer_to {
+                if !out.iter().any(|o| &o.name == mart && o.publish.as_ref().is_some_and(|p| p.partition_by.is_empty())) {
+                    self.error(
+                        &["steps"],
+                        format!("step `{}`: defer_to `{mart}` must name an unpartitioned published step of this pipeline", step.name),
+                    );
+                }
+            }
+        }
         // Every table a step reads must exist.
         let known: BTreeSet<String> = names;
         let mut readers_of_failed: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -675,7 +691,11 @@ impl Compiler<'_> {
             }
         }
         let sink = self.sink(where_, publish, s);
-        Some(Step { name, kind: StepKind::Sql(model), depends_on, publish: sink, materialize: s.materialize, spec, extra_outputs: Vec::new() })
+        Some(Step { name, kind: StepKind::Sql(model), depends_on, publish: sink, materialize: s.materialize,
+            spec,
+            extra_outputs: Vec::new(),
+            defer_to: s.defer_to.clone(),
+        })
     }
 
     fn builtin_step(&mut self, where_: &str, kind: &str, s: &StepConfig, sql_dir: &Path) -> Option<Step> {
@@ -713,6 +733,7 @@ impl Compiler<'_> {
             materialize: s.materialize,
             spec,
             extra_outputs,
+            defer_to: s.defer_to.clone(),
         })
     }
 
