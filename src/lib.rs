@@ -23,6 +23,7 @@ pub mod memory;
 pub mod model_tests;
 pub mod publish;
 pub mod run;
+pub mod scaffold;
 pub mod scratch;
 pub mod selection;
 pub mod sources;

@@ -168,7 +168,7 @@ pub async fn breaking_changes(pipeline: &Pipeline, ctx: &SessionContext, store: 
                 for (column, message) in crate::contract::breaking_changes(&step.name, &published, &planned, &sink.partition_by) {
                     let at = spec.column(&column).and_then(|c| c.at);
                     diags.push(
-                        Diagnostic::new(&spec.file, format!("{message} (published in {}); its readers would break; `validate --allow-breaking` accepts it once they are updated", store.display_url))
+                        Diagnostic::new(&spec.file, format!("{message} (published in {}); its readers would break; `validate --published --allow-breaking` accepts it once they are updated", store.display_url))
                             .at_opt(at),
                     );
                 }

@@ -261,7 +261,7 @@ fn a_contracted_mart_that_breaks_its_contract_fails_validate_and_is_never_publis
     p.write("sql/marts/mart_totals.yml", CONTRACT);
     run_mini(&p).expect_code(0);
     let live = std::fs::read(p.path("marts/mart_totals.parquet")).unwrap();
-    p.run(&["validate", "pipelines/mini.yaml", "config/env.yaml"]).expect_code(0);
+    p.run(&["validate", "--published", "pipelines/mini.yaml", "config/env.yaml"]).expect_code(0);
 
     // A renamed column: validate names both sides at the contract's line, a run fails
     // before writing and the live mart stays as it was.
@@ -288,17 +288,19 @@ fn a_contracted_mart_that_breaks_its_contract_fails_validate_and_is_never_publis
     // the published version when validate sees the environment.
     p.write("sql/marts/mart_totals.yml", &CONTRACT.replace("type: bigint", "type: double"));
     p.run(&["validate", "pipelines/mini.yaml"]).expect_code(0);
-    let err = p.run(&["validate", "pipelines/mini.yaml", "config/env.yaml"]).expect_code(2).stderr();
+    // Without --published, validate does not read storage.
+    p.run(&["validate", "pipelines/mini.yaml", "config/env.yaml"]).expect_code(0);
+    let err = p.run(&["validate", "--published", "pipelines/mini.yaml", "config/env.yaml"]).expect_code(2).stderr();
     assert!(
         err.contains("mart_totals.yml:8:5: breaking change to `mart_totals`: column `quantity` was bigint in the published version, is now double"),
         "{err}"
     );
-    let ok = p.run(&["validate", "--allow-breaking", "pipelines/mini.yaml", "config/env.yaml"]).expect_code(0);
+    let ok = p.run(&["validate", "--published", "--allow-breaking", "pipelines/mini.yaml", "config/env.yaml"]).expect_code(0);
     assert!(ok.stderr().contains("warning:") && ok.stderr().contains("breaking change"), "{}", ok.stderr());
     // An added column breaks no reader.
     p.write("sql/marts/mart_totals.yml", &format!("{CONTRACT}  - name: orders\n    type: bigint\n    description: Orders.\n"));
     p.write("sql/marts/mart_totals.sql", &MART.replace("AS quantity", "AS quantity, count(*) AS orders"));
-    p.run(&["validate", "pipelines/mini.yaml", "config/env.yaml"]).expect_code(0);
+    p.run(&["validate", "--published", "pipelines/mini.yaml", "config/env.yaml"]).expect_code(0);
 }
 
 /// Whether `file` is the version that is live now.

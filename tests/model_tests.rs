@@ -135,3 +135,46 @@ fn the_shipped_models_unit_tests_pass() {
     let tests: usize = summary.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
     assert!(tests >= 3, "{stdout}");
 }
+
+/// `crm-marts new mart`: a first query that plans, the step added to the pipeline with its
+/// comments kept, the YAML from the plan; after the SQL changes, `--force` writes the YAML
+/// again from the new plan and keeps what the analyst wrote about the columns that stay.
+#[test]
+fn new_mart_writes_the_sql_the_step_and_the_yaml_from_the_plan() {
+    let p = Project::from_fixture("mini");
+    let pipeline = std::fs::read_to_string(p.path("pipelines/mini.yaml")).unwrap();
+    p.write("pipelines/mini.yaml", &pipeline.replace("steps:\n", "steps:\n  # staging first\n"));
+    let out = p.run(&["new", "mart", "mart_big_orders", "--pipeline", "pipelines/mini.yaml"]).expect_code(0);
+    assert!(out.stdout().contains("customer_id  string"), "{}", out.stdout());
+    let sql = std::fs::read_to_string(p.path("sql/marts/mart_big_orders.sql")).unwrap();
+    assert!(sql.contains("SELECT customer_id\nFROM mart_totals"), "{sql}");
+    let pipeline = std::fs::read_to_string(p.path("pipelines/mini.yaml")).unwrap();
+    assert!(pipeline.contains("  # staging first\n"), "{pipeline}");
+    assert!(pipeline.contains("  - sql: marts/mart_totals.sql\n  - sql: marts/mart_big_orders.sql\npublish:"), "{pipeline}");
+    let yml = std::fs::read_to_string(p.path("sql/marts/mart_big_orders.yml")).unwrap();
+    assert!(yml.contains("contract: enforced\ncolumns:\n  - name: customer_id\n    type: string\n"), "{yml}");
+    p.run(&["validate", "pipelines/mini.yaml"]).expect_code(0);
+    // Running it again neither adds the step twice nor overwrites the YAML.
+    let again = p.run(&["new", "mart", "mart_big_orders", "--pipeline", "pipelines/mini.yaml"]).expect_code(2);
+    assert!(again.stderr().contains("mart_big_orders.yml: exists; `--force`"), "{}", again.stderr());
+    assert_eq!(std::fs::read_to_string(p.path("pipelines/mini.yaml")).unwrap().matches("mart_big_orders").count(), 1);
+
+    // The analyst writes the query and documents a column; the YAML follows the new plan.
+    p.write(
+        "sql/marts/mart_big_orders.sql",
+        "SELECT customer_id, max(quantity) AS largest_quantity, count(*) AS orders\nFROM stg_orders\nGROUP BY customer_id\n",
+    );
+    p.write(
+        "sql/marts/mart_big_orders.yml",
+        &yml.replace("description: ''\n#", "description: Largest order per customer.\n#")
+            .replace("    type: string\n    description: ''\n", "    type: string\n    description: The customer.\n    checks: [not_null, unique]\n"),
+    );
+    p.run(&["new", "mart", "mart_big_orders", "--pipeline", "pipelines/mini.yaml", "--force"]).expect_code(0);
+    let yml = std::fs::read_to_string(p.path("sql/marts/mart_big_orders.yml")).unwrap();
+    assert!(yml.starts_with("name: mart_big_orders\ndescription: Largest order per customer.\n"), "{yml}");
+    assert!(yml.contains("  - name: customer_id\n    type: string\n    description: The customer.\n    checks:\n      - not_null\n      - unique\n"), "{yml}");
+    assert!(yml.contains("  - name: largest_quantity\n    type: bigint\n") && yml.contains("  - name: orders\n    type: bigint\n"), "{yml}");
+    p.run(&["validate", "pipelines/mini.yaml"]).expect_code(0);
+    p.run(&["run", "pipelines/mini.yaml", "--config", "config/env.yaml", "--as-of", "2026-11-22"]).expect_code(0);
+    assert!(p.path("marts/mart_big_orders.parquet").exists());
+}

@@ -37,6 +37,23 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+enum NewCommand {
+    /// Write sql/marts/NAME.sql (when missing), add it to the pipeline's steps, and write
+    /// NAME.yml with the columns and types the SQL plans to.
+    Mart {
+        /// The table name, e.g. mart_top_customers.
+        name: String,
+        /// The pipeline the mart joins.
+        #[arg(long, default_value = "pipelines/customer_marts.yaml")]
+        pipeline: PathBuf,
+        /// Write NAME.yml again from the current SQL (keeping the descriptions and checks of
+        /// the columns that stay).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Run a pipeline.
     Run {
@@ -121,9 +138,13 @@ enum Command {
         /// Pipeline and environment files; pipelines are checked against the environments given.
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// Report breaking changes of contracted marts against their published versions
-        /// without failing (once the readers are updated).
+        /// Also compare each contracted mart with the version published in the
+        /// environments' publish stores (reads storage) and fail on a breaking change.
         #[arg(long)]
+        published: bool,
+        /// With --published: report breaking changes as warnings, without failing (once
+        /// the readers are updated).
+        #[arg(long, requires = "published")]
         allow_breaking: bool,
     },
     /// Run the unit tests of SQL models (`tests:` in a model's YAML) on given rows, with no
@@ -134,6 +155,11 @@ enum Command {
         /// Only these models (repeatable).
         #[arg(long = "select", value_name = "MODEL")]
         select: Vec<String>,
+    },
+    /// Start a new model: `crm-marts new mart NAME`.
+    New {
+        #[command(subcommand)]
+        what: NewCommand,
     },
     /// Write realistic, messy sample exports (deterministic for a seed).
     Generate {
@@ -288,8 +314,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             print_summary(&manifest);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { files, allow_breaking } => validate(&files, allow_breaking).await,
+        Command::Validate { files, published, allow_breaking } => validate(&files, published, allow_breaking).await,
         Command::Test { pipelines, select } => test_models(&pipelines, &select).await,
+        Command::New { what: NewCommand::Mart { name, pipeline, force } } => new_mart(&pipeline, &name, force).await,
         Command::Generate { customers, seed, out, as_of, orders_per_customer, bad_row_rate } => {
             let as_of = chrono::NaiveDate::parse_from_str(&as_of, "%Y-%m-%d")
                 .map_err(|_| UsageError(format!("--as-of {as_of:?} is not a date (YYYY-MM-DD)")))?;
@@ -424,6 +451,24 @@ pub fn print_summary(m: &Manifest) {
 }
 
 /// `crm-marts test`: every unit test of the pipelines' models, once per model file.
+async fn new_mart(pipeline: &Path, name: &str, force: bool) -> Result<ExitCode> {
+    let done = crm_marts::scaffold::new_mart(pipeline, name, force).await?;
+    if let Some(sql) = &done.sql_written {
+        println!("wrote {} (a first query: replace it with the mart's)", sql.display());
+    }
+    if done.step_added {
+        println!("added `- sql: marts/{name}.sql` to the steps of {}", pipeline.display());
+    }
+    if let Some(yml) = &done.yml_written {
+        println!("wrote {} with the {} planned column{}:", yml.display(), done.columns.len(), plural(done.columns.len()));
+        for (column, ty) in &done.columns {
+            println!("  {column}  {ty}");
+        }
+        println!("describe the mart and its columns there; `crm-marts new mart {name} --force` writes it again after the SQL changes");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn test_models(pipelines: &[PathBuf], select: &[String]) -> Result<ExitCode> {
     let files: Vec<PathBuf> = if pipelines.is_empty() {
         let mut found: Vec<PathBuf> = std::fs::read_dir("pipelines")
@@ -464,7 +509,7 @@ async fn test_models(pipelines: &[PathBuf], select: &[String]) -> Result<ExitCod
 }
 
 /// Validates files: environments first, so pipelines can be checked against their stores.
-async fn validate(paths: &[PathBuf], allow_breaking: bool) -> Result<ExitCode> {
+async fn validate(paths: &[PathBuf], published: bool, allow_breaking: bool) -> Result<ExitCode> {
     // A folder stands for its *.yaml files (`crm-marts validate jobs/`).
     let files = &crm_marts::config::job::job_files(paths)?;
     let mut diags = Diagnostics::default();
@@ -498,7 +543,7 @@ async fn validate(paths: &[PathBuf], allow_breaking: bool) -> Result<ExitCode> {
         for env in &envs {
             match Pipeline::load(file, Some(env)) {
                 Ok(p) => {
-                    if let Some(spec) = env.stores.get(&p.publish.store) {
+                    if let Some(spec) = env.stores.get(&p.publish.store).filter(|_| published) {
                         publish_stores.push(spec.clone());
                     }
                     compiled = Some(p);
@@ -518,7 +563,15 @@ async fn validate(paths: &[PathBuf], allow_breaking: bool) -> Result<ExitCode> {
                         continue;
                     }
                 };
-                let (breaking, notes) = crm_marts::validate::breaking_changes(&pipeline, &ctx, &store).await;
+                let limit = std::time::Duration::from_secs(60);
+                let Ok((breaking, notes)) = tokio::time::timeout(limit, crm_marts::validate::breaking_changes(&pipeline, &ctx, &store)).await
+                else {
+                    diags.push(crm_marts::config::Diagnostic::new(
+                        file,
+                        format!("--published: store `{}` ({}) did not answer within {} s", store.name, store.display_url, limit.as_secs()),
+                    ));
+                    continue;
+                };
                 for note in notes {
                     eprintln!("note: {note}; breaking changes were not checked");
                 }
