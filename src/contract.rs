@@ -137,6 +137,42 @@ impl fmt::Display for ContractType {
     }
 }
 
+impl ContractType {
+    /// The Arrow type a table of this contract is planned with when its step cannot say
+    /// (a built-in step that does not run on the empty inputs of `validate`).
+    pub fn arrow(&self) -> DataType {
+        use datafusion::arrow::datatypes::TimeUnit;
+        match self {
+            ContractType::String => DataType::Utf8,
+            ContractType::TinyInt => DataType::Int8,
+            ContractType::SmallInt => DataType::Int16,
+            ContractType::Int => DataType::Int32,
+            ContractType::BigInt => DataType::Int64,
+            ContractType::UBigInt => DataType::UInt64,
+            ContractType::Float => DataType::Float32,
+            ContractType::Double => DataType::Float64,
+            ContractType::Boolean => DataType::Boolean,
+            ContractType::Date => DataType::Date32,
+            ContractType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+            ContractType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            ContractType::Decimal(p, s) => DataType::Decimal128(*p, *s),
+        }
+    }
+}
+
+/// The schema a contract promises, when every column declares its type.
+pub fn contract_schema(spec: &MartSpec) -> Option<Schema> {
+    if !spec.contract {
+        return None;
+    }
+    let fields: Option<Vec<datafusion::arrow::datatypes::Field>> = spec
+        .columns
+        .iter()
+        .map(|c| c.data_type.as_ref().map(|t| datafusion::arrow::datatypes::Field::new(&c.name, t.arrow(), true)))
+        .collect();
+    fields.map(Schema::new)
+}
+
 /// How a column of type `actual` reads in a message: its contract name, else Arrow's.
 pub fn type_name(actual: &DataType) -> String {
     ContractType::of(actual).map(|t| t.to_string()).unwrap_or_else(|| actual.to_string())

@@ -87,6 +87,15 @@ pub async fn plan_context(pipeline: &Pipeline) -> (Diagnostics, SessionContext) 
             StepKind::Sql(model) => model,
             StepKind::Builtin { step: builtin, .. } => {
                 register_builtin_outputs(&ctx, &step.name, builtin.as_ref(), &params).await;
+                // A step that does not run on empty inputs is planned with its contract's
+                // schema, so that the SQL after it is planned (and unit-tested) too.
+                if !ctx.table_exist(step.name.as_str()).unwrap_or(false) {
+                    if let Some(schema) = step.spec.as_ref().and_then(crate::contract::contract_schema) {
+                        if let Ok(table) = MemTable::try_new(Arc::new(schema), vec![vec![]]) {
+                            let _ = ctx.register_table(step.name.as_str(), Arc::new(table));
+                        }
+                    }
+                }
                 if let (Some(spec), Ok(table)) = (&step.spec, ctx.table(step.name.as_str()).await) {
                     for v in crate::contract::violations(&step.name, spec, table.schema().as_arrow()) {
                         diags.push(Diagnostic::new(&spec.file, v.message).at_opt(v.at));
