@@ -58,7 +58,7 @@ impl Scheduler {
     fn get(&self, path: &str) -> String {
         let fail = |e: std::io::Error| -> ! { panic!("GET {path}: {e}\n--- scheduler log\n{}", self.log()) };
         let mut s = TcpStream::connect(("127.0.0.1", self.port())).unwrap_or_else(|e| fail(e));
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).unwrap_or_else(|e| fail(e));
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).unwrap_or_else(|e| fail(e));
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap_or_else(|e| fail(e));
         out
@@ -134,6 +134,11 @@ fn the_scheduler_runs_ticks_serves_metrics_and_stops_on_sigterm() {
     assert!(metrics.contains("crm_marts_job_last_run_success{job=\"mini\"} 1"), "{metrics}");
     assert!(metrics.contains("crm_marts_job_runs_total{job=\"mini\",outcome=\"succeeded\"}"), "{metrics}");
     assert!(metrics.contains("crm_marts_job_last_run_rows_written{job=\"mini\"}"), "{metrics}");
+    // Per step of the last run: the mart's rows equal what the run wrote.
+    assert!(metrics.contains("crm_marts_job_last_run_step_duration_seconds{job=\"mini\",pipeline=\"mini\",step=\"mart_totals\"}"), "{metrics}");
+    let written = metric_value(&metrics, "crm_marts_job_last_run_rows_written{job=\"mini\"}");
+    assert_eq!(metric_value(&metrics, "crm_marts_job_last_run_step_rows{job=\"mini\",pipeline=\"mini\",step=\"mart_totals\"}"), written);
+    assert!(metrics.contains("# TYPE crm_marts_job_runs counter") && metrics.trim_end().ends_with("# EOF"), "{metrics}");
     let health = s.get("/health");
     assert!(health.starts_with("HTTP/1.1 200") && health.contains("\"status\":\"ok\""), "{health}");
     assert!(s.get("/nope").starts_with("HTTP/1.1 404"));
@@ -229,4 +234,10 @@ fn bad_job_files_are_reported_with_their_lines() {
     assert!(err.contains("params.region: pipeline pipelines/mini.yaml has no such parameter"), "{err}");
     let ok = project(JOB).run(&["validate", "jobs", "config/env.yaml"]).expect_code(0);
     assert!(ok.stdout().contains("1 job"), "{}", ok.stdout());
+}
+
+/// The value of the sample `series` (name and labels) in an exposition.
+fn metric_value(text: &str, series: &str) -> f64 {
+    let line = text.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    line[series.len()..].trim().parse().unwrap_or_else(|e| panic!("{line}: {e}"))
 }

@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, SubsecRound, Utc};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_cron_scheduler::{Job as CronJob, JobScheduler};
 
@@ -46,7 +45,17 @@ struct JobStatus {
     last_rows: u64,
     last_quarantined: u64,
     last_error: Option<String>,
+    /// Each step of the last successful run.
+    last_steps: Vec<StepFigure>,
     runs: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Debug, Clone)]
+struct StepFigure {
+    pipeline: String,
+    step: String,
+    seconds: f64,
+    rows: Option<u64>,
 }
 
 struct Scheduler {
@@ -252,16 +261,16 @@ impl Scheduler {
         tracing::info!(job = name, %tick, "job started");
         let started = Instant::now();
         let result = tokio::time::timeout(job.timeout, self.run_pipelines(job, &env, tick)).await;
-        let (status, error, rows, quarantined, abandoned) = match result {
-            Ok(Ok(done)) => ("succeeded", None, done.rows, done.quarantined, done.abandoned),
-            Ok(Err(e)) => ("failed", Some(format!("{e:#}")), 0, 0, 0),
+        let (status, error, rows, quarantined, abandoned, steps) = match result {
+            Ok(Ok(done)) => ("succeeded", None, done.rows, done.quarantined, done.abandoned, done.steps),
+            Ok(Err(e)) => ("failed", Some(format!("{e:#}")), 0, 0, 0, Vec::new()),
             Err(_) => {
                 let reason = format!("timed out after {} minutes", job.timeout.as_secs() / 60);
                 // The cancelled run's manifest says so, instead of `running` for ever.
                 for run_id in crm_marts::liveness::settle_dropped(&reason).await {
                     tracing::warn!(job = name, run_id = %run_id, "run cancelled by the job's timeout");
                 }
-                ("failed", Some(reason), 0, 0, 0)
+                ("failed", Some(reason), 0, 0, 0, Vec::new())
             }
         };
         let elapsed = started.elapsed();
@@ -277,6 +286,7 @@ impl Scheduler {
             s.last_rows = rows;
             s.last_quarantined = quarantined;
             s.last_error = error;
+            s.last_steps = steps;
             *s.runs.entry(status).or_default() += 1;
             // Earlier runs whose process died (a scheduler killed mid-run), found now.
             *s.runs.entry("abandoned").or_default() += abandoned;
@@ -290,6 +300,7 @@ impl Scheduler {
     async fn run_pipelines(&self, job: &Job, env: &Environment, tick: DateTime<Utc>) -> Result<JobDone> {
         let params = job.params_at(tick);
         let (mut rows, mut quarantined, mut abandoned) = (0, 0, 0);
+        let mut steps = Vec::new();
         for pipeline in &job.pipelines {
             let mut attempt = 0;
             loop {
@@ -298,6 +309,12 @@ impl Scheduler {
                         rows += m.outputs.iter().map(|o| o.rows).sum::<u64>();
                         quarantined += m.quarantined_rows;
                         abandoned += m.marked_abandoned.len() as u64;
+                        steps.extend(m.steps.iter().map(|s| StepFigure {
+                            pipeline: m.pipeline.clone(),
+                            step: s.name.clone(),
+                            seconds: s.duration_ms as f64 / 1000.0,
+                            rows: s.rows,
+                        }));
                         break;
                     }
                     Err(e) if !retryable(&e) => {
@@ -320,7 +337,7 @@ impl Scheduler {
                 }
             }
         }
-        Ok(JobDone { rows, quarantined, abandoned })
+        Ok(JobDone { rows, quarantined, abandoned, steps })
     }
 }
 
@@ -330,6 +347,7 @@ struct JobDone {
     quarantined: u64,
     /// Earlier runs found abandoned and marked so.
     abandoned: u64,
+    steps: Vec<StepFigure>,
 }
 
 /// Only a storage outage or exhausted resources can pass by themselves; a bad pipeline,
@@ -348,74 +366,97 @@ fn not_retried_because(e: &anyhow::Error) -> String {
     }
 }
 
-/// Serves `GET /metrics` (Prometheus text format) and `GET /health` (JSON).
+/// Serves `GET /metrics` (OpenMetrics text, which Prometheus scrapes) and `GET /health`
+/// (JSON).
 async fn serve(listener: tokio::net::TcpListener, sched: Arc<Scheduler>) {
-    loop {
-        let Ok((mut conn, _)) = listener.accept().await else { continue };
-        let sched = sched.clone();
-        tokio::spawn(async move {
-            // Read the request head (it may arrive in pieces) up to its blank line.
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            let complete = tokio::time::timeout(Duration::from_secs(5), async {
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => return false,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                true
-            })
-            .await;
-            if !matches!(complete, Ok(true)) {
-                return;
-            }
-            let request = String::from_utf8_lossy(&head);
-            let path = request.lines().next().and_then(|l| l.split_whitespace().nth(1)).unwrap_or("/");
-            let (code, kind, body) = match path {
-                "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics(&sched)),
-                "/health" => ("200 OK", "application/json", health(&sched)),
-                _ => ("404 Not Found", "text/plain", "not found: try /metrics or /health\n".into()),
-            };
-            let response =
-                format!("HTTP/1.1 {code}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
-            let _ = conn.write_all(response.as_bytes()).await;
-            let _ = conn.shutdown().await;
-        });
+    use axum::http::{header, StatusCode};
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(|axum::extract::State(s): axum::extract::State<Arc<Scheduler>>| async move {
+                ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics(&s))
+            }),
+        )
+        .route(
+            "/health",
+            get(|axum::extract::State(s): axum::extract::State<Arc<Scheduler>>| async move {
+                ([(header::CONTENT_TYPE, "application/json")], health(&s))
+            }),
+        )
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found: try /metrics or /health\n") })
+        .with_state(sched);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "the metrics endpoint stopped");
     }
 }
 
+type Labels = Vec<(&'static str, String)>;
+
+/// The registry of one scrape, filled from the jobs' status.
 fn metrics(sched: &Scheduler) -> String {
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
+    use std::sync::atomic::AtomicU64;
+    type FloatGauge = Gauge<f64, AtomicU64>;
+
     let status = sched.status.lock().unwrap();
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, value: &dyn Fn(&JobStatus) -> Option<f64>| {
-        out.push_str(&format!("# HELP crm_marts_{name} {help}\n# TYPE crm_marts_{name} gauge\n"));
-        for (job, s) in status.iter() {
+    let mut registry = prometheus_client::registry::Registry::with_prefix("crm_marts");
+    let job = |name: &str| -> Labels { vec![("job", name.to_string())] };
+    let gauge = |registry: &mut prometheus_client::registry::Registry, name: &str, help: &str, value: &dyn Fn(&JobStatus) -> Option<i64>| {
+        let family = Family::<Labels, Gauge>::default();
+        for (name, s) in status.iter() {
             if let Some(v) = value(s) {
-                out.push_str(&format!("crm_marts_{name}{{job=\"{job}\"}} {v}\n"));
+                family.get_or_create(&job(name)).set(v);
             }
         }
+        registry.register(name, help, family);
     };
-    gauge("job_running", "1 while a run of the job is going.", &|s| Some(f64::from(u8::from(s.running))));
-    gauge("job_last_run_success", "1 if the last finished run succeeded, 0 if it failed.", &|s| {
-        s.last_status.map(|st| f64::from(u8::from(st == "succeeded")))
+    gauge(&mut registry, "job_running", "1 while a run of the job is going.", &|s| Some(i64::from(s.running)));
+    gauge(&mut registry, "job_last_run_success", "1 if the last finished run succeeded, 0 if it failed.", &|s| {
+        s.last_status.map(|st| i64::from(st == "succeeded"))
     });
-    gauge("job_last_run_finished_timestamp_seconds", "When the last run finished (Unix time).", &|s| {
-        s.last_finished.map(|t| t.timestamp() as f64)
+    gauge(&mut registry, "job_last_run_finished_timestamp_seconds", "When the last run finished (Unix time).", &|s| {
+        s.last_finished.map(|t| t.timestamp())
     });
-    gauge("job_last_run_duration_seconds", "Duration of the last run.", &|s| s.last_duration.map(|d| d.as_secs_f64()));
-    gauge("job_last_run_rows_written", "Rows of the marts the last run published.", &|s| s.last_status.map(|_| s.last_rows as f64));
-    gauge("job_last_run_quarantined_rows", "Rows the last run quarantined.", &|s| s.last_status.map(|_| s.last_quarantined as f64));
-    gauge("job_next_tick_timestamp_seconds", "When the job runs next (Unix time).", &|s| s.next_tick.map(|t| t.timestamp() as f64));
-    out.push_str("# HELP crm_marts_job_runs_total Ticks of the job by outcome (abandoned: runs whose process died, found by a later run).\n# TYPE crm_marts_job_runs_total counter\n");
-    for (job, s) in status.iter() {
+    gauge(&mut registry, "job_last_run_rows_written", "Rows of the marts the last run published.", &|s| {
+        s.last_status.map(|_| s.last_rows as i64)
+    });
+    gauge(&mut registry, "job_last_run_quarantined_rows", "Rows the last run quarantined.", &|s| s.last_status.map(|_| s.last_quarantined as i64));
+    gauge(&mut registry, "job_next_tick_timestamp_seconds", "When the job runs next (Unix time).", &|s| s.next_tick.map(|t| t.timestamp()));
+
+    let duration = Family::<Labels, FloatGauge>::default();
+    let step_seconds = Family::<Labels, FloatGauge>::default();
+    let step_rows = Family::<Labels, Gauge>::default();
+    let runs = Family::<Labels, Counter>::default();
+    for (name, s) in status.iter() {
+        if let Some(d) = s.last_duration {
+            duration.get_or_create(&job(name)).set(d.as_secs_f64());
+        }
+        for step in &s.last_steps {
+            let labels: Labels = vec![("job", name.clone()), ("pipeline", step.pipeline.clone()), ("step", step.step.clone())];
+            step_seconds.get_or_create(&labels).set(step.seconds);
+            if let Some(rows) = step.rows {
+                step_rows.get_or_create(&labels).set(rows as i64);
+            }
+        }
         for outcome in ["succeeded", "failed", "skipped", "abandoned"] {
-            out.push_str(&format!(
-                "crm_marts_job_runs_total{{job=\"{job}\",outcome=\"{outcome}\"}} {}\n",
-                s.runs.get(outcome).copied().unwrap_or(0)
-            ));
+            let labels: Labels = vec![("job", name.clone()), ("outcome", outcome.to_string())];
+            runs.get_or_create(&labels).inc_by(s.runs.get(outcome).copied().unwrap_or(0));
         }
     }
+    registry.register("job_last_run_duration_seconds", "Duration of the last run.", duration);
+    registry.register("job_last_run_step_duration_seconds", "Duration of each step of the last successful run.", step_seconds);
+    registry.register("job_last_run_step_rows", "Rows each step of the last successful run wrote (tables and marts; views have none).", step_rows);
+    registry.register(
+        "job_runs",
+        "Ticks of the job by outcome (abandoned: runs whose process died, found by a later run).",
+        runs,
+    );
+    drop(status);
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
     out
 }
 
@@ -435,6 +476,9 @@ fn health(sched: &Scheduler) -> String {
                     "last_rows_written": s.last_rows,
                     "last_quarantined_rows": s.last_quarantined,
                     "last_error": s.last_error,
+                    "last_steps": s.last_steps.iter().map(|st| serde_json::json!({
+                        "pipeline": st.pipeline, "step": st.step, "seconds": st.seconds, "rows": st.rows,
+                    })).collect::<Vec<_>>(),
                     "next_tick": s.next_tick,
                 }),
             )
