@@ -35,9 +35,19 @@ fn sample_value(kind: ParamType) -> ParamValue {
 /// read them are not planned.
 async fn register_builtin_outputs(ctx: &SessionContext, name: &str, builtin: &dyn BuiltinStep, params: &Params) {
     let Ok(out) = PLANNING.scope((), builtin.run(ctx, params)).await else { return };
-    let _ = ctx.register_table(name, out.frame.into_view());
+    register_schema(ctx, name, &out.frame);
     for (suffix, frame) in out.tables {
-        let _ = ctx.register_table(format!("{name}_{suffix}").as_str(), frame.into_view());
+        register_schema(ctx, &format!("{name}_{suffix}"), &frame);
+    }
+}
+
+/// Registers a planned table as an empty table of its schema, not as a view: the models
+/// after it are planned against its name (their plans, and so their lineage, stop at
+/// it) without planning it again.
+fn register_schema(ctx: &SessionContext, name: &str, df: &DataFrame) {
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    if let Ok(table) = MemTable::try_new(schema, vec![vec![]]) {
+        let _ = ctx.register_table(name, Arc::new(table));
     }
 }
 
@@ -58,9 +68,15 @@ pub async fn plan_pipeline(pipeline: &Pipeline) -> Diagnostics {
 }
 
 /// Plans every step it can (see [`plan_pipeline`]) and returns the problems with a
-/// session in which each planned table is registered with its schema (as an empty table or
-/// a view over them).
+/// session in which each planned table is registered as an empty table of its schema.
 pub async fn plan_context(pipeline: &Pipeline) -> (Diagnostics, SessionContext) {
+    let (diags, ctx, _) = plan_models(pipeline).await;
+    (diags, ctx)
+}
+
+/// [`plan_context`], with the logical plan of each SQL model that planned (for lineage).
+pub async fn plan_models(pipeline: &Pipeline) -> (Diagnostics, SessionContext, std::collections::BTreeMap<String, datafusion::logical_expr::LogicalPlan>) {
+    let mut plans = std::collections::BTreeMap::new();
     let mut diags = Diagnostics::default();
     let ctx = SessionContext::new_with_config(
         datafusion::prelude::SessionConfig::new().set_bool("datafusion.sql_parser.collect_spans", true),
@@ -120,6 +136,7 @@ pub async fn plan_context(pipeline: &Pipeline) -> (Diagnostics, SessionContext) 
                 continue;
             }
         };
+        plans.insert(step.name.clone(), plan.clone());
         let df = DataFrame::new(state, plan);
         if let Some(spec) = &step.spec {
             let yml = &spec.file;
@@ -151,9 +168,9 @@ pub async fn plan_context(pipeline: &Pipeline) -> (Diagnostics, SessionContext) 
                 }
             }
         }
-        let _ = ctx.register_table(step.name.as_str(), df.into_view());
+        register_schema(&ctx, &step.name, &df);
     }
-    (diags, ctx)
+    (diags, ctx, plans)
 }
 
 /// Breaking changes of contracted marts: for each mart with `contract: enforced` whose

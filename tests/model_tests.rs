@@ -178,3 +178,52 @@ fn new_mart_writes_the_sql_the_step_and_the_yaml_from_the_plan() {
     p.run(&["run", "pipelines/mini.yaml", "--config", "config/env.yaml", "--as-of", "2026-11-22"]).expect_code(0);
     assert!(p.path("marts/mart_big_orders.parquet").exists());
 }
+
+/// `crm-marts docs`: a page per source and step, the graph with a node per table, column
+/// lineage from the plans (through the models to the sources), nothing loaded from the
+/// network, and text escaped.
+#[test]
+fn docs_site_has_every_table_the_graph_and_column_lineage() {
+    let p = Project::new();
+    let out = p.path("site");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_crm-marts"))
+        .args(["docs", "pipelines/customer_marts.yaml", "--out"])
+        .arg(&out)
+        .current_dir(common::repo())
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let pipeline = crm_marts::config::Pipeline::load(&common::repo().join("pipelines/customer_marts.yaml"), None).unwrap();
+    let tables: Vec<String> =
+        pipeline.sources.iter().map(|s| s.name.clone()).chain(pipeline.steps.iter().map(|s| s.name.clone())).collect();
+    let index = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert_eq!(index.matches("<rect ").count(), tables.len(), "one graph node per table");
+    for t in &tables {
+        assert!(out.join(format!("t/{t}.html")).exists(), "no page for {t}");
+        assert!(index.contains(&format!("href=\"t/{t}.html\"")), "{t} not linked from the index");
+    }
+    for page in common::walk(&out) {
+        let text = std::fs::read_to_string(&page).unwrap();
+        for external in ["src=\"http", "href=\"http", "url(http", "@import"] {
+            assert!(!text.contains(external), "{} loads something from the network ({external})", page.display());
+        }
+    }
+    let rfm = std::fs::read_to_string(out.join("t/mart_rfm.html")).unwrap();
+    assert!(rfm.contains("<code>recency_days</code></td><td><code>int</code>"), "{rfm}");
+    assert!(rfm.contains("FROM int_order_values"), "the SQL is shown");
+    // A `>` in the SQL is escaped, not markup.
+    assert!(!rfm.contains("AS INT) > CAST") && rfm.contains("AS INT) &gt; CAST"), "SQL is not escaped");
+
+    let lineage: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("lineage.json")).unwrap()).unwrap();
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array().unwrap().iter().map(|r| format!("{}.{}", r["table"].as_str().unwrap(), r["column"].as_str().unwrap())).collect()
+    };
+    let monetary = &lineage["mart_rfm"]["monetary"];
+    assert_eq!(names(&monetary["direct"]), ["int_order_values.net_amount", "int_order_values.order_date"]);
+    let sources = names(&monetary["sources"]);
+    for c in ["erp_order_lines.quantity", "erp_order_lines.unit_price", "erp_order_lines.discount_amount"] {
+        assert!(sources.contains(&c.to_string()), "{sources:?}");
+    }
+    assert_eq!(names(&lineage["mart_rfm"]["customer_key"]["sources"]), ["identity.customer_key"]);
+    assert_eq!(names(&lineage["mart_customer_360"]["frequency"]["direct"]), ["mart_rfm.frequency"]);
+}

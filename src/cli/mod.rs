@@ -156,6 +156,15 @@ enum Command {
         #[arg(long = "select", value_name = "MODEL")]
         select: Vec<String>,
     },
+    /// Write a static documentation site of a pipeline: every source and model with its
+    /// columns, types, checks and SQL, the model graph and column-level lineage.
+    Docs {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Folder of the site (index.html, t/<table>.html, lineage.json).
+        #[arg(long, default_value = "docs")]
+        out: PathBuf,
+    },
     /// Start a new model: `crm-marts new mart NAME`.
     New {
         #[command(subcommand)]
@@ -317,6 +326,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Validate { files, published, allow_breaking } => validate(&files, published, allow_breaking).await,
         Command::Test { pipelines, select } => test_models(&pipelines, &select).await,
         Command::New { what: NewCommand::Mart { name, pipeline, force } } => new_mart(&pipeline, &name, force).await,
+        Command::Docs { pipeline, out } => {
+            let compiled = Pipeline::load(&pipeline, None)?;
+            let pages = crm_marts::docs::write_site(&compiled, &out).await?;
+            println!("wrote {} files of the docs of `{}` to {} (open {})", pages.len(), compiled.name, out.display(), out.join("index.html").display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Generate { customers, seed, out, as_of, orders_per_customer, bad_row_rate } => {
             let as_of = chrono::NaiveDate::parse_from_str(&as_of, "%Y-%m-%d")
                 .map_err(|_| UsageError(format!("--as-of {as_of:?} is not a date (YYYY-MM-DD)")))?;
