@@ -114,7 +114,12 @@ impl JobLock {
                 Err(e) => return Err(store.io_error(&path, e)),
             };
             let version = UpdateVersion { e_tag: current.meta.e_tag.clone(), version: current.meta.version.clone() };
-            let bytes = current.bytes().await.map_err(|e| store.io_error(&path, e))?;
+            let bytes = match current.bytes().await {
+                Ok(b) => b,
+                // Removed by a taker between the open and the read (a local folder).
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(store.io_error(&path, e)),
+            };
             let existing: Option<LockRecord> = serde_json::from_slice(&bytes).ok();
             if let Some(live) = existing.as_ref().filter(|r| r.expires_at > Utc::now()) {
                 return Ok(Err(Refused::Held(live.clone())));
@@ -138,7 +143,29 @@ impl JobLock {
                 Err(e) => return Err(store.io_error(&path, e)),
             }
         }
-        // Lost the race for a stale lock: whoever won holds it now.
+        // Lost the race for a stale lock: whoever won holds it now. On a local folder the
+        // winner may be between its delete and its create: then the lock is free to create.
+        for _ in 0..3 {
+            match store.object_store.get(&path).await {
+                Ok(r) => match r.bytes().await {
+                    Ok(bytes) => {
+                        return match serde_json::from_slice::<LockRecord>(&bytes) {
+                            Ok(rec) => Ok(Err(Refused::Held(rec))),
+                            Err(_) => Ok(Err(Refused::Held(record))),
+                        }
+                    }
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(store.io_error(&path, e)),
+                },
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(store.io_error(&path, e)),
+            }
+            match store.object_store.put_opts(&path, body.clone().into(), PutOptions::from(PutMode::Create)).await {
+                Ok(_) => return Ok(Ok(JobLock { path, record })),
+                Err(e) if is_exists(&e) => {}
+                Err(e) => return Err(store.io_error(&path, e)),
+            }
+        }
         match store.object_store.get(&path).await {
             Ok(r) => {
                 let bytes = r.bytes().await.map_err(|e| store.io_error(&path, e))?;

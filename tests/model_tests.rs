@@ -226,4 +226,19 @@ fn docs_site_has_every_table_the_graph_and_column_lineage() {
     }
     assert_eq!(names(&lineage["mart_rfm"]["customer_key"]["sources"]), ["identity.customer_key"]);
     assert_eq!(names(&lineage["mart_customer_360"]["frequency"]["direct"]), ["mart_rfm.frequency"]);
+
+    // A real browser renders the graph and a table page without console errors; the
+    // screenshots are kept under target/screenshots for a person to look at.
+    let shots = common::repo().join("target/screenshots");
+    for (page, shot) in [("index.html", "docs-index.png"), ("t/mart_rfm.html", "docs-mart_rfm.png")] {
+        let (dom, log) = common::render(&out.join(page), &shots.join(shot));
+        assert!(!log.contains(":CONSOLE") && !log.contains("Uncaught"), "console errors on {page}:\n{log}");
+        assert!(std::fs::metadata(shots.join(shot)).unwrap().len() > 10_000, "{shot} is blank");
+        if page == "index.html" {
+            let graph = dom.split("<svg id=\"graph\"").nth(1).expect("the graph is in the DOM");
+            assert_eq!(graph.split("</svg>").next().unwrap().matches("<rect").count(), tables.len(), "graph nodes rendered");
+        } else {
+            assert!(dom.contains("<table class=\"columns\">"), "{dom}");
+        }
+    }
 }

@@ -99,6 +99,56 @@ pub fn python() -> PathBuf {
         .clone()
 }
 
+/// Headless Chromium from Debian's package, installed with apt-get when missing.
+#[allow(dead_code)]
+pub fn chromium() -> PathBuf {
+    static READY: OnceLock<PathBuf> = OnceLock::new();
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    READY
+        .get_or_init(|| {
+            let bin = PathBuf::from("/usr/bin/chromium");
+            if !bin.exists() {
+                let install = || {
+                    Command::new("apt-get")
+                        .args(["install", "-y", "-q", "--no-install-recommends", "chromium"])
+                        .env("DEBIAN_FRONTEND", "noninteractive")
+                        .status()
+                        .map(|s| s.success())
+                        .unwrap_or(false)
+                };
+                if !install() {
+                    let _ = Command::new("apt-get").args(["update", "-q"]).status();
+                    assert!(install(), "cannot install Debian's chromium with apt-get (needed to render the HTML pages)");
+                }
+            }
+            assert!(bin.exists(), "{} is missing after installing chromium", bin.display());
+            bin
+        })
+        .clone()
+}
+
+/// Opens `page` in headless Chromium: returns the DOM after rendering and the browser's
+/// log, and writes a screenshot to `screenshot`.
+#[allow(dead_code)]
+pub fn render(page: &Path, screenshot: &Path) -> (String, String) {
+    let url = format!("file://{}", page.display());
+    let common = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--enable-logging=stderr", "--v=0"];
+    let dom = Command::new(chromium()).args(common).arg("--dump-dom").arg(&url).output().expect("run chromium");
+    assert!(dom.status.success(), "chromium --dump-dom {url}:\n{}", String::from_utf8_lossy(&dom.stderr));
+    std::fs::create_dir_all(screenshot.parent().unwrap()).unwrap();
+    let shot = Command::new(chromium())
+        .args(common)
+        .arg("--window-size=1600,1200")
+        .arg(format!("--screenshot={}", screenshot.display()))
+        .arg(&url)
+        .output()
+        .expect("run chromium");
+    assert!(shot.status.success() && screenshot.exists(), "chromium --screenshot {url}:\n{}", String::from_utf8_lossy(&shot.stderr));
+    let log = format!("{}{}", String::from_utf8_lossy(&dom.stderr), String::from_utf8_lossy(&shot.stderr));
+    (String::from_utf8_lossy(&dom.stdout).into_owned(), log)
+}
+
 /// Runs a Python snippet with the BI readers; returns stdout, panics with stderr on failure.
 pub fn run_python(code: &str) -> String {
     let out = Command::new(python()).args(["-c", code]).output().expect("run python");
