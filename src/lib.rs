@@ -24,6 +24,7 @@ pub mod manifest;
 pub mod memory;
 pub mod model_tests;
 pub mod publish;
+pub mod report;
 pub mod run;
 pub mod scaffold;
 pub mod scratch;

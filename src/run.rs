@@ -386,6 +386,11 @@ pub async fn run(
             Err(err)
         }
     };
+    // The page people look at, next to the manifest; a run does not fail for it.
+    match crate::report::write(publish_store, &run_id).await {
+        Ok(url) => info!(report = %url, "run report written"),
+        Err(e) => warn!(error = %e, "could not write the run report"),
+    }
     heartbeat.stop().await;
     outcome
 }

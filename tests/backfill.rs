@@ -17,7 +17,7 @@ fn backfill(p: &Project, from: &str, to: &str, extra: &[&str]) -> common::Run {
 
 /// The as-of dates of the succeeded runs, in the order the runs started.
 fn succeeded(p: &Project) -> Vec<String> {
-    let mut manifests: Vec<serde_json::Value> = common::walk(&p.path("marts/_runs"))
+    let mut manifests: Vec<serde_json::Value> = common::manifest_files(&p.path("marts/_runs"))
         .iter()
         .map(|f| serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap())
         .collect();

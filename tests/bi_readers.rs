@@ -17,7 +17,7 @@ fn pyarrow_and_duckdb_read_every_mart_from_the_documented_layout() {
         .unwrap();
     assert!(out.status.success(), "demo failed: {}", String::from_utf8_lossy(&out.stderr));
     let marts = dir.join("marts");
-    let manifest_path = common::walk(&marts.join("_runs")).pop().unwrap();
+    let manifest_path = common::manifest_files(&marts.join("_runs")).pop().unwrap();
     let script = format!(
         r#"
 import json, duckdb, pyarrow.parquet as pq

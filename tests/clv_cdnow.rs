@@ -50,7 +50,7 @@ fn the_pipeline_reproduces_the_published_cdnow_fits() {
     }
 
     // The fit's diagnostics are in the run manifest.
-    let manifest = common::walk(&p.path("marts/_runs")).pop().unwrap();
+    let manifest = common::manifest_files(&p.path("marts/_runs")).pop().unwrap();
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
     let step = manifest["steps"].as_array().unwrap().iter().find(|s| s["name"] == "mart_clv_model").unwrap();
     assert_eq!(step["details"]["bgnbd"]["converged"], true);

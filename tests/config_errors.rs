@@ -28,7 +28,7 @@ fn the_mini_pipeline_runs_and_quarantines_bad_rows_with_reasons() {
     got.sort();
     assert_eq!(got, vec![("C1".into(), "5".into()), ("C3".into(), "4".into())]);
 
-    let manifests: Vec<_> = common::walk(&p.path("marts/_runs"));
+    let manifests: Vec<_> = common::manifest_files(&p.path("marts/_runs"));
     assert_eq!(manifests.len(), 1);
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifests[0]).unwrap()).unwrap();
     assert_eq!(manifest["status"], "succeeded");
@@ -61,6 +61,14 @@ fn bad_rows_past_the_budget_fail_the_run() {
     let err = run.stderr();
     assert!(err.contains("4 of 7 rows quarantined, over the error budget (max_rows 3)"), "{err}");
     assert!(!p.path("marts/mart_totals.parquet").exists(), "nothing is published by a failed run");
+    // A failed run gets a report too, saying where it failed.
+    let reports: Vec<_> = common::walk(&p.path("marts/_runs")).into_iter().filter(|f| f.extension().is_some_and(|e| e == "html")).collect();
+    assert_eq!(reports.len(), 1);
+    let html = std::fs::read_to_string(&reports[0]).unwrap();
+    assert!(html.contains("<b>failed</b>") && html.contains("Where it failed") && html.contains("over the error budget"), "{html}");
+    // `crm-marts report` writes the newest run's report again, here to a file.
+    p.run(&["report", "--config", "config/env.yaml", "--out", "again.html"]).expect_code(0);
+    assert_eq!(std::fs::read_to_string(p.path("again.html")).unwrap(), html);
 }
 
 #[test]

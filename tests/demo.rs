@@ -132,6 +132,7 @@ fn demo_runs_end_to_end_and_rfm_and_abc_match_an_independent_computation() {
         assert!(stdout.contains(mart), "summary names {mart}:\n{stdout}");
     }
     assert!(stdout.contains("quarantined rows"), "the generator's bad rows are quarantined:\n{stdout}");
+    check_run_report(&dir.join("marts"));
 
     let persons = common::persons_of(&dir.join("marts"), "erp_customers");
     let expected = expected_per_customer(&dir.join("exports"), &persons);
@@ -203,7 +204,7 @@ fn demo_runs_end_to_end_and_rfm_and_abc_match_an_independent_computation() {
     assert!((a_count as f64) < 0.5 * n as f64, "A class holds {a_count} of {n}");
 
     // The manifest next to the marts says what happened.
-    let manifests = common::walk(&dir.join("marts/_runs"));
+    let manifests = common::manifest_files(&dir.join("marts/_runs"));
     assert_eq!(manifests.len(), 1);
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifests[0]).unwrap()).unwrap();
     assert_eq!(manifest["status"], "succeeded");
@@ -223,4 +224,38 @@ fn ntile_matches_sql() {
     assert_eq!(got, vec![1, 1, 2, 2, 3, 4, 5]);
     let got: Vec<i64> = (0..3).map(|i| ntile(3, 5, i)).collect();
     assert_eq!(got, vec![1, 2, 3]);
+}
+
+/// The run report next to the manifest: its numbers are the marts' (the A class's share of
+/// customers, an RFM cell's customers), and a real browser renders its charts without
+/// console errors (screenshot under target/screenshots).
+fn check_run_report(marts: &Path) {
+    let runs: Vec<std::path::PathBuf> = common::walk(&marts.join("_runs")).into_iter().filter(|f| f.extension().is_some_and(|e| e == "html")).collect();
+    assert_eq!(runs.len(), 1, "one report per run: {runs:?}");
+    let html = std::fs::read_to_string(&runs[0]).unwrap();
+    assert!(html.contains("<b>succeeded</b>") && html.contains("stg_orders"), "run part");
+    for external in ["src=\"http", "href=\"http", "<script"] {
+        assert!(!html.contains(external), "the report is self-contained ({external})");
+    }
+    let abc = common::read_parquet_rows(&marts.join("mart_abc.parquet"));
+    let a_share = abc.iter().filter(|r| r["abc_class"] == "A").count() as f64 / abc.len() as f64;
+    let shown: f64 = html
+        .split("data-class=\"A\" data-customer-share=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .and_then(|v| v.parse().ok())
+        .expect("the Pareto table shows class A");
+    assert!((shown - a_share).abs() < 1e-12, "A share {shown} in the report, {a_share} in mart_abc");
+    let rfm = common::read_parquet_rows(&marts.join("mart_rfm.parquet"));
+    let cell = rfm.iter().filter(|r| r["r_score"] == "5" && r["fm_score"] == "5").count();
+    let marker = "data-r=\"5\" data-fm=\"5\">";
+    let shown: usize = html.split(marker).nth(1).and_then(|r| r.split('<').next()).and_then(|v| v.parse().ok()).unwrap_or(0);
+    assert_eq!(shown, cell, "RFM cell R5 FM5");
+
+    let (dom, log) = common::render(&runs[0], &common::repo().join("target/screenshots/run-report.png"));
+    assert!(!log.contains(":CONSOLE") && !log.contains("Uncaught"), "console errors:\n{log}");
+    for chart in ["<figure id=\"pareto\">", "<figure id=\"rfm\">", "<svg id=\"timeline\""] {
+        assert!(dom.contains(chart), "{chart} not rendered");
+    }
+    assert!(dom.contains("<polyline points=\"0,320 "), "the Pareto curve has points");
 }

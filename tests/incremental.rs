@@ -33,7 +33,7 @@ fn run(p: &Project, extra: &[&str]) -> serde_json::Value {
 }
 
 fn latest_manifest(p: &Project) -> serde_json::Value {
-    let mut names: Vec<_> = std::fs::read_dir(p.path("marts/_runs")).unwrap().flatten().map(|e| e.path()).collect();
+    let mut names: Vec<_> = common::manifest_files(&p.path("marts/_runs"));
     names.sort();
     serde_json::from_slice(&std::fs::read(names.last().unwrap()).unwrap()).unwrap()
 }

@@ -117,7 +117,7 @@ fn run_at(p: &Project, as_of: &str) {
     // Every documented check passed and every column is documented.
     assert!(!out.stderr().contains("not documented"), "{}", out.stderr());
     assert!(!out.stderr().contains("is not in `mart_"), "{}", out.stderr());
-    let manifests = common::walk(&p.path("marts/_runs"));
+    let manifests = common::manifest_files(&p.path("marts/_runs"));
     let last = manifests.last().unwrap();
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(last).unwrap()).unwrap();
     for step in manifest["steps"].as_array().unwrap() {

@@ -24,7 +24,7 @@ fn a_builtin_step_profiles_a_materialised_table_and_is_published() {
     let max = rows.iter().find(|r| r["describe"] == "max").unwrap();
     assert_eq!(max["quantity"], "4.0");
 
-    let manifest = common::walk(&p.path("marts/_runs")).pop().unwrap();
+    let manifest = common::manifest_files(&p.path("marts/_runs")).pop().unwrap();
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
     let steps = manifest["steps"].as_array().unwrap();
     let names: Vec<&str> = steps.iter().map(|s| s["name"].as_str().unwrap()).collect();

@@ -165,6 +165,20 @@ enum Command {
         #[arg(long, default_value = "docs")]
         out: PathBuf,
     },
+    /// Write the HTML report of a run (the newest by default), as each run does next to
+    /// its manifest.
+    Report {
+        /// The run id (see `crm-marts runs`).
+        run_id: Option<String>,
+        #[arg(long, default_value = "config/local.yaml")]
+        config: PathBuf,
+        /// The store holding the manifests.
+        #[arg(long, default_value = "marts")]
+        store: String,
+        /// Write the report to this file instead of next to the manifest.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Start a new model: `crm-marts new mart NAME`.
     New {
         #[command(subcommand)]
@@ -326,6 +340,24 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Validate { files, published, allow_breaking } => validate(&files, published, allow_breaking).await,
         Command::Test { pipelines, select } => test_models(&pipelines, &select).await,
         Command::New { what: NewCommand::Mart { name, pipeline, force } } => new_mart(&pipeline, &name, force).await,
+        Command::Report { run_id, config, store, out } => {
+            let env = load_environment(&config, &[])?;
+            let spec = env.stores.get(&store).ok_or_else(|| UsageError(format!("no store `{store}` in {}", config.display())))?;
+            let store = crm_marts::storage::Store::open(spec)?;
+            let run_id = match run_id {
+                Some(id) => id,
+                None => crm_marts::report::latest_run(&store).await?.ok_or_else(|| UsageError(format!("no runs in {}", store.display_url)))?,
+            };
+            match out {
+                Some(file) => {
+                    let html = crm_marts::report::render(&store, &run_id).await?;
+                    std::fs::write(&file, html).with_context(|| format!("writing {}", file.display()))?;
+                    println!("wrote the report of run {run_id} to {}", file.display());
+                }
+                None => println!("wrote the report of run {run_id} to {}", crm_marts::report::write(&store, &run_id).await?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Docs { pipeline, out } => {
             let compiled = Pipeline::load(&pipeline, None)?;
             let pages = crm_marts::docs::write_site(&compiled, &out).await?;

@@ -216,6 +216,13 @@ pub fn persons_of(marts: &Path, source: &str) -> std::collections::HashMap<Strin
         .collect()
 }
 
+/// The run manifests (`<run_id>.json`) of a `_runs` folder, oldest first (not the reports
+/// or heartbeats beside them).
+#[allow(dead_code)]
+pub fn manifest_files(runs: &Path) -> Vec<PathBuf> {
+    walk(runs).into_iter().filter(|f| f.extension().is_some_and(|e| e == "json")).collect()
+}
+
 pub fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
