@@ -640,16 +640,40 @@ fn budget_text(b: &crate::config::pipeline::ErrorBudget) -> String {
     }
 }
 
-async fn step_frame(ctx: &SessionContext, step: &Step, params: &Params) -> Result<BuiltinOutput, Failure> {
+/// The step's frame. A SQL model's `AS MATERIALIZED` CTEs are computed first, each once,
+/// into a table of the step (`<step>__<cte>`, named in `ctes` with its rows), so the
+/// model's query reads them instead of recomputing them at every reference.
+async fn step_frame(
+    ctx: &SessionContext,
+    step: &Step,
+    params: &Params,
+    placement: &crate::engine::Placement,
+    work_dir: &std::path::Path,
+    ctes: &mut Vec<(String, u64)>,
+) -> Result<BuiltinOutput, Failure> {
     match &step.kind {
         StepKind::Sql(model) => {
             let bound = model.bind(params).map_err(|d| Failure::new(FailureKind::Config, d.to_string()))?;
-            let statement = datafusion::sql::parser::Statement::Statement(Box::new(bound));
+            let located = |e: DataFusionError| Failure::new(engine_kind(&e), error_diagnostic(&model.file, &e).to_string());
+            let (parts, main) = model.split_materialized(bound, &step.name);
+            for (table, statement) in parts {
+                let state = ctx.state();
+                let plan = state
+                    .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(statement)))
+                    .await
+                    .map_err(located)?;
+                let (store, path, url) = placement.table_target(work_dir, &table).map_err(located)?;
+                let props = datafusion::parquet::file::properties::WriterProperties::builder().build();
+                let rows = crate::publish::write_stream(store, path, DataFrame::new(state, plan), props).await.map_err(located)?;
+                ctx.register_parquet(table.as_str(), &url, ParquetReadOptions::default()).await.map_err(located)?;
+                tracing::debug!(step = %step.name, table = %table, rows, "materialized a CTE");
+                ctes.push((table, rows));
+            }
             let state = ctx.state();
             let plan = state
-                .statement_to_plan(statement)
+                .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(main)))
                 .await
-                .map_err(|e| Failure::new(engine_kind(&e), error_diagnostic(&model.file, &e).to_string()))?;
+                .map_err(located)?;
             Ok(DataFrame::new(state, plan).into())
         }
         StepKind::Builtin { kind, step: builtin } => {
@@ -670,7 +694,37 @@ async fn run_step(
     written: &mut Vec<WrittenMart>,
     publish: bool,
 ) -> Result<StepReport, Failure> {
-    let BuiltinOutput { frame: df, details, tables } = step_frame(ctx, step, params).await?;
+    let mut ctes = Vec::new();
+    let report = step_tables(ctx, pipeline, step, params, publisher, placement, work_dir, written, publish, &mut ctes).await;
+    // A materialized CTE lives as long as its step.
+    for (table, _) in &ctes {
+        let _ = ctx.deregister_table(table.as_str());
+    }
+    let mut report = report?;
+    if !ctes.is_empty() && report.details.is_none() {
+        let rows: serde_json::Map<String, serde_json::Value> = ctes
+            .iter()
+            .map(|(table, rows)| (table.trim_start_matches(&format!("{}__", step.name)).to_string(), (*rows).into()))
+            .collect();
+        report.details = Some(serde_json::json!({ "materialized_ctes": rows }));
+    }
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn step_tables(
+    ctx: &SessionContext,
+    pipeline: &Pipeline,
+    step: &Step,
+    params: &Params,
+    publisher: &Publisher,
+    placement: &crate::engine::Placement,
+    work_dir: &std::path::Path,
+    written: &mut Vec<WrittenMart>,
+    publish: bool,
+    ctes: &mut Vec<(String, u64)>,
+) -> Result<StepReport, Failure> {
+    let BuiltinOutput { frame: df, details, tables } = step_frame(ctx, step, params, placement, work_dir, ctes).await?;
     let place = |e: &dyn std::fmt::Display| match step.file() {
         Some(f) => format!("{}: {e}", f.display()),
         None => format!("step `{}`: {e}", step.name),

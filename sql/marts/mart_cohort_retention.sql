@@ -14,19 +14,21 @@ month_index AS (
         CAST(date_part('year', order_date) AS BIGINT) * 12 + CAST(date_part('month', order_date) AS BIGINT) - 1 AS month_no
     FROM order_values
 ),
-first_months AS (
-    SELECT customer_key, min(month_no) AS cohort_no FROM month_index GROUP BY customer_key
-),
-cohorts AS (
-    SELECT cohort_no, count(*) AS cohort_customers FROM first_months GROUP BY cohort_no
-),
-customer_months AS (
+-- Shaped for speed: the orders are grouped once into customer months, and the tables read
+-- more than once below are declared AS MATERIALIZED, so each is computed a single time.
+customer_months AS MATERIALIZED (
     -- One row per customer and month, so counting rows counts distinct customers.
     SELECT customer_key, month_no, sum(net_revenue) AS net_revenue
     FROM month_index
     GROUP BY customer_key, month_no
 ),
-activity AS (
+first_months AS MATERIALIZED (
+    SELECT customer_key, min(month_no) AS cohort_no FROM customer_months GROUP BY customer_key
+),
+cohorts AS (
+    SELECT cohort_no, count(*) AS cohort_customers FROM first_months GROUP BY cohort_no
+),
+activity AS MATERIALIZED (
     SELECT
         f.cohort_no,
         m.month_no - f.cohort_no AS month_offset,

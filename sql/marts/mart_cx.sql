@@ -1,7 +1,10 @@
 -- mart_cx: customer-experience scores per month (NPS, CSAT, CES from the loyalty-app
 -- surveys) in total, per survey touchpoint and per RFM segment, with the month's pain
 -- points and a revenue-weighted friction index. Columns and definitions: mart_cx.yml.
-WITH answers AS (
+-- Shaped for speed: `answers` and `pains` are read by several breakdowns below, so they are
+-- declared AS MATERIALIZED and computed once (the runner writes each as a table of the step)
+-- instead of at every reference.
+WITH answers AS MATERIALIZED (
     -- Survey answers up to the as-of date with validated scores (int_survey_answers) and the
     -- RFM segment of the answering member's person.
     SELECT
@@ -48,7 +51,7 @@ weights AS (
     -- (mart_rfm.monetary); customers without purchases weigh 0.
     SELECT customer_key, rfm_segment, monetary FROM mart_rfm
 ),
-pains AS (
+pains AS MATERIALIZED (
     SELECT
         CAST(date_trunc('month', t.occurred_on) AS DATE) AS month,
         t.customer_key,

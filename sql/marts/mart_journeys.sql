@@ -13,7 +13,8 @@ sessions AS (
     SELECT customer_key, session_id, session_start, session_start_on, entry_channel, converted
     FROM int_customer_sessions
 ),
-first_purchases AS (
+first_purchases AS MATERIALIZED (
+    -- Read three times below: computed once (AS MATERIALIZED), not at every reference.
     SELECT customer_key, min(occurred_on) AS first_purchase_on
     FROM customer_touchpoints
     WHERE touchpoint_id LIKE 'purchase:%'

@@ -19,34 +19,32 @@ gaps AS (
     FROM purchase_days
 ),
 gap_stats AS (
+    -- gaps has one row per purchase day, so count(*) counts the distinct purchase days
+    -- (count(DISTINCT) per customer does not scale to millions).
     SELECT
         customer_key,
+        count(*) AS purchase_days,
         count(gap_days) AS gap_count,
         median(CAST(gap_days AS DOUBLE)) AS median_gap_days
     FROM gaps
     GROUP BY customer_key
 ),
-day_counts AS (
-    SELECT customer_key, count(*) AS purchase_days FROM purchase_days GROUP BY customer_key
-),
 per_customer AS (
-    -- order_values has one row per order, so count(*) counts orders; distinct days come
-    -- from day_counts (count(DISTINCT) per customer does not scale to millions).
+    -- order_values has one row per order, so count(*) counts orders.
     SELECT
-        v.customer_key,
-        min(v.order_date) AS first_order_date,
-        max(v.order_date) AS last_order_date,
+        customer_key,
+        min(order_date) AS first_order_date,
+        max(order_date) AS last_order_date,
         count(*) AS completed_orders,
-        max(d.purchase_days) AS purchase_days,
-        sum(v.net_revenue) AS net_revenue,
-        sum(v.cost) AS cost
-    FROM order_values v
-    JOIN day_counts d ON d.customer_key = v.customer_key
-    GROUP BY v.customer_key
+        sum(net_revenue) AS net_revenue,
+        sum(cost) AS cost
+    FROM order_values
+    GROUP BY customer_key
 ),
 judged AS (
     SELECT
         p.*,
+        g.purchase_days,
         CAST($as_of AS INT) - CAST(p.last_order_date AS INT) AS days_since_last_purchase,
         g.median_gap_days,
         CASE

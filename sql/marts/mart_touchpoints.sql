@@ -144,7 +144,8 @@ survey_touchpoints AS (
         s.answered_on AS occurred_on
     FROM int_survey_answers s
 ),
-all_touchpoints AS (
+all_touchpoints AS MATERIALIZED (
+    -- Read twice (its distinct type keys, then every touchpoint): computed once.
     SELECT
         touchpoint_id, source_system, type_key, entry_touchpoint_type, customer_key, cookie_id, member_id,
         session_id, is_session_entry, entry_channel, session_creator, page_type, order_id, occurred_at, occurred_on, amount
