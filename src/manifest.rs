@@ -115,6 +115,9 @@ pub struct Manifest {
     /// Peak resident memory of the process while the sources loaded (Linux).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sources_peak_rss_bytes: Option<u64>,
+    /// Wall-clock time of loading every source (they load concurrently).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sources_duration_ms: Option<u64>,
     pub steps: Vec<StepReport>,
     pub outputs: Vec<WrittenMart>,
     pub quarantine: Vec<QuarantineReport>,
@@ -154,6 +157,7 @@ impl Manifest {
             engine: "local".into(),
             inputs: Vec::new(),
             sources_peak_rss_bytes: None,
+            sources_duration_ms: None,
             steps: Vec::new(),
             outputs: Vec::new(),
             quarantine: Vec::new(),

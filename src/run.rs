@@ -442,6 +442,7 @@ async fn execute(run: &Execute<'_>, manifest: &mut Manifest, written: &mut Vec<W
         pipeline.sources.iter().filter(|s| plan.is_none_or(|p| p.sources.contains(&s.name))).collect();
     progress.stage(&format!("loading {} sources", sources_to_load.len()));
     crate::memory::reset_peak();
+    let loading = Instant::now();
     let loads = sources_to_load.into_iter().map(|s| {
         let ctx = &ctx;
         async move {
@@ -453,6 +454,7 @@ async fn execute(run: &Execute<'_>, manifest: &mut Manifest, written: &mut Vec<W
     });
     let results = crate::memory::within(guard, futures::future::join_all(loads)).await.map_err(|rss| over("loading the sources", rss))?;
     manifest.sources_peak_rss_bytes = crate::memory::peak_rss();
+    manifest.sources_duration_ms = Some(loading.elapsed().as_millis() as u64);
     let mut errors = Vec::new();
     for (source, result, elapsed) in results {
         match result {

@@ -259,3 +259,40 @@ fn check_run_report(marts: &Path) {
     }
     assert!(dom.contains("<polyline points=\"0,320 "), "the Pareto curve has points");
 }
+
+/// `bench` runs the same exports through the DuckDB peer: every source and every SQL model
+/// DuckDB can run (the rest it reads from what crm-marts published) runs there without an
+/// error, and the marts of both engines have the same number of rows.
+#[test]
+fn bench_runs_every_model_on_the_duckdb_peer_beside_crm_marts() {
+    let project = Project::new();
+    let dir = project.path("bench");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_crm-marts"))
+        .args(["bench", "--customers", "400", "--memory-limit", "2GiB", "--dir"])
+        .arg(&dir)
+        .arg("--pipeline")
+        .arg(repo().join("pipelines/customer_marts.yaml"))
+        .current_dir(repo())
+        .env("CRM_MARTS_PEER_PYTHON", common::python())
+        .env("CRM_MARTS_LOG", "warn")
+        .output()
+        .expect("run crm-marts bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
+    let peer = stdout.split_once("peer: DuckDB").unwrap_or_else(|| panic!("no peer table:\n{stdout}")).1;
+    let mut compared = 0;
+    for line in peer.lines().filter(|l| l.starts_with("step ")) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        assert!(!line.contains("error"), "{line}");
+        let (name, ours, theirs) = (cols[1], cols[2], cols[3]);
+        if name.starts_with("mart_") && name != "mart_identity_map" {
+            assert_eq!(ours, theirs, "rows of {name} on crm-marts and DuckDB:\n{line}");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 12, "only {compared} marts compared:\n{peer}");
+    for figure in ["loading all sources", "SQL models (both ran)", "pipeline w/o identity, CLV", "us/row", "DuckDB CPU"] {
+        assert!(stdout.contains(figure), "`{figure}` missing from:\n{stdout}");
+    }
+}

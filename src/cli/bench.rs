@@ -1,7 +1,9 @@
 //! `bench`: generates N customers and times each stage of the customer-marts pipeline
-//! under a memory limit, printing rows, seconds and peak memory (peak RSS per stage).
+//! under a memory limit, printing rows, seconds and peak memory (peak RSS per stage), the
+//! cost per export row of each stage, and the same stages run by the DuckDB peer
+//! (`super::peer`) on the same exports beside them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -43,11 +45,27 @@ pub struct BenchArgs {
     /// Executors of the bench's cluster; they share --memory-limit and the cores.
     #[arg(long, default_value_t = 2)]
     executors: usize,
+    /// `duckdb`: after the local run, load the same exports and run the same SQL models on
+    /// DuckDB (installed from PyPI under target/ on first use), with the same threads and
+    /// memory limit, and print both sides per stage. `none` skips it.
+    #[arg(long, default_value = "duckdb", value_name = "duckdb|none")]
+    peer: String,
 }
 
 /// Peak resident memory since the last reset, in bytes (Linux; 0 elsewhere).
 fn peak_rss() -> u64 {
     crm_marts::memory::peak_rss().unwrap_or(0)
+}
+
+/// CPU seconds this process has used, all threads, user and system (Linux; 0 elsewhere).
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, in clock ticks of 1/100 s.
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn reset_peak() {
@@ -95,27 +113,172 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
     if !matches!(args.engine.as_str(), "local" | "ballista") {
         return Err(super::UsageError(format!("--engine {:?}: expected local or ballista", args.engine)).into());
     }
+    if !matches!(args.peer.as_str(), "duckdb" | "none") {
+        return Err(super::UsageError(format!("--peer {:?}: expected duckdb or none", args.peer)).into());
+    }
     reset_peak();
     let started = Instant::now();
+    let cpu_before = cpu_seconds();
     let manifest = super::run_pipeline(Path::new(&args.pipeline), &env, &params, LogFormat::Json).await?;
     let total = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_before;
     if args.engine == "ballista" {
         return cluster_bench(&args, &dir, env, &params, &manifest, total).await;
     }
+    let export_rows: u64 = manifest.inputs.iter().filter_map(|i| i.rows).sum();
     for input in &manifest.inputs {
         println!("{:<28} {:>14} {:>10} {:>14}", format!("source {}", input.name), input.rows.unwrap_or(0), "", "");
     }
-    if let Some(peak) = manifest.sources_peak_rss_bytes {
-        println!("{:<28} {:>14} {:>10} {:>14.0}", "load sources", "", "", mib(peak));
-    }
+    let load_s = manifest.sources_duration_ms.unwrap_or(0) as f64 / 1000.0;
+    let load_peak = manifest.sources_peak_rss_bytes.map(|b| format!("{:.0}", mib(b))).unwrap_or_default();
+    println!("{:<28} {:>14} {:>10.1} {:>14}", "load sources", export_rows, load_s, load_peak);
     for step in &manifest.steps {
         let rows = step.rows.map(|r| r.to_string()).unwrap_or_else(|| "view".into());
         let peak = step.peak_rss_bytes.map(|b| format!("{:.0}", mib(b))).unwrap_or_default();
         println!("{:<28} {:>14} {:>10.1} {:>14}", format!("step {}", step.name), rows, step.duration_ms as f64 / 1000.0, peak);
     }
     println!("{:<28} {:>14} {:>10.1} {:>14.0}", "pipeline total", "", total, mib(manifest.peak_rss_bytes().unwrap_or_else(peak_rss)));
+    let stages = Stages::of(&manifest);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!("CPU: {cpu:.1} s over {total:.1} s = {:.0} % ({cores} cores)", 100.0 * cpu / total.max(1e-9));
+    println!();
+    println!("cost per export row ({export_rows} rows):");
+    for (name, seconds) in [("load sources", load_s), ("SQL models", stages.sql), ("identity", stages.identity), ("CLV fit", stages.clv_fit), ("pipeline total", total)] {
+        println!("  {:<26} {:>10.1} s {:>10.3} us/row", name, seconds, per_row_us(seconds, export_rows));
+    }
+    let code = if args.peer == "duckdb" { peer_bench(&args, &dir, &env, &params, &manifest, limit as u64).await? } else { ExitCode::SUCCESS };
     if temp {
         let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(code)
+}
+
+fn per_row_us(seconds: f64, rows: u64) -> f64 {
+    if rows == 0 { 0.0 } else { seconds * 1e6 / rows as f64 }
+}
+
+/// Seconds of a run by kind of step.
+struct Stages {
+    sql: f64,
+    identity: f64,
+    clv_fit: f64,
+}
+
+impl Stages {
+    fn of(manifest: &crm_marts::manifest::Manifest) -> Self {
+        let mut stages = Stages { sql: 0.0, identity: 0.0, clv_fit: 0.0 };
+        for step in &manifest.steps {
+            let s = step.duration_ms as f64 / 1000.0;
+            match step.kind.as_str() {
+                "sql" => stages.sql += s,
+                "identity" => stages.identity += s,
+                "clv_fit" => stages.clv_fit += s,
+                _ => {}
+            }
+        }
+        stages
+    }
+}
+
+/// The DuckDB peer on the same exports, printed beside the local run: per source, per SQL
+/// model, and the totals the speed goals are stated in (loading, SQL models, the pipeline
+/// without identity and the CLV fit).
+async fn peer_bench(
+    args: &BenchArgs,
+    dir: &Path,
+    env: &Environment,
+    given: &BTreeMap<String, String>,
+    local: &crm_marts::manifest::Manifest,
+    limit: u64,
+) -> Result<ExitCode> {
+    use crm_marts::config::pipeline::Pipeline;
+    let pipeline = Pipeline::load(&args.pipeline, Some(env))?;
+    let params = crm_marts::run::bind_params(&pipeline, given)?;
+    let store_dir = |name: &str| -> Option<PathBuf> {
+        let spec = env.stores.get(name)?;
+        (spec.url.scheme() == "file").then(|| spec.url.to_file_path().ok()).flatten()
+    };
+    let own: BTreeSet<String> =
+        crm_marts::functions::functions(&Default::default()).iter().map(|f| f.name().to_lowercase()).collect();
+    let work = dir.join("duckdb");
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    // What crm-marts found empty (the previous run's marts on a first run) DuckDB gets empty.
+    let empty: BTreeSet<String> = pipeline
+        .sources
+        .iter()
+        .filter(|s| !local.inputs.iter().any(|i| i.name == s.name && !i.files.is_empty()))
+        .map(|s| s.name.clone())
+        .collect();
+    let plan = super::peer::plan(&pipeline, &params, &store_dir, &dir.join("marts"), &work, threads, limit, &own, &empty)?;
+    let python = super::peer::python()?;
+    println!();
+    println!("peer: DuckDB {} on the same exports, {threads} threads, memory limit {}", super::peer::version(&python)?, args.memory_limit);
+    let peer = super::peer::run(&python, &plan, &work)?;
+    println!(
+        "{:<28} {:>12} {:>12} {:>9} {:>9} {:>6} {:>9} {:>9}",
+        "stage", "rows", "duckdb rows", "crm s", "duckdb s", "ratio", "crm MiB", "duck MiB"
+    );
+    let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}", a / b) } else { "-".into() };
+    let opt_mib = |b: Option<u64>| b.map(|b| format!("{:.0}", mib(b))).unwrap_or_default();
+    let duck_cpu: f64 = peer.iter().map(|s| s.cpu_seconds).sum();
+    let duck_wall: f64 = peer.iter().map(|s| s.seconds).sum();
+    let mut duck_load = 0.0;
+    let mut duck_sql = 0.0;
+    let mut crm_sql = 0.0;
+    let mut failed = Vec::new();
+    for stage in &peer {
+        if let Some(e) = &stage.error {
+            failed.push(format!("{} {}: {e}", stage.kind, stage.name));
+        }
+        let duck_rows = stage.rows.map(|r| r.to_string()).unwrap_or_else(|| if stage.error.is_some() { "error".into() } else { "view".into() });
+        match stage.kind.as_str() {
+            "source" => {
+                duck_load += stage.seconds;
+                let ours = local.inputs.iter().find(|i| i.name == stage.name);
+                let rows = ours.and_then(|i| i.rows).map(|r| r.to_string()).unwrap_or_default();
+                println!("{:<28} {:>12} {:>12} {:>9} {:>9.1} {:>6} {:>9} {:>9.0}", format!("source {}", stage.name), rows, duck_rows, "", stage.seconds, "", "", mib(stage.peak_rss_bytes));
+            }
+            "step" => {
+                duck_sql += stage.seconds;
+                let Some(ours) = local.steps.iter().find(|s| s.name == stage.name) else { continue };
+                let s = ours.duration_ms as f64 / 1000.0;
+                crm_sql += s;
+                let rows = ours.rows.map(|r| r.to_string()).unwrap_or_else(|| "view".into());
+                println!(
+                    "{:<28} {:>12} {:>12} {:>9.1} {:>9.1} {:>6} {:>9} {:>9.0}",
+                    format!("step {}", stage.name),
+                    rows,
+                    duck_rows,
+                    s,
+                    stage.seconds,
+                    ratio(s, stage.seconds),
+                    opt_mib(ours.peak_rss_bytes),
+                    mib(stage.peak_rss_bytes)
+                );
+            }
+            _ => {}
+        }
+    }
+    let crm_load = local.sources_duration_ms.unwrap_or(0) as f64 / 1000.0;
+    println!("{:<28} {:>12} {:>12} {:>9.1} {:>9.1} {:>6}", "loading all sources", "", "", crm_load, duck_load, ratio(crm_load, duck_load));
+    println!("{:<28} {:>12} {:>12} {:>9.1} {:>9.1} {:>6}", "SQL models (both ran)", "", "", crm_sql, duck_sql, ratio(crm_sql, duck_sql));
+    println!(
+        "{:<28} {:>12} {:>12} {:>9.1} {:>9.1} {:>6}",
+        "pipeline w/o identity, CLV",
+        "",
+        "",
+        crm_load + crm_sql,
+        duck_load + duck_sql,
+        ratio(crm_load + crm_sql, duck_load + duck_sql)
+    );
+    println!("DuckDB CPU: {duck_cpu:.1} s over {duck_wall:.1} s = {:.0} %", 100.0 * duck_cpu / duck_wall.max(1e-9));
+    println!("(models that call crm-marts' own functions, and built-in steps, ran only in crm-marts; DuckDB read their published tables)");
+    if !failed.is_empty() {
+        eprintln!("bench: the DuckDB peer failed {} stage(s):", failed.len());
+        for f in &failed {
+            eprintln!("  {f}");
+        }
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

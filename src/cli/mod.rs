@@ -5,6 +5,7 @@ mod backfill;
 mod bench;
 mod demo;
 mod logging;
+mod peer;
 mod runs;
 mod schedule;
 
