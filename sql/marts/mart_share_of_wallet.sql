@@ -23,19 +23,32 @@ latest_survey AS (
     WHERE rn = 1
 ),
 profile AS (
-    -- Age band and region from the person's golden record.
+    -- Age band and region from the person's golden record. The age is counted in calendar
+    -- years (one more on each birthday), not in days over 365.25, which falls short of a
+    -- birthday when the years between hold fewer leap days.
     SELECT
         customer_key,
         CASE
-            WHEN birth_date IS NULL THEN 'unknown'
-            WHEN (CAST($as_of AS INT) - CAST(birth_date AS INT)) / 365.25 < 30 THEN '18-29'
-            WHEN (CAST($as_of AS INT) - CAST(birth_date AS INT)) / 365.25 < 45 THEN '30-44'
-            WHEN (CAST($as_of AS INT) - CAST(birth_date AS INT)) / 365.25 < 60 THEN '45-59'
+            WHEN age_years IS NULL THEN 'unknown'
+            WHEN age_years < 30 THEN '18-29'
+            WHEN age_years < 45 THEN '30-44'
+            WHEN age_years < 60 THEN '45-59'
             ELSE '60+'
         END AS age_band,
         -- Danish postcodes below 3000 are the capital region.
         CASE WHEN TRY_CAST(postcode AS INT) < 3000 THEN 'capital' ELSE 'other' END AS region
-    FROM (SELECT customer_key, TRY_CAST(birth_date AS DATE) AS birth_date, postcode FROM identity_golden) g
+    FROM (
+        SELECT
+            customer_key,
+            date_part('year', $as_of) - date_part('year', birth_date)
+                - CASE
+                    WHEN date_part('month', $as_of) * 100 + date_part('day', $as_of)
+                       < date_part('month', birth_date) * 100 + date_part('day', birth_date)
+                    THEN 1 ELSE 0
+                  END AS age_years,
+            postcode
+        FROM (SELECT customer_key, TRY_CAST(birth_date AS DATE) AS birth_date, postcode FROM identity_golden) b
+    ) g
 ),
 estimates AS (
     SELECT
