@@ -409,9 +409,18 @@ fn equal(a: &ScalarValue, b: &ScalarValue, tolerance: f64) -> bool {
         ScalarValue::Float16(Some(x)) => Some(f64::from(*x)),
         _ => None,
     };
+    // Text is text whichever string type the plan chose (a CAST(NULL AS VARCHAR) in a
+    // UNION may make a column Utf8View in one branch and Utf8 in the schema).
+    let text = |v: &ScalarValue| match v {
+        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => Some(s.clone()),
+        _ => None,
+    };
     match (float(a), float(b)) {
         (Some(x), Some(y)) => x == y || (x - y).abs() <= tolerance,
-        _ => a == b,
+        _ => match (text(a), text(b)) {
+            (Some(x), Some(y)) => x == y,
+            _ => a == b,
+        },
     }
 }
 

@@ -230,3 +230,79 @@ pub fn plan(pipeline: &Pipeline, selection: &Selection) -> Result<RunPlan, Diagn
     deferred.retain(|t, _| !run.contains(t));
     Ok(RunPlan { selection: selection.clone(), steps: run, selected, deferred, sources: needed_sources })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{plan, Selection};
+    use crate::config::pipeline::Pipeline;
+
+    fn pipeline() -> Pipeline {
+        Pipeline::load(std::path::Path::new("pipelines/customer_marts.yaml"), None).expect("the shipped pipeline loads")
+    }
+
+    fn select(select: &[&str], exclude: &[&str], defer: bool) -> Selection {
+        Selection { select: select.iter().map(|s| s.to_string()).collect(), exclude: exclude.iter().map(|s| s.to_string()).collect(), defer }
+    }
+
+    fn has(set: &std::collections::BTreeSet<String>, names: &[&str]) -> bool {
+        names.iter().all(|n| set.contains(*n))
+    }
+
+    #[test]
+    fn ancestors_descendants_several_selectors_and_exclusions() {
+        let p = pipeline();
+        // +mart_rfm: it and everything it reads, through identity down to staging.
+        let up = plan(&p, &select(&["+mart_rfm"], &[], false)).unwrap();
+        assert!(has(&up.selected, &["mart_rfm", "int_order_values", "stg_orders", "stg_order_lines", "int_erp_keys", "identity", "int_identity_erp"]), "{:?}", up.selected);
+        assert!(!up.selected.contains("mart_abc") && !up.selected.contains("mart_lifecycle"), "{:?}", up.selected);
+        assert!(up.sources.contains("erp_orders") && up.sources.contains("rfm_segments") && !up.sources.contains("loyalty_survey_answers"));
+
+        // mart_abc+: it and what reads it, nothing it reads.
+        let down = plan(&p, &select(&["mart_abc+"], &[], false)).unwrap();
+        assert!(has(&down.selected, &["mart_abc", "mart_abc_summary"]), "{:?}", down.selected);
+        assert!(!down.selected.contains("int_order_values") && !down.selected.contains("mart_rfm"));
+        // What it reads runs, unpublished.
+        assert!(down.runs("int_order_values") && !down.publishes("int_order_values"));
+
+        // Several selectors: the union; nothing else is published.
+        let two = plan(&p, &select(&["mart_abc", "mart_rfm"], &[], false)).unwrap();
+        assert_eq!(two.selected.iter().map(String::as_str).collect::<Vec<_>>(), ["mart_abc", "mart_rfm"]);
+        assert!(two.runs("identity") && two.deferred.is_empty());
+
+        // --exclude takes selectors away from the selection.
+        let less = plan(&p, &select(&["mart_abc+"], &["mart_abc_summary"], false)).unwrap();
+        assert!(less.selected.contains("mart_abc") && !less.selected.contains("mart_abc_summary"));
+        let none_of_rfm = plan(&p, &select(&[], &["mart_rfm+"], false)).unwrap();
+        assert!(!none_of_rfm.selected.contains("mart_rfm") && !none_of_rfm.selected.contains("mart_winback"));
+        assert!(none_of_rfm.selected.contains("mart_abc"));
+
+        // A source with `+`: the steps that read it, and what reads those.
+        let returns = plan(&p, &select(&["erp_returns+"], &[], false)).unwrap();
+        assert!(has(&returns.selected, &["stg_returns", "int_refunds", "mart_lifecycle"]), "{:?}", returns.selected);
+        assert!(!returns.selected.contains("stg_orders"));
+    }
+
+    #[test]
+    fn deferring_reads_identity_from_its_published_map() {
+        let p = pipeline();
+        let run = plan(&p, &select(&["mart_rfm+"], &[], true)).unwrap();
+        // int_erp_keys is a view nobody publishes: it runs, reading identity from the map.
+        assert_eq!(run.deferred.get("identity").map(String::as_str), Some("mart_identity_map"));
+        assert!(!run.runs("identity") && !run.runs("int_identity_erp") && run.runs("int_erp_keys"));
+        // A published mart outside the selection is read, not computed.
+        let winback = plan(&p, &select(&["mart_winback"], &[], true)).unwrap();
+        assert!(winback.deferred.contains_key("mart_rfm") && winback.deferred.contains_key("mart_lifecycle"), "{:?}", winback.deferred);
+        assert!(!winback.runs("mart_rfm"));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let p = pipeline();
+        let typo = plan(&p, &select(&["mart_rmf+"], &[], false)).unwrap_err().to_string();
+        assert!(typo.contains("--select mart_rmf+: no step or source `mart_rmf`") && typo.contains("mart_rfm"), "{typo}");
+        let source = plan(&p, &select(&["+erp_orders"], &[], false)).unwrap_err().to_string();
+        assert!(source.contains("`erp_orders` is a source, not a step"), "{source}");
+        let nothing = plan(&p, &select(&["mart_abc"], &["mart_abc"], false)).unwrap_err().to_string();
+        assert!(nothing.contains("leaves no step to run"), "{nothing}");
+    }
+}

@@ -125,7 +125,8 @@ fn every_mistake_in_a_test_is_located_in_the_yaml() {
     assert!(out.contains("7 tests, 0 passed, 7 failed"), "{out}");
 }
 
-/// The shipped models' unit tests (`tests:` in `sql/**/*.yml`) pass.
+/// The shipped models' unit tests (`tests:` in `sql/**/*.yml`) pass, and every SQL mart
+/// under `sql/marts/` has at least two of them.
 #[test]
 fn the_shipped_models_unit_tests_pass() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_crm-marts")).arg("test").current_dir(common::repo()).output().unwrap();
@@ -133,7 +134,16 @@ fn the_shipped_models_unit_tests_pass() {
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let summary = stdout.lines().last().unwrap_or_default();
     let tests: usize = summary.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
-    assert!(tests >= 3, "{stdout}");
+    assert!(tests >= 60, "{stdout}");
+    let marts = common::repo().join("sql/marts");
+    for entry in std::fs::read_dir(&marts).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "sql") {
+            let mart = path.file_stem().unwrap().to_string_lossy().into_owned();
+            let passed = stdout.lines().filter(|l| l.starts_with("ok") && l.contains(&format!(" {mart} :: "))).count();
+            assert!(passed >= 2, "{mart} has {passed} passing unit tests; every mart pins its definitions with at least two:\n{stdout}");
+        }
+    }
 }
 
 /// `crm-marts new mart`: a first query that plans, the step added to the pipeline with its

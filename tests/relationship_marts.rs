@@ -198,7 +198,7 @@ fn fixture() -> Project {
 }
 
 #[test]
-fn fixture_ladder_lifecycle_and_winback_have_the_known_answers() {
+fn fixture_ladder_and_lifecycle_have_the_known_answers() {
     let p = fixture();
     run_at(&p, AS_OF);
 
@@ -275,15 +275,7 @@ fn fixture_ladder_lifecycle_and_winback_have_the_known_answers() {
     // the order after the as-of date do not count.
     assert_row(&life["C3"], "C3", &[("net_revenue", "400.0"), ("cost", "215.0"), ("refunds", "50.0"), ("median_gap_days", "59.5")]);
 
-    // Dormant or lost, profitable and reachable: C9 (lost, SMS only) before C3 (dormant,
-    // e-mail). C4 is dormant but consents to nothing; C11 is lost at a loss.
-    let winback = with_persons(&p, "mart_winback");
-    let list: Vec<(&str, &str, &str, &str)> = winback
-        .iter()
-        .map(|r| (r["winback_rank"].as_str(), r["person"].as_str(), r["preferred_channel"].as_str(), r["profit"].as_str()))
-        .collect();
-    assert_eq!(list, [("1", "C9", "sms", "400.0"), ("2", "C3", "email", "135.0")]);
-
+    // Win-back's order and consent rules are pinned by mart_winback's unit tests.
     assert_no_personal_data(&p, &repo().join("tests/fixtures/relationship/exports"));
 }
 
@@ -392,7 +384,7 @@ fn fixture_sessions_touchpoints_and_journeys_have_the_known_answers() {
 }
 
 #[test]
-fn fixture_cx_cohorts_and_revenue_at_risk_have_the_known_answers() {
+fn fixture_cx_and_revenue_at_risk_have_the_known_answers() {
     let p = fixture();
     run_at(&p, AS_OF);
 
@@ -442,17 +434,8 @@ fn fixture_cx_cohorts_and_revenue_at_risk_have_the_known_answers() {
     let total: f64 = risk.values().map(|r| f(&r["revenue_at_risk"])).sum();
     assert!((total - 680.0).abs() < 1e-9, "revenue at risk {total}");
 
-    let cohorts = mart(&p, "mart_cohort_retention");
-    // Cohorts 2023-05 .. 2026-11, each with a row per month up to November 2026.
-    assert_eq!(cohorts.len(), 43 + 35 + 13 + 11 + 9 + 6 + 3 + 2 + 1);
-    let c: BTreeMap<(String, String), &Row> = cohorts.iter().map(|r| ((r["cohort_month"].clone(), r["month_offset"].clone()), r)).collect();
-    let at = |m: &str, o: &str| c[&(m.to_string(), o.to_string())];
-    assert_row(at("2026-01-01", "0"), "Jan+0", &[("cohort_customers", "1"), ("active_customers", "1"), ("revenue", "90.0"), ("revenue_retention", "1.0")]);
-    assert_row(at("2026-01-01", "1"), "Jan+1", &[("active_customers", "0"), ("retention_rate", "0.0"), ("revenue", "0.0"), ("activity_month", "2026-02-01")]);
-    assert_row(at("2026-01-01", "2"), "Jan+2", &[("active_customers", "1"), ("revenue", "200.0"), ("revenue_retention", "2.2222")]);
-    assert_row(at("2026-01-01", "10"), "Jan+10", &[("is_partial_month", "true"), ("activity_month", "2026-11-01")]);
-    assert_row(at("2026-11-01", "0"), "Nov+0", &[("cohort_customers", "2"), ("active_customers", "2"), ("revenue", "150.0")]);
-    assert_row(at("2026-03-01", "8"), "Mar+8", &[("active_customers", "1"), ("retention_rate", "1.0"), ("revenue_retention", "0.3333")]);
+    // Cohort cells (zero-filled months, the partial month, revenue retention) are pinned by
+    // mart_cohort_retention's unit tests; the generated exports are recomputed below.
 }
 
 #[test]
