@@ -333,7 +333,7 @@ pub async fn run(
     let result = match &placement {
         Ok(placement) => {
             let run = Execute { pipeline, execution, stores, params: &params, publisher: &publisher, placement, work_dir: &work_dir, plan: plan.as_ref() };
-            execute(&run, &mut manifest, &mut written, progress).await
+            execute(&run, &mut manifest, &mut written, progress).await.map(|_| ())
         }
         Err(e) => Err(Failure::new(FailureKind::Internal, e.to_string())),
     };
@@ -408,7 +408,13 @@ struct Execute<'a> {
     plan: Option<&'a crate::selection::RunPlan>,
 }
 
-async fn execute(run: &Execute<'_>, manifest: &mut Manifest, written: &mut Vec<WrittenMart>, progress: &dyn Progress) -> Result<(), Failure> {
+/// Runs the sources and steps of `run` in a new context, which it returns.
+async fn execute(
+    run: &Execute<'_>,
+    manifest: &mut Manifest,
+    written: &mut Vec<WrittenMart>,
+    progress: &dyn Progress,
+) -> Result<SessionContext, Failure> {
     let Execute { pipeline, execution, stores, params, publisher, placement, work_dir, plan } = *run;
     if let crate::config::environment::Engine::Ballista { .. } = &execution.engine {
         crate::engine::check_shared(&publisher.store).map_err(|m| Failure::new(FailureKind::Config, m))?;
@@ -568,7 +574,49 @@ async fn execute(run: &Execute<'_>, manifest: &mut Manifest, written: &mut Vec<W
             warn!(error = %e, "could not record the run's progress");
         }
     }
-    Ok(())
+    Ok(ctx)
+}
+
+/// The tables a step reads, computed now as a run of `pipeline` with `params` would
+/// compute them (sources loaded from the current exports, the steps before it run), in a
+/// context of this process. Nothing is published and no run is recorded: quarantined rows
+/// are only counted, and an incremental source reads all its files. For `explain`, which
+/// needs the records the identity step read.
+pub struct Computed {
+    pub ctx: SessionContext,
+    _scratch: crate::scratch::Scratch,
+}
+
+pub async fn compute_inputs_of(pipeline: &Pipeline, execution: &Execution, stores: &Stores, params: Params, step: &str) -> Result<Computed, Failure> {
+    let selection = crate::selection::Selection { select: vec![format!("+{step}")], exclude: Vec::new(), defer: false };
+    let mut plan = crate::selection::plan(pipeline, &selection).map_err(|d| Failure::new(FailureKind::Config, d.to_string()))?;
+    plan.steps.remove(step);
+    plan.selected.clear();
+    let run_id = new_run_id();
+    let mut execution = execution.clone();
+    execution.engine = crate::config::environment::Engine::Local;
+    let scratch = crate::scratch::Scratch::create(&execution.spill_dir, &run_id)
+        .map_err(|e| Failure::storage(format!("cannot create scratch folder under {}: {e}", execution.spill_dir.display())))?;
+    let work_dir = scratch.dir.join("work");
+    std::fs::create_dir_all(&work_dir).map_err(|e| Failure::storage(format!("{}: {e}", work_dir.display())))?;
+    let memory = crate::config::environment::StoreSpec::from_location("explain", "memory://").map_err(Failure::storage)?;
+    let store = crate::storage::Store::open(&memory).map_err(Failure::storage)?;
+    let publisher = Publisher { store, run_id: run_id.clone(), keep_versions: 1 };
+    let placement = crate::engine::Placement::local();
+    let mut manifest = Manifest::new(&run_id, &pipeline.name, &pipeline.file.display().to_string(), params.clone());
+    let mut written = Vec::new();
+    let run = Execute {
+        pipeline,
+        execution: &execution,
+        stores,
+        params: &params,
+        publisher: &publisher,
+        placement: &placement,
+        work_dir: &work_dir,
+        plan: Some(&plan),
+    };
+    let ctx = execute(&run, &mut manifest, &mut written, &NoProgress).await?;
+    Ok(Computed { ctx, _scratch: scratch })
 }
 
 /// Registers the version of `mart` readers see now as `table`, for a run that defers.

@@ -76,6 +76,80 @@ fn febrl3_is_deduplicated_against_its_own_ground_truth() {
     // The model is fitted, not given: EM estimated m for every comparison.
     assert!(get("m_probability", "soc_sec_id:exact") > 0.5);
     assert!(get("u_probability", "soc_sec_id:exact") < 0.01);
+
+    explain_agrees_with_the_published_pairs(&p, &clean);
+}
+
+/// The prior and the weights `explain` prints for a pair, and its printed match weight.
+fn printed_weights(out: &str) -> (Vec<f64>, f64) {
+    let mut weights = Vec::new();
+    let mut total = None;
+    let mut in_table = false;
+    for line in out.lines() {
+        if line.trim_end().ends_with("waterfall (0 at |)") {
+            in_table = true;
+            continue;
+        }
+        if !in_table {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("match weight") {
+            total = rest.split_whitespace().next().and_then(|w| w.parse().ok());
+            break;
+        }
+        // `label  weight  total  bar`: the label may hold spaces, the numbers do not.
+        let numbers: Vec<f64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+        assert!(numbers.len() >= 2, "a waterfall line without weight and total: {line}");
+        weights.push(numbers[numbers.len() - 2]);
+    }
+    (weights, total.unwrap_or_else(|| panic!("no match weight in:\n{out}")))
+}
+
+/// `explain` on a linked pair, an unlinked candidate pair and a pair never blocked
+/// together: the weights it prints add up to the match weight the run published in
+/// `mart_identity_pairs`, and the decision is the run's.
+fn explain_agrees_with_the_published_pairs(p: &Project, clean: &[String]) {
+    let pairs = read_parquet_rows(&p.path("marts/mart_identity_pairs.parquet"));
+    let run_id = common::manifest_files(&p.path("marts/_runs"))[0].file_stem().unwrap().to_string_lossy().into_owned();
+    let pick = |decision: &str| pairs.iter().find(|r| r["decision"] == decision).unwrap_or_else(|| panic!("no {decision} pair")).clone();
+    for row in [pick("accepted"), pick("below_threshold")] {
+        let (a, b) = (format!("febrl:{}", row["record_id_a"]), format!("febrl:{}", row["record_id_b"]));
+        let out = p.run(&["explain", "--run", &run_id, "--config", "config/env.yaml", &a, &b]).expect_code(0).stdout();
+        let (weights, total) = printed_weights(&out);
+        let published: f64 = row["match_weight"].parse().unwrap();
+        assert_eq!(weights.len(), 1 + 9, "the prior and nine comparisons:\n{out}");
+        let sum: f64 = weights.iter().sum();
+        assert!((sum - published).abs() < 0.01, "printed weights sum to {sum}, the run published {published}:\n{out}");
+        assert!((total - published).abs() < 0.001, "printed match weight {total}, published {published}:\n{out}");
+        assert!(out.contains(&format!("decision: {}", row["decision"])), "{out}");
+        assert!(out.contains(&format!("run {run_id} scored this pair")) && !out.contains("changed since that run"), "{out}");
+    }
+
+    // Two people who share no blocking key were never compared.
+    let fields = |l: &str| l.split(',').map(str::to_string).collect::<Vec<_>>();
+    let first = fields(&clean[1]);
+    // rec_id, given_name, surname, street_number, address_1, address_2, suburb, postcode,
+    // state, date_of_birth, soc_sec_id: blocking keys are given+surname, surname+dob,
+    // given+dob, postcode and soc_sec_id.
+    let other = clean[2..]
+        .iter()
+        .map(|l| fields(l))
+        .find(|o| [1, 2, 7, 9, 10].iter().all(|&i| o[i] != first[i]))
+        .expect("a record sharing nothing");
+    let out = p
+        .run(&["explain", "--run", &run_id, "--config", "config/env.yaml", &format!("febrl:{}", first[0]), &format!("febrl:{}", other[0]), "--html", "pair.html"])
+        .expect_code(0)
+        .stdout();
+    assert!(out.contains("decision: not_blocked") && out.contains("not a candidate pair"), "{out}");
+    let (weights, total) = printed_weights(&out);
+    assert!((weights.iter().sum::<f64>() - total).abs() < 0.01, "{out}");
+    let html = std::fs::read_to_string(p.path("pair.html")).unwrap();
+    assert_eq!(html.matches("<rect ").count(), 1 + 9 + 1, "a bar for the prior, each comparison and the total");
+
+    // A record the step never read is named.
+    let out = p.run(&["explain", "--run", &run_id, "--config", "config/env.yaml", "febrl:rec-nobody", &format!("febrl:{}", first[0])]);
+    assert_eq!(out.code(), 1, "{}", out.stderr());
+    assert!(out.stderr().contains("no record `rec-nobody` of source `febrl`"), "{}", out.stderr());
 }
 
 /// The real pipeline reduced to the identity sources and steps.

@@ -4,6 +4,7 @@
 mod backfill;
 mod bench;
 mod demo;
+mod explain;
 mod logging;
 mod peer;
 mod runs;
@@ -216,6 +217,10 @@ enum Command {
     },
     /// Time each stage on generated data and print rows, seconds and peak memory.
     Bench(bench::BenchArgs),
+    /// Why two source records are, or are not, one person in a run: the weight each
+    /// comparison added, the probability against the threshold, and what became of the
+    /// pair (not blocked together, below the threshold, refused by a guard).
+    Explain(explain::ExplainArgs),
     /// Run a pipeline for every as-of date from --from to --to, oldest first, skipping dates
     /// that already succeeded (unless --force); stops at the first failing date.
     Backfill {
@@ -381,6 +386,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Demo { dir, customers, seed } => demo::run(&dir, customers, seed, cli.log_format).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Explain(args) => explain::run(args).await,
         Command::Backfill { pipeline, config, from, to, force, params, stores } => {
             let env = load_environment(&config, &stores)?;
             let date = |flag: &str, text: &str| {

@@ -12,6 +12,7 @@ pub mod blocking;
 pub mod cluster;
 pub mod compare;
 pub mod config;
+pub mod explain;
 pub mod golden;
 pub mod keys;
 pub mod records;
@@ -119,17 +120,40 @@ impl Metrics {
     }
 }
 
-/// Runs every phase on loaded records.
-pub fn resolve(settings: &Settings, records: &Records, load: &LoadReport, context: &Context) -> Result<Resolution, String> {
-    let started = Instant::now();
-    let mut timings: Vec<(&str, u64)> = Vec::new();
-    let mut lap = {
-        let mut last = Instant::now();
-        move |name: &'static str, timings: &mut Vec<(&'static str, u64)>| {
-            timings.push((name, last.elapsed().as_millis() as u64));
-            last = Instant::now();
-        }
-    };
+/// What linking found: candidate pairs with their levels and weights, the model, the
+/// links in the order they were tried, and the persons they made.
+pub struct Linked<'a> {
+    pub cmp: Comparator<'a>,
+    pub blocked: blocking::Blocked,
+    /// Per candidate pair, its level of each comparison (pairs x comparisons).
+    pub levels: Vec<u8>,
+    pub model: Option<Model>,
+    /// Per candidate pair, the weight of each comparison, and the pair's match weight.
+    pub weights: Vec<f64>,
+    pub match_weight: Vec<f64>,
+    /// All pairs of the link type, and those the deterministic rules join.
+    pub all_pairs: f64,
+    pub deterministic_pairs: usize,
+    /// Per deterministic rule: links, oversized groups, records in them, largest of them.
+    pub deterministic_stats: Vec<(u64, u64, u64, u64)>,
+    /// Links tried: the deterministic ones first, then `above` in order.
+    pub edges: Vec<Edge>,
+    pub deterministic_edges: usize,
+    /// Candidate pairs at or above the threshold, strongest first.
+    pub above: Vec<usize>,
+    pub clustering: Clustering,
+}
+
+type Lap<'t> = dyn FnMut(&'static str, &mut Vec<(&'static str, u64)>) + 't;
+
+/// Blocking, comparing, training, scoring and clustering.
+pub fn link<'a>(
+    settings: &'a Settings,
+    records: &'a Records,
+    context: &Context,
+    timings: &mut Vec<(&'static str, u64)>,
+    lap: &mut Lap<'_>,
+) -> Result<Linked<'a>, String> {
     let guards = &settings.raw.guards;
     let cmp = Comparator::new(records, &settings.comparisons);
     let c = settings.comparisons.len();
@@ -146,7 +170,7 @@ pub fn resolve(settings: &Settings, records: &Records, load: &LoadReport, contex
         }
         cmp.levels(a as usize, b as usize, &mut levels[p * c..(p + 1) * c]);
     }
-    lap("blocking_and_comparison", &mut timings);
+    lap("blocking_and_comparison", timings);
 
     // The model and each pair's weight.
     // The prior as Splink estimates it: pairs the deterministic rules join, scaled up by
@@ -175,7 +199,7 @@ pub fn resolve(settings: &Settings, records: &Records, load: &LoadReport, contex
             link,
         )
     });
-    lap("training", &mut timings);
+    lap("training", timings);
     stop("training")?;
     let mut weights = vec![0.0f64; blocked.pairs.len() * c];
     let mut match_weight = vec![0.0f64; blocked.pairs.len()];
@@ -221,8 +245,52 @@ pub fn resolve(settings: &Settings, records: &Records, load: &LoadReport, contex
     }
     stop("scoring")?;
     let clustering = cluster::cluster(&cmp, records.len(), &edges, &settings.exclusive, guards.max_cluster_size);
-    lap("clustering", &mut timings);
+    lap("clustering", timings);
     stop("clustering")?;
+    Ok(Linked {
+        cmp,
+        blocked,
+        levels,
+        model,
+        weights,
+        match_weight,
+        all_pairs,
+        deterministic_pairs,
+        deterministic_stats,
+        edges,
+        deterministic_edges,
+        above,
+        clustering,
+    })
+}
+
+/// Runs every phase on loaded records.
+pub fn resolve(settings: &Settings, records: &Records, load: &LoadReport, context: &Context) -> Result<Resolution, String> {
+    let started = Instant::now();
+    let mut timings: Vec<(&str, u64)> = Vec::new();
+    let mut lap = {
+        let mut last = Instant::now();
+        move |name: &'static str, timings: &mut Vec<(&'static str, u64)>| {
+            timings.push((name, last.elapsed().as_millis() as u64));
+            last = Instant::now();
+        }
+    };
+    let link = settings.raw.link_type;
+    let Linked {
+        cmp: _,
+        blocked,
+        levels,
+        model,
+        weights,
+        match_weight,
+        all_pairs,
+        deterministic_pairs,
+        deterministic_stats,
+        edges: _,
+        deterministic_edges,
+        above,
+        clustering,
+    } = self::link(settings, records, context, &mut timings, &mut lap)?;
     let keys = keys::assign(records, &clustering, &context.previous, &settings.raw.key_prefix);
     lap("keys", &mut timings);
 
@@ -329,6 +397,7 @@ pub fn resolve(settings: &Settings, records: &Records, load: &LoadReport, contex
         "candidate_pairs": blocked.pairs.len(),
         "deterministic_links": deterministic_edges,
         "pairs_above_threshold": above.len(),
+        "threshold": settings.raw.threshold,
         "persons": sizes.len(),
         "largest_cluster": sizes.iter().max().copied().unwrap_or(0),
         "capped_clusters": clustering.capped.iter().filter(|&&x| x).count(),

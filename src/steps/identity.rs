@@ -80,6 +80,10 @@ impl BuiltinStep for Identity {
         t
     }
 
+    fn identity_settings(&self) -> Option<Arc<Settings>> {
+        Some(self.settings.clone())
+    }
+
     fn extra_outputs(&self, name: &str) -> Vec<String> {
         ["golden", "quality", "pairs"].iter().map(|s| format!("{name}_{s}")).collect()
     }

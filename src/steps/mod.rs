@@ -25,6 +25,11 @@ pub trait BuiltinStep: Send + Sync + Debug {
         Vec::new()
     }
 
+    /// The settings of an identity step, which `explain` links records with again.
+    fn identity_settings(&self) -> Option<std::sync::Arc<crate::identity::config::Settings>> {
+        None
+    }
+
     /// Builds the step's table.
     fn run<'a>(
         &'a self,
