@@ -227,8 +227,10 @@ fn ntile_matches_sql() {
 }
 
 /// The run report next to the manifest: its numbers are the marts' (the A class's share of
-/// customers, an RFM cell's customers), and a real browser renders its charts without
-/// console errors (screenshot under target/screenshots).
+/// customers, an RFM cell's customers, value tiers, lifecycle states and the win-back list,
+/// a cohort's retention, the CLV histogram and model, NPS, touchpoints, conversion, F1 and
+/// cluster sizes, loyalty-ladder movements), and a real browser renders every chart with a
+/// non-empty SVG and without console errors (screenshot under target/screenshots).
 fn check_run_report(marts: &Path) {
     let runs: Vec<std::path::PathBuf> = common::walk(&marts.join("_runs")).into_iter().filter(|f| f.extension().is_some_and(|e| e == "html")).collect();
     assert_eq!(runs.len(), 1, "one report per run: {runs:?}");
@@ -252,12 +254,130 @@ fn check_run_report(marts: &Path) {
     let shown: usize = html.split(marker).nth(1).and_then(|r| r.split('<').next()).and_then(|v| v.parse().ok()).unwrap_or(0);
     assert_eq!(shown, cell, "RFM cell R5 FM5");
 
+    // The other customer charts, against their marts.
+    let count = |rows: &[BTreeMap<String, String>], column: &str, value: &str| rows.iter().filter(|r| r[column] == value).count();
+    let value_tiers = common::read_parquet_rows(&marts.join("mart_customer_value.parquet"));
+    for tier in ["MVC", "MGC", "BZ", "Other"] {
+        let shown = attr_after(figure(&html, "value-tiers"), &format!("data-tier=\"{tier}\" data-customers=\"")).unwrap_or_else(|| "0".into());
+        assert_eq!(shown, count(&value_tiers, "value_tier", tier).to_string(), "customers of value tier {tier}");
+    }
+    let lifecycle = common::read_parquet_rows(&marts.join("mart_lifecycle.parquet"));
+    for state in ["active", "at_risk", "dormant", "lost"] {
+        let shown = attr_after(figure(&html, "lifecycle"), &format!("data-state=\"{state}\" data-customers=\"")).unwrap_or_else(|| "0".into());
+        assert_eq!(shown, count(&lifecycle, "lifecycle_state", state).to_string(), "customers in lifecycle state {state}");
+    }
+    let winback = common::read_parquet_rows(&marts.join("mart_winback.parquet"));
+    assert_eq!(attr_after(figure(&html, "lifecycle"), "data-winback=\""), Some(winback.len().to_string()), "the win-back list");
+
+    let cohorts = common::read_parquet_rows(&marts.join("mart_cohort_retention.parquet"));
+    let cell = cohorts
+        .iter()
+        .filter(|r| r["month_offset"] == "1")
+        .max_by(|a, b| a["cohort_month"].cmp(&b["cohort_month"]))
+        .expect("a cohort with a second month");
+    let marker = format!("data-row=\"{}\" data-col=\"1\" data-value=\"", cell["cohort_month"]);
+    let shown: f64 = attr_after(figure(&html, "cohorts"), &marker).and_then(|v| v.parse().ok()).expect("the heatmap shows the cohort's month 1");
+    let expected: f64 = cell["retention_rate"].parse().unwrap();
+    assert!((shown - expected).abs() < 1e-12, "retention of cohort {} in month 1: {shown} in the report, {expected} in the mart", cell["cohort_month"]);
+
+    let clv = common::read_parquet_rows(&marts.join("mart_clv.parquet"));
+    let in_buckets: usize = figure(&html, "clv")
+        .split("data-count=\"")
+        .skip(1)
+        .filter_map(|r| r.split('"').next().and_then(|v| v.parse::<usize>().ok()))
+        .sum();
+    assert_eq!(in_buckets, clv.len(), "the CLV histogram counts every customer of mart_clv");
+    let model = common::read_parquet_rows(&marts.join("mart_clv_model.parquet"));
+    if let Ok(r) = model[0]["r"].parse::<f64>() {
+        let shown: f64 = attr_after(figure(&html, "clv"), "data-param=\"r\" data-value=\"").and_then(|v| v.parse().ok()).expect("the model's r");
+        assert!((shown - r).abs() <= 1e-12 * r.abs().max(1.0), "BG/NBD r: {shown} in the report, {r} in mart_clv_model");
+    }
+
+    let cx = common::read_parquet_rows(&marts.join("mart_cx.parquet"));
+    if let Some(month) = cx.iter().filter(|r| r["breakdown"] == "total").max_by(|a, b| a["month"].cmp(&b["month"])) {
+        let label = month["month"].get(..7).unwrap_or(&month["month"]).to_string();
+        let shown = attr_after(figure(&html, "cx"), &format!("data-month=\"{label}\" data-nps=\"")).expect("the latest month of mart_cx");
+        match (shown.parse::<f64>(), month["nps"].parse::<f64>()) {
+            (Ok(a), Ok(b)) => assert!((a - b).abs() < 1e-9, "NPS of {label}: {a} in the report, {b} in mart_cx"),
+            _ => assert_eq!(shown, month["nps"], "NPS of {label}"),
+        }
+    }
+
+    let touchpoints = common::read_parquet_rows(&marts.join("mart_touchpoints.parquet"));
+    let purchases_online = touchpoints.iter().filter(|r| r["stage"] == "purchase" && r["channel"] == "online").count();
+    let shown = attr_after(figure(&html, "touchpoints"), "data-stage=\"purchase\" data-channel=\"online\" data-count=\"").unwrap_or_else(|| "0".into());
+    assert_eq!(shown, purchases_online.to_string(), "online touchpoints in the purchase stage");
+    let journeys = common::read_parquet_rows(&marts.join("mart_journeys.parquet"));
+    let buyers = journeys.iter().filter(|r| !r["first_purchase_on"].is_empty()).count();
+    assert_eq!(attr_after(figure(&html, "conversion"), "data-journeys=\""), Some(journeys.len().to_string()), "customers with a journey");
+    assert_eq!(attr_after(figure(&html, "conversion"), "data-buyers=\""), Some(buyers.to_string()), "customers whose journey reached a purchase");
+
+    // Identity, against mart_identity_quality.
+    let quality = common::read_parquet_rows(&marts.join("mart_identity_quality.parquet"));
+    let figure_of = |metric: &str, dimension: &str| -> Option<f64> {
+        quality.iter().find(|r| r["metric"] == metric && r["dimension"] == dimension).and_then(|r| r["value"].parse().ok())
+    };
+    let f1 = figure_of("f1", "pairwise").expect("the demo has a ground truth, so an F1");
+    let shown: f64 = attr_after(figure(&html, "identity-accuracy"), "data-metric=\"f1\" data-value=\"").and_then(|v| v.parse().ok()).expect("F1 in the report");
+    assert!((shown - f1).abs() < 1e-12, "F1 {shown} in the report, {f1} in mart_identity_quality");
+    let singles = figure_of("cluster_size", "1").expect("persons with one record");
+    let shown: f64 = attr_after(figure(&html, "identity-clusters"), "data-cluster-size=\"1\" data-persons=\"").and_then(|v| v.parse().ok()).expect("cluster size 1");
+    assert_eq!(shown, singles, "persons with a single record");
+
+    // What changed: the demo is the store's first run; the identity keys and the loyalty
+    // ladder's movements come from this run.
+    assert!(html.contains("No earlier successful run of this pipeline"), "nothing to compare with on a first run");
+    if let Some(new_keys) = figure_of("keys", "new") {
+        let shown: f64 = attr_after(&html, "data-identity=\"new\">").and_then(|v| v.split('<').next().and_then(|v| v.parse().ok())).expect("new keys");
+        assert_eq!(shown, new_keys, "new identity keys");
+    }
+    let ladder = common::read_parquet_rows(&marts.join("mart_loyalty_ladder.parquet"));
+    for movement in ["up", "down", "same", "new"] {
+        let shown = attr_after(figure(&html, "loyalty-movements"), &format!("data-movement=\"{movement}\" data-customers=\"")).unwrap_or_else(|| "0".into());
+        assert_eq!(shown, count(&ladder, "movement", movement).to_string(), "loyalty-ladder movement {movement}");
+    }
+
     let (dom, log) = common::render(&runs[0], &common::repo().join("target/screenshots/run-report.png"));
     assert!(!log.contains(":CONSOLE") && !log.contains("Uncaught"), "console errors:\n{log}");
     for chart in ["<figure id=\"pareto\">", "<figure id=\"rfm\">", "<svg id=\"timeline\""] {
         assert!(dom.contains(chart), "{chart} not rendered");
     }
     assert!(dom.contains("<polyline points=\"0,320 "), "the Pareto curve has points");
+    let mut figures = vec![
+        "value-tiers",
+        "lifecycle",
+        "cohorts",
+        "clv",
+        "cx",
+        "touchpoints",
+        "conversion",
+        "identity-clusters",
+        "identity-weights",
+        "identity-blocking",
+        "identity-largest",
+        "identity-accuracy",
+        "loyalty-movements",
+    ];
+    if quality.iter().any(|r| r["metric"] == "m_probability") {
+        figures.push("identity-levels");
+    }
+    for id in figures {
+        let part = figure(&dom, id);
+        let svg = part.split("<svg").nth(1).and_then(|s| s.split("</svg>").next()).unwrap_or_else(|| panic!("figure {id} has no SVG"));
+        assert!(["<rect", "<polyline", "<circle", "<line"].iter().any(|e| svg.contains(e)), "figure {id}: empty SVG");
+    }
+}
+
+/// The part of `html` from `<figure id="ID">` to its `</figure>`.
+fn figure<'a>(html: &'a str, id: &str) -> &'a str {
+    let start = html.find(&format!("<figure id=\"{id}\">")).unwrap_or_else(|| panic!("no figure {id} in the report"));
+    let rest = &html[start..];
+    &rest[..rest.find("</figure>").map(|e| e + "</figure>".len()).unwrap_or(rest.len())]
+}
+
+/// The text after the first `marker` up to the next `"`: the value of the attribute `marker` opens.
+fn attr_after(html: &str, marker: &str) -> Option<String> {
+    html.split(marker).nth(1).and_then(|r| r.split('"').next()).map(String::from)
 }
 
 /// `bench` runs the same exports through the DuckDB peer: every source and every SQL model
