@@ -51,6 +51,18 @@ fn the_mini_pipeline_runs_and_quarantines_bad_rows_with_reasons() {
     );
     // Inputs are never modified or deleted.
     assert_eq!(std::fs::read_to_string(p.path("exports/orders.csv")).unwrap(), ORDERS);
+
+    // The run report shows the quarantine by reason, and its first rows by file and line,
+    // without their values.
+    let reports: Vec<_> = common::walk(&p.path("marts/_runs")).into_iter().filter(|f| f.extension().is_some_and(|e| e == "html")).collect();
+    let html = std::fs::read_to_string(&reports[0]).unwrap();
+    let table = html.split("<table id=\"quarantine\">").nth(1).expect("a quarantine table").split("</table>").next().unwrap();
+    let reasons: u64 = table.split("data-reason-rows=\"").skip(1).map(|r| r.split('"').next().unwrap().parse::<u64>().unwrap()).sum();
+    assert_eq!(reasons, 4, "{table}");
+    for line in [":4</code>", ":5</code>", ":6</code>"] {
+        assert!(table.contains(line), "{line} in {table}");
+    }
+    assert!(!table.contains("two"), "no quarantined value in the report: {table}");
 }
 
 #[test]
@@ -66,6 +78,10 @@ fn bad_rows_past_the_budget_fail_the_run() {
     assert_eq!(reports.len(), 1);
     let html = std::fs::read_to_string(&reports[0]).unwrap();
     assert!(html.contains("<b>failed</b>") && html.contains("Where it failed") && html.contains("over the error budget"), "{html}");
+    // It renders in a browser: the run part and its timeline, with no console error.
+    let (dom, log) = common::render(&reports[0], &common::repo().join("target/screenshots/failed-run-report.png"));
+    assert!(!log.contains(":CONSOLE") && !log.contains("Uncaught"), "console errors:\n{log}");
+    assert!(dom.contains("Where it failed") && dom.contains("<svg id=\"timeline\""), "{dom}");
     // `crm-marts report` writes the newest run's report again, here to a file.
     p.run(&["report", "--config", "config/env.yaml", "--out", "again.html"]).expect_code(0);
     assert_eq!(std::fs::read_to_string(p.path("again.html")).unwrap(), html);

@@ -1363,6 +1363,47 @@ pub async fn render(store: &Store, run_id: &str) -> Result<String, ReportError> 
     // Charts from the marts this run published (none unless it succeeded).
     let ctx = SessionContext::new();
     store.register(&ctx);
+
+    // Quarantine by source and kind of reason, with the first rows' file and line: not their
+    // values (nor the quarantine file's reasons, which quote them), which may be personal
+    // data.
+    let mut quarantine = Vec::new();
+    for (n, q) in get("quarantine").as_array().unwrap_or(&empty).iter().enumerate() {
+        let source = q.get("source").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let reasons: Vec<serde_json::Value> = get("inputs")
+            .as_array()
+            .unwrap_or(&empty)
+            .iter()
+            .filter(|i| i.get("name").and_then(|v| v.as_str()) == Some(source.as_str()))
+            .flat_map(|i| i.get("reasons").and_then(|r| r.as_object()).cloned().unwrap_or_default())
+            .map(|(reason, rows)| serde_json::json!({ "reason": reason, "rows": rows }))
+            .collect();
+        let mut samples = Vec::new();
+        if let Some(url) = q.get("file").and_then(|v| v.as_str()) {
+            let table = format!("quarantine_{n}");
+            let sql = format!("SELECT CAST(file AS VARCHAR), CAST(line AS BIGINT) FROM {table} ORDER BY 1, 2 LIMIT 3");
+            // A quarantine file that cannot be read leaves its samples out, not the report.
+            if ctx.register_parquet(table.as_str(), url, ParquetReadOptions::default()).await.is_ok() {
+                if let Ok(batches) = rows(&ctx, &sql).await {
+                    for b in &batches {
+                        for i in 0..b.num_rows() {
+                            samples.push(serde_json::json!({
+                                "file": as_string(b.column(0).as_ref(), i),
+                                "line": as_i64(b.column(1).as_ref(), i),
+                            }));
+                        }
+                    }
+                }
+            }
+        }
+        quarantine.push(serde_json::json!({
+            "source": source,
+            "rows": q.get("rows"),
+            "file": q.get("file"),
+            "reasons": reasons,
+            "samples": samples,
+        }));
+    }
     let succeeded = get("status").as_str() == Some("succeeded");
     let mut published = BTreeMap::new();
     if succeeded {
@@ -1466,7 +1507,7 @@ pub async fn render(store: &Store, run_id: &str) -> Result<String, ReportError> 
         errors => get("errors"),
         error_kind => get("error_kind"),
         inputs => inputs,
-        quarantine => get("quarantine"),
+        quarantine => quarantine,
         steps => steps,
         timeline => timeline,
         warnings => warnings,
