@@ -412,7 +412,7 @@ fn bench_runs_every_model_on_the_duckdb_peer_beside_crm_marts() {
         }
     }
     assert!(compared >= 12, "only {compared} marts compared:\n{peer}");
-    for figure in ["loading all sources", "SQL models (both ran)", "pipeline w/o identity, CLV", "us/row", "DuckDB CPU"] {
+    for figure in ["loading all sources", "SQL models (both ran)", "pipeline w/o identity, CLV", "us/row", "DuckDB CPU", "run report: "] {
         assert!(stdout.contains(figure), "`{figure}` missing from:\n{stdout}");
     }
 }

@@ -146,6 +146,13 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
     for (name, seconds) in [("load sources", load_s), ("SQL models", stages.sql), ("identity", stages.identity), ("CLV fit", stages.clv_fit), ("pipeline total", total)] {
         println!("  {:<26} {:>10.1} s {:>10.3} us/row", name, seconds, per_row_us(seconds, export_rows));
     }
+    // The run report, which every run writes: its size and the time it takes, again.
+    if let Some(spec) = env.stores.get("marts") {
+        let store = crm_marts::storage::Store::open(spec)?;
+        let started = Instant::now();
+        let html = crm_marts::report::render(&store, &manifest.run_id).await?;
+        println!("run report: {:.0} KiB, rendered in {:.2} s", html.len() as f64 / 1024.0, started.elapsed().as_secs_f64());
+    }
     let code = if args.peer == "duckdb" { peer_bench(&args, &dir, &env, &params, &manifest, limit as u64).await? } else { ExitCode::SUCCESS };
     if temp {
         let _ = std::fs::remove_dir_all(&dir);
