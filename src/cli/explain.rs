@@ -167,6 +167,17 @@ pub async fn run(args: ExplainArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The waterfall's terms (the prior, then each comparison) and the running totals, from 0.
+fn steps(e: &PairExplanation, lambda: &str) -> (Vec<(String, f64)>, Vec<f64>) {
+    let mut steps: Vec<(String, f64)> = vec![(format!("prior ({lambda} {:.3e})", e.prior), e.prior_weight)];
+    steps.extend(e.terms.iter().map(|t| (format!("{}: {}", t.comparison, t.level), t.weight)));
+    let mut totals = vec![0.0f64];
+    for (_, w) in &steps {
+        totals.push(totals.last().copied().unwrap_or(0.0) + w);
+    }
+    (steps, totals)
+}
+
 /// The terminal waterfall: one line per term with its weight, the running total, and a bar
 /// from the previous total to the new one on a common scale.
 fn waterfall(e: &PairExplanation, run: &RunFigures, run_id: &str) -> String {
@@ -198,14 +209,7 @@ fn waterfall(e: &PairExplanation, run: &RunFigures, run_id: &str) -> String {
         None => "not a candidate pair: the weights below are what the model would give it".into(),
     });
     line(String::new());
-    let mut steps: Vec<(String, f64)> = vec![(format!("prior (lambda {:.3e})", e.prior), e.prior_weight)];
-    steps.extend(e.terms.iter().map(|t| (format!("{}: {}", t.comparison, t.level), t.weight)));
-    let mut running = 0.0;
-    let mut totals = vec![0.0];
-    for (_, w) in &steps {
-        running += w;
-        totals.push(running);
-    }
+    let (steps, totals) = steps(e, "lambda");
     let lo = totals.iter().copied().fold(0.0f64, f64::min);
     let hi = totals.iter().copied().fold(0.0f64, f64::max);
     let width = 40.0;
@@ -264,12 +268,7 @@ struct Bar {
 }
 
 fn html(e: &PairExplanation, run: &RunFigures, run_id: &str) -> Result<String> {
-    let mut steps: Vec<(String, f64)> = vec![(format!("prior (λ {:.3e})", e.prior), e.prior_weight)];
-    steps.extend(e.terms.iter().map(|t| (format!("{}: {}", t.comparison, t.level), t.weight)));
-    let mut totals = vec![0.0f64];
-    for (_, w) in &steps {
-        totals.push(totals.last().copied().unwrap_or(0.0) + w);
-    }
+    let (steps, totals) = steps(e, "λ");
     let lo = totals.iter().copied().fold(0.0f64, f64::min);
     let hi = totals.iter().copied().fold(0.0f64, f64::max);
     let (left, plot) = (220.0, 520.0);

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type, UInt64Type};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use futures::future::OptionFuture;
 use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::Serialize;
@@ -312,15 +313,6 @@ struct Touchpoints {
 }
 
 #[derive(Serialize)]
-struct ChannelRow {
-    channel: String,
-    sessions: i64,
-    converting: i64,
-    rate: String,
-    rate_data: String,
-}
-
-#[derive(Serialize)]
 struct Conversion {
     bars: Bars,
     /// From mart_journeys: customers with a journey, those who bought, their share.
@@ -330,7 +322,6 @@ struct Conversion {
     share_data: String,
     sessions: i64,
     converting_sessions: i64,
-    channels: Vec<ChannelRow>,
 }
 
 #[derive(Serialize)]
@@ -1038,56 +1029,35 @@ async fn touchpoints(ctx: &SessionContext) -> Result<Touchpoints, ReportError> {
     Ok(Touchpoints { grid, rows: table, total })
 }
 
-/// Conversion: the share of mart_journeys' customers who bought, and the share of web
-/// sessions that reached the confirmation page per entry channel (mart_touchpoints).
-async fn conversion(ctx: &SessionContext, journeys: bool, touchpoints: bool) -> Result<Conversion, ReportError> {
-    let (mut customers, mut buyers, mut sessions, mut converting_sessions) = (None, 0i64, 0i64, 0i64);
-    if journeys {
-        let sql = "SELECT CAST(count(*) AS BIGINT), CAST(count(first_purchase_on) AS BIGINT), CAST(coalesce(sum(sessions), 0) AS BIGINT), \
-                   CAST(coalesce(sum(converting_sessions), 0) AS BIGINT) FROM mart_journeys";
-        let found = rows(ctx, sql).await?;
-        if let Some(b) = found.iter().find(|b| b.num_rows() > 0) {
-            customers = Some(as_i64(b.column(0).as_ref(), 0));
-            buyers = as_i64(b.column(1).as_ref(), 0);
-            sessions = as_i64(b.column(2).as_ref(), 0);
-            converting_sessions = as_i64(b.column(3).as_ref(), 0);
-        }
+/// Conversion, from mart_journeys: the share of its customers who bought, and the share of
+/// their web sessions that reached the order confirmation. (Per entry channel it would
+/// take a distinct count over every web touchpoint of mart_touchpoints, the report's
+/// largest input: seconds at a million customers.)
+async fn conversion(ctx: &SessionContext) -> Result<Conversion, ReportError> {
+    let (mut customers, mut buyers, mut sessions, mut converting_sessions) = (0i64, 0i64, 0i64, 0i64);
+    let sql = "SELECT CAST(count(*) AS BIGINT), CAST(count(first_purchase_on) AS BIGINT), CAST(coalesce(sum(sessions), 0) AS BIGINT), \
+               CAST(coalesce(sum(converting_sessions), 0) AS BIGINT) FROM mart_journeys";
+    let found = rows(ctx, sql).await?;
+    if let Some(b) = found.iter().find(|b| b.num_rows() > 0) {
+        customers = as_i64(b.column(0).as_ref(), 0);
+        buyers = as_i64(b.column(1).as_ref(), 0);
+        sessions = as_i64(b.column(2).as_ref(), 0);
+        converting_sessions = as_i64(b.column(3).as_ref(), 0);
     }
-    let mut channels = Vec::new();
-    if touchpoints {
-        let sql = "SELECT coalesce(entry_channel, '(none)') AS entry_channel, \
-                   CAST(sum(CASE WHEN is_session_entry THEN 1 ELSE 0 END) AS BIGINT) AS sessions, \
-                   CAST(count(DISTINCT CASE WHEN page_type = 'confirmation' THEN session_id END) AS BIGINT) AS converting \
-                   FROM mart_touchpoints WHERE source_system = 'web' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 12";
-        for b in rows(ctx, sql).await? {
-            for i in 0..b.num_rows() {
-                let (s, c) = (as_i64(b.column(1).as_ref(), i), as_i64(b.column(2).as_ref(), i));
-                let rate = if s > 0 { c as f64 / s as f64 } else { 0.0 };
-                channels.push(ChannelRow { channel: as_string(b.column(0).as_ref(), i), sessions: s, converting: c, rate: pct(rate), rate_data: rate.to_string() });
-            }
-        }
-    }
-    let share = match customers {
-        Some(n) if n > 0 => buyers as f64 / n as f64,
-        _ => 0.0,
-    };
-    let mut items: Vec<(String, f64, String)> = Vec::new();
-    if customers.is_some() {
-        items.push(("customers who bought".to_string(), share, pct(share)));
-    }
-    for c in &channels {
-        let rate = if c.sessions > 0 { c.converting as f64 / c.sessions as f64 } else { 0.0 };
-        items.push((format!("sessions from {}", c.channel), rate, c.rate.clone()));
-    }
+    let ratio = |a: i64, b: i64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
+    let (share, session_rate) = (ratio(buyers, customers), ratio(converting_sessions, sessions));
+    let items = vec![
+        ("customers who bought".to_string(), share, pct(share)),
+        ("web sessions converting".to_string(), session_rate, pct(session_rate)),
+    ];
     Ok(Conversion {
         bars: bar_chart(items, "#5b7bb4", 1.0),
-        customers,
+        customers: Some(customers),
         buyers,
         share: pct(share),
         share_data: share.to_string(),
         sessions,
         converting_sessions,
-        channels,
     })
 }
 
@@ -1292,6 +1262,14 @@ const CHART_MARTS: [&str; 14] = [
     "mart_loyalty_ladder",
 ];
 
+/// `future`, with its time in the debug log.
+async fn timed<T>(chart: &'static str, future: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let out = future.await;
+    tracing::debug!(chart, elapsed_ms = started.elapsed().as_millis() as u64, "report chart");
+    out
+}
+
 /// The report of `run_id` as HTML.
 pub async fn render(store: &Store, run_id: &str) -> Result<String, ReportError> {
     let m = manifest(store, run_id).await?;
@@ -1360,8 +1338,11 @@ pub async fn render(store: &Store, run_id: &str) -> Result<String, ReportError> 
     }
     let timeline = Timeline { width: label_width + bar_width + 10, height: steps_json.len() * 18 + 4, bars };
 
-    // Charts from the marts this run published (none unless it succeeded).
-    let ctx = SessionContext::new();
+    // Charts from the marts this run published (none unless it succeeded). Filters are
+    // applied while decoding Parquet, so a filtered scan of a large mart decodes the other
+    // columns of the matching rows only.
+    let config = datafusion::prelude::SessionConfig::new().set_bool("datafusion.execution.parquet.pushdown_filters", true);
+    let ctx = SessionContext::new_with_config(config);
     store.register(&ctx);
 
     // Quarantine by source and kind of reason, with the first rows' file and line: not their
@@ -1419,23 +1400,6 @@ pub async fn render(store: &Store, run_id: &str) -> Result<String, ReportError> 
         }
     }
     let has = |mart: &str| published.contains_key(mart);
-    let pareto_data = if has("mart_abc") { Some(pareto(&ctx, &get("parameters")).await?) } else { None };
-    let rfm_data = if has("mart_rfm") { Some(rfm(&ctx).await?) } else { None };
-    let tiers_data = if has("mart_customer_value") { Some(value_tiers(&ctx).await?) } else { None };
-    let lifecycle_data =
-        if has("mart_lifecycle") || has("mart_winback") { Some(lifecycle(&ctx, has("mart_lifecycle"), has("mart_winback")).await?) } else { None };
-    let cohorts_data = if has("mart_cohort_retention") { Some(cohorts(&ctx).await?) } else { None };
-    let clv_data = if has("mart_clv") { Some(clv(&ctx).await?) } else { None };
-    let clv_model_data = if has("mart_clv_model") { Some(clv_model(&ctx).await?) } else { None };
-    let cx_data = if has("mart_cx") { Some(cx(&ctx).await?) } else { None };
-    let touchpoints_data = if has("mart_touchpoints") { Some(touchpoints(&ctx).await?) } else { None };
-    let conversion_data = if has("mart_journeys") || has("mart_touchpoints") {
-        Some(conversion(&ctx, has("mart_journeys"), has("mart_touchpoints")).await?)
-    } else {
-        None
-    };
-
-    // Identity: the figures of the identity step's quality mart and its pairs.
     let identity_details = steps_json
         .iter()
         .find(|s| s.get("kind").and_then(|k| k.as_str()) == Some("identity"))
@@ -1443,8 +1407,52 @@ pub async fn render(store: &Store, run_id: &str) -> Result<String, ReportError> 
         .cloned()
         .unwrap_or(serde_json::Value::Null);
     let threshold = identity_details.get("threshold").and_then(|t| t.as_f64());
-    let identity_data = if has("mart_identity_quality") { Some(identity(&ctx).await?) } else { None };
-    let pairs_data = if has("mart_identity_pairs") { Some(pair_weights(&ctx, threshold).await?) } else { None };
+    // The charts' queries run together: most are small and wait on planning and on reading
+    // Parquet footers more than on the cores.
+    let parameters = get("parameters");
+    let chart = |mart: &str| has(mart);
+    let (
+        pareto_data,
+        rfm_data,
+        tiers_data,
+        lifecycle_data,
+        cohorts_data,
+        clv_data,
+        clv_model_data,
+        cx_data,
+        touchpoints_data,
+        conversion_data,
+        identity_data,
+        pairs_data,
+    ) = futures::join!(
+        timed("pareto", OptionFuture::from(chart("mart_abc").then(|| pareto(&ctx, &parameters)))),
+        timed("rfm", OptionFuture::from(chart("mart_rfm").then(|| rfm(&ctx)))),
+        timed("value_tiers", OptionFuture::from(chart("mart_customer_value").then(|| value_tiers(&ctx)))),
+        timed(
+            "lifecycle",
+            OptionFuture::from((chart("mart_lifecycle") || chart("mart_winback")).then(|| lifecycle(&ctx, chart("mart_lifecycle"), chart("mart_winback"))))
+        ),
+        timed("cohorts", OptionFuture::from(chart("mart_cohort_retention").then(|| cohorts(&ctx)))),
+        timed("clv", OptionFuture::from(chart("mart_clv").then(|| clv(&ctx)))),
+        timed("clv_model", OptionFuture::from(chart("mart_clv_model").then(|| clv_model(&ctx)))),
+        timed("cx", OptionFuture::from(chart("mart_cx").then(|| cx(&ctx)))),
+        timed("touchpoints", OptionFuture::from(chart("mart_touchpoints").then(|| touchpoints(&ctx)))),
+        timed("conversion", OptionFuture::from(chart("mart_journeys").then(|| conversion(&ctx)))),
+        timed("identity", OptionFuture::from(chart("mart_identity_quality").then(|| identity(&ctx)))),
+        timed("identity_pairs", OptionFuture::from(chart("mart_identity_pairs").then(|| pair_weights(&ctx, threshold)))),
+    );
+    let pareto_data = pareto_data.transpose()?;
+    let rfm_data = rfm_data.transpose()?;
+    let tiers_data = tiers_data.transpose()?;
+    let lifecycle_data = lifecycle_data.transpose()?;
+    let cohorts_data = cohorts_data.transpose()?;
+    let clv_data = clv_data.transpose()?;
+    let clv_model_data = clv_model_data.transpose()?;
+    let cx_data = cx_data.transpose()?;
+    let touchpoints_data = touchpoints_data.transpose()?;
+    let conversion_data = conversion_data.transpose()?;
+    let identity_data = identity_data.transpose()?;
+    let pairs_data = pairs_data.transpose()?;
 
     // What changed since the previous successful run of the pipeline.
     let changes = if succeeded {
