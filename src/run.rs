@@ -577,16 +577,18 @@ async fn execute(
     Ok(ctx)
 }
 
-/// The tables a step reads, computed now as a run of `pipeline` with `params` would
-/// compute them (sources loaded from the current exports, the steps before it run), in a
-/// context of this process. Nothing is published and no run is recorded: quarantined rows
-/// are only counted, and an incremental source reads all its files. For `explain`, which
-/// needs the records the identity step read.
+/// Tables computed outside a run, with the scratch folder their materialized tables live
+/// in, removed when this is dropped.
 pub struct Computed {
     pub ctx: SessionContext,
     _scratch: crate::scratch::Scratch,
 }
 
+/// The tables `step` reads, computed now as a run of `pipeline` with `params` would
+/// compute them (sources loaded from the current exports, the steps before it run), in a
+/// context of this process. Nothing is published and no run is recorded: quarantined rows
+/// are only counted, and an incremental source reads all its files. For `explain`, which
+/// needs the records the identity step read.
 pub async fn compute_inputs_of(pipeline: &Pipeline, execution: &Execution, stores: &Stores, params: Params, step: &str) -> Result<Computed, Failure> {
     let selection = crate::selection::Selection { select: vec![format!("+{step}")], exclude: Vec::new(), defer: false };
     let mut plan = crate::selection::plan(pipeline, &selection).map_err(|d| Failure::new(FailureKind::Config, d.to_string()))?;
