@@ -258,21 +258,24 @@ pub fn duckdb_sql(sql: &str) -> String {
     out
 }
 
-/// Files of `dir` matching `pattern` (one `*` at most in the file name).
+/// Whether a file of `dir` matches the source's `pattern`, with the glob syntax the loader
+/// reads it with (globset).
 fn any_match(dir: &Path, pattern: &str) -> bool {
-    let path = dir.join(pattern);
-    let (Some(parent), Some(name)) = (path.parent(), path.file_name().map(|n| n.to_string_lossy().into_owned())) else {
-        return false;
-    };
-    let Some((head, tail)) = name.split_once('*') else { return path.exists() };
-    std::fs::read_dir(parent)
-        .map(|entries| {
+    let Ok(matcher) = globset::Glob::new(pattern).map(|g| g.compile_matcher()) else { return false };
+    fn walk(root: &Path, dir: &Path, matcher: &globset::GlobMatcher) -> bool {
+        std::fs::read_dir(dir).map(|entries| {
             entries.flatten().any(|e| {
-                let n = e.file_name().to_string_lossy().into_owned();
-                n.starts_with(head) && n.ends_with(tail) && n.len() >= head.len() + tail.len()
+                let path = e.path();
+                if path.is_dir() {
+                    walk(root, &path, matcher)
+                } else {
+                    path.strip_prefix(root).is_ok_and(|rel| matcher.is_match(rel))
+                }
             })
         })
         .unwrap_or(false)
+    }
+    walk(dir, dir, &matcher)
 }
 
 /// The published Parquet of `mart` under `marts`, as a DuckDB table function.

@@ -316,7 +316,7 @@ struct Touchpoints {
 struct Conversion {
     bars: Bars,
     /// From mart_journeys: customers with a journey, those who bought, their share.
-    customers: Option<i64>,
+    customers: i64,
     buyers: i64,
     share: String,
     share_data: String,
@@ -1052,7 +1052,7 @@ async fn conversion(ctx: &SessionContext) -> Result<Conversion, ReportError> {
     ];
     Ok(Conversion {
         bars: bar_chart(items, "#5b7bb4", 1.0),
-        customers: Some(customers),
+        customers,
         buyers,
         share: pct(share),
         share_data: share.to_string(),
