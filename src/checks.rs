@@ -17,12 +17,21 @@ pub struct CheckResult {
 
 /// Runs every check of `spec` on `table`, plus a comparison of the documented columns
 /// with the table's schema.
-pub async fn run(ctx: &SessionContext, table: &str, spec: &MartSpec) -> datafusion::error::Result<(Vec<CheckResult>, Vec<String>)> {
+pub async fn run(
+    ctx: &SessionContext,
+    table: &str,
+    spec: &MartSpec,
+) -> datafusion::error::Result<(Vec<CheckResult>, Vec<String>)> {
     let mut results = Vec::new();
     for check in &spec.checks {
         let sql = check_sql(check);
         let failing = scalar_count(ctx, &sql).await?;
-        results.push(CheckResult { check: check.label(), severity: check.severity, failing_rows: failing, passed: failing == 0 });
+        results.push(CheckResult {
+            check: check.label(),
+            severity: check.severity,
+            failing_rows: failing,
+            passed: failing == 0,
+        });
     }
     // Documentation must describe what the table really has.
     let schema = ctx.table(table).await?.schema().clone();
@@ -30,7 +39,10 @@ pub async fn run(ctx: &SessionContext, table: &str, spec: &MartSpec) -> datafusi
     let mut problems = Vec::new();
     for c in &spec.columns {
         if !actual.contains(&c.name) {
-            problems.push(format!("documented column `{}` is not in `{table}`", c.name));
+            problems.push(format!(
+                "documented column `{}` is not in `{table}`",
+                c.name
+            ));
         }
     }
     for name in &actual {
@@ -51,7 +63,13 @@ fn literal(value: &serde_yaml::Value) -> String {
         serde_yaml::Value::Bool(b) => b.to_string().to_uppercase(),
         serde_yaml::Value::String(s) => format!("'{}'", s.replace('\'', "''")),
         serde_yaml::Value::Null => "NULL".into(),
-        other => format!("'{}'", serde_yaml::to_string(other).unwrap_or_default().trim().replace('\'', "''")),
+        other => format!(
+            "'{}'",
+            serde_yaml::to_string(other)
+                .unwrap_or_default()
+                .trim()
+                .replace('\'', "''")
+        ),
     }
 }
 
@@ -105,14 +123,26 @@ async fn scalar_count(ctx: &SessionContext, sql: &str) -> datafusion::error::Res
         }
         let col = b.column(0);
         if let Some(a) = col.as_any().downcast_ref::<Int64Array>() {
-            return Ok(if a.is_null(0) { 0 } else { a.value(0).max(0) as u64 });
+            return Ok(if a.is_null(0) {
+                0
+            } else {
+                a.value(0).max(0) as u64
+            });
         }
         if let Some(a) = col.as_any().downcast_ref::<UInt64Array>() {
             return Ok(if a.is_null(0) { 0 } else { a.value(0) });
         }
-        let casted = datafusion::arrow::compute::cast(col, &datafusion::arrow::datatypes::DataType::Int64)?;
-        let a = casted.as_any().downcast_ref::<Int64Array>().expect("cast to Int64");
-        return Ok(if a.is_null(0) { 0 } else { a.value(0).max(0) as u64 });
+        let casted =
+            datafusion::arrow::compute::cast(col, &datafusion::arrow::datatypes::DataType::Int64)?;
+        let a = casted
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("cast to Int64");
+        return Ok(if a.is_null(0) {
+            0
+        } else {
+            a.value(0).max(0) as u64
+        });
     }
     Ok(0)
 }
@@ -123,29 +153,70 @@ mod tests {
     use datafusion::prelude::SessionContext;
 
     fn check(column: Option<&str>, kind: CheckKind) -> Check {
-        Check { table: "t".into(), column: column.map(String::from), kind, severity: Severity::Error }
+        Check {
+            table: "t".into(),
+            column: column.map(String::from),
+            kind,
+            severity: Severity::Error,
+        }
     }
 
     #[tokio::test]
     async fn checks_count_failing_rows() {
         let ctx = SessionContext::new();
-        ctx.sql("CREATE TABLE t AS VALUES (1, 'a'), (2, 'b'), (2, NULL), (9, 'c')").await.unwrap().collect().await.unwrap();
-        ctx.sql("CREATE TABLE p AS VALUES ('a'), ('b')").await.unwrap().collect().await.unwrap();
+        ctx.sql("CREATE TABLE t AS VALUES (1, 'a'), (2, 'b'), (2, NULL), (9, 'c')")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        ctx.sql("CREATE TABLE p AS VALUES ('a'), ('b')")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
         let spec = MartSpec {
             file: "t.yml".into(),
             tests: Vec::new(),
             description: String::new(),
             columns: ["column1", "column2"]
-                .map(|n| crate::config::mart::ColumnSpec { name: n.into(), description: String::new(), data_type: None, at: None })
+                .map(|n| crate::config::mart::ColumnSpec {
+                    name: n.into(),
+                    description: String::new(),
+                    data_type: None,
+                    at: None,
+                })
                 .into(),
             contract: false,
             checks: vec![
                 check(Some("column2"), CheckKind::NotNull),
                 check(Some("column1"), CheckKind::Unique),
-                check(Some("column1"), CheckKind::AcceptedValues(vec![1.into(), 2.into()])),
-                check(Some("column2"), CheckKind::Relationships { to: "p".into(), field: "column1".into() }),
-                check(Some("column1"), CheckKind::Range { min: Some(1.0), max: Some(5.0) }),
-                check(None, CheckKind::RowCount { min: Some(5), max: None }),
+                check(
+                    Some("column1"),
+                    CheckKind::AcceptedValues(vec![1.into(), 2.into()]),
+                ),
+                check(
+                    Some("column2"),
+                    CheckKind::Relationships {
+                        to: "p".into(),
+                        field: "column1".into(),
+                    },
+                ),
+                check(
+                    Some("column1"),
+                    CheckKind::Range {
+                        min: Some(1.0),
+                        max: Some(5.0),
+                    },
+                ),
+                check(
+                    None,
+                    CheckKind::RowCount {
+                        min: Some(5),
+                        max: None,
+                    },
+                ),
             ],
         };
         let (results, problems) = run(&ctx, "t", &spec).await.unwrap();

@@ -68,7 +68,10 @@ pub fn function_registry(settings: &FunctionSettings) -> BallistaFunctionRegistr
     // Ballista's default list lacks DataFusion's list functions (`generate_series`, ...).
     for f in datafusion::functions_nested::all_default_nested_functions() {
         for name in std::iter::once(f.name().to_string()).chain(f.aliases().iter().cloned()) {
-            registry.scalar_functions.entry(name).or_insert_with(|| f.clone());
+            registry
+                .scalar_functions
+                .entry(name)
+                .or_insert_with(|| f.clone());
         }
     }
     for f in crate::functions::functions(settings) {
@@ -89,7 +92,10 @@ pub fn function_registry(settings: &FunctionSettings) -> BallistaFunctionRegistr
 }
 
 /// A runtime whose object store registry knows `stores`.
-fn runtime(stores: &Stores, builder: RuntimeEnvBuilder) -> datafusion::error::Result<Arc<RuntimeEnv>> {
+fn runtime(
+    stores: &Stores,
+    builder: RuntimeEnvBuilder,
+) -> datafusion::error::Result<Arc<RuntimeEnv>> {
     let runtime = builder.build_arc()?;
     for store in stores.iter() {
         runtime.register_object_store(&store.base_url, store.object_store.clone());
@@ -109,7 +115,9 @@ pub async fn scheduler(options: SchedulerOptions) -> Result<(), ClusterError> {
     // runs `keyed_hash`, so it holds no key).
     let session_builder = Arc::new(move |config: SessionConfig| {
         let state = ballista_core::utils::default_session_builder(config)?;
-        let mut state = SessionStateBuilder::new_from_existing(state).with_runtime_env(runtime(&stores, RuntimeEnvBuilder::new())?).build();
+        let mut state = SessionStateBuilder::new_from_existing(state)
+            .with_runtime_env(runtime(&stores, RuntimeEnvBuilder::new())?)
+            .build();
         for f in registry.scalar_functions.values() {
             state.register_udf(f.clone())?;
         }
@@ -124,7 +132,9 @@ pub async fn scheduler(options: SchedulerOptions) -> Result<(), ClusterError> {
     let config = SchedulerConfig {
         bind_host: options.bind.ip().to_string(),
         bind_port: options.bind.port(),
-        external_host: options.external_host.unwrap_or_else(|| advertised(&options.bind)),
+        external_host: options
+            .external_host
+            .unwrap_or_else(|| advertised(&options.bind)),
         override_session_builder: Some(session_builder),
         // Executors report every 5 s; one silent for 30 s is gone and its tasks run again
         // elsewhere (Ballista's default waits 180 s).
@@ -141,23 +151,40 @@ pub async fn scheduler(options: SchedulerOptions) -> Result<(), ClusterError> {
 
 /// Runs an executor until the process is stopped.
 pub async fn executor(options: ExecutorOptions) -> Result<(), ClusterError> {
-    let (scheduler_host, scheduler_port) = split_host_port(&options.scheduler)
-        .ok_or_else(|| ClusterError::Usage(format!("--scheduler {:?}: expected HOST:PORT", options.scheduler)))?;
-    std::fs::create_dir_all(&options.work_dir)
-        .map_err(|e| ClusterError::Usage(format!("--work-dir {}: {e}", options.work_dir.display())))?;
+    let (scheduler_host, scheduler_port) =
+        split_host_port(&options.scheduler).ok_or_else(|| {
+            ClusterError::Usage(format!(
+                "--scheduler {:?}: expected HOST:PORT",
+                options.scheduler
+            ))
+        })?;
+    std::fs::create_dir_all(&options.work_dir).map_err(|e| {
+        ClusterError::Usage(format!("--work-dir {}: {e}", options.work_dir.display()))
+    })?;
     let stores = Stores::open(&options.env.stores)?;
     let work_dir = options.work_dir.clone();
-    let runtime_producer = Arc::new(move |_: &SessionConfig| runtime(&stores, RuntimeEnvBuilder::new().with_temp_file_path(work_dir.clone())));
+    let runtime_producer = Arc::new(move |_: &SessionConfig| {
+        runtime(
+            &stores,
+            RuntimeEnvBuilder::new().with_temp_file_path(work_dir.clone()),
+        )
+    });
     let flight_port = options.bind.port();
     let grpc_port = match options.grpc_port {
         Some(p) => p,
-        None => flight_port
-            .checked_add(1)
-            .ok_or_else(|| ClusterError::Usage(format!("--bind port {flight_port}: no port after it for gRPC; give --grpc-port")))?,
+        None => flight_port.checked_add(1).ok_or_else(|| {
+            ClusterError::Usage(format!(
+                "--bind port {flight_port}: no port after it for gRPC; give --grpc-port"
+            ))
+        })?,
     };
     let config = ExecutorProcessConfig {
         bind_host: options.bind.ip().to_string(),
-        external_host: Some(options.external_host.unwrap_or_else(|| advertised(&options.bind))),
+        external_host: Some(
+            options
+                .external_host
+                .unwrap_or_else(|| advertised(&options.bind)),
+        ),
         port: flight_port,
         grpc_port,
         scheduler_host,
@@ -166,8 +193,12 @@ pub async fn executor(options: ExecutorOptions) -> Result<(), ClusterError> {
         scheduler_connect_timeout_seconds: 30,
         vcores: options.vcores.unwrap_or(0),
         work_dir: Some(options.work_dir.to_string_lossy().into_owned()),
-        memory_pool_size: options.memory_limit.map(|limit| (limit as f64 * crate::memory::ENGINE_SHARE) as u64),
-        override_function_registry: Some(Arc::new(function_registry(&options.env.execution.functions))),
+        memory_pool_size: options
+            .memory_limit
+            .map(|limit| (limit as f64 * crate::memory::ENGINE_SHARE) as u64),
+        override_function_registry: Some(Arc::new(function_registry(
+            &options.env.execution.functions,
+        ))),
         override_runtime_producer: Some(runtime_producer),
         // Executors report to the scheduler every few seconds, so one that is killed is
         // noticed within a run rather than a minute later.
@@ -193,7 +224,14 @@ fn split_host_port(text: &str) -> Option<(String, u16)> {
     let text = text.trim_start_matches("df://").trim_end_matches('/');
     let (host, port) = text.rsplit_once(':')?;
     let port = port.parse().ok()?;
-    (!host.is_empty()).then(|| (host.trim_start_matches('[').trim_end_matches(']').to_string(), port))
+    (!host.is_empty()).then(|| {
+        (
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port,
+        )
+    })
 }
 
 #[cfg(test)]
@@ -203,8 +241,22 @@ mod tests {
     #[test]
     fn the_registry_carries_crm_marts_functions_and_the_exact_sum() {
         let registry = function_registry(&FunctionSettings::default());
-        for name in ["keyed_hash", "normalize_email", "jaro_winkler", "upper", "row_number", "generate_series", "make_array", "last_value_ignore_nulls", "first_value_ignore_nulls"] {
-            assert!(registry.scalar_functions.contains_key(name) || registry.window_functions.contains_key(name), "{name}");
+        for name in [
+            "keyed_hash",
+            "normalize_email",
+            "jaro_winkler",
+            "upper",
+            "row_number",
+            "generate_series",
+            "make_array",
+            "last_value_ignore_nulls",
+            "first_value_ignore_nulls",
+        ] {
+            assert!(
+                registry.scalar_functions.contains_key(name)
+                    || registry.window_functions.contains_key(name),
+                "{name}"
+            );
         }
         let exact = crate::functions::exact_sum::functions();
         assert!(*registry.aggregate_functions["sum"] == exact[0]);
@@ -213,8 +265,14 @@ mod tests {
 
     #[test]
     fn scheduler_addresses() {
-        assert_eq!(split_host_port("df://sched:50050"), Some(("sched".into(), 50050)));
-        assert_eq!(split_host_port("127.0.0.1:7"), Some(("127.0.0.1".into(), 7)));
+        assert_eq!(
+            split_host_port("df://sched:50050"),
+            Some(("sched".into(), 50050))
+        );
+        assert_eq!(
+            split_host_port("127.0.0.1:7"),
+            Some(("127.0.0.1".into(), 7))
+        );
         assert_eq!(split_host_port("sched"), None);
     }
 }

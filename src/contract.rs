@@ -59,10 +59,15 @@ impl ContractType {
                     .and_then(|r| r.strip_prefix('('))
                     .and_then(|r| r.strip_suffix(')'));
                 let Some(args) = args else {
-                    return Err(format!("unknown type `{text}`, expected one of {TYPE_NAMES}"));
+                    return Err(format!(
+                        "unknown type `{text}`, expected one of {TYPE_NAMES}"
+                    ));
                 };
                 let mut parts = args.split(',').map(str::trim);
-                let precision = parts.next().and_then(|p| p.parse::<u8>().ok()).filter(|p| (1..=76).contains(p));
+                let precision = parts
+                    .next()
+                    .and_then(|p| p.parse::<u8>().ok())
+                    .filter(|p| (1..=76).contains(p));
                 let scale = parts.next().unwrap_or("0").parse::<i8>().ok();
                 match (precision, scale, parts.next()) {
                     (Some(p), Some(s), None) if s >= 0 && (s as u8) <= p => ContractType::Decimal(p, s),
@@ -77,7 +82,9 @@ impl ContractType {
     /// the promise, its time zone is.
     pub fn accepts(&self, actual: &DataType) -> bool {
         match (self, actual) {
-            (ContractType::String, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) => true,
+            (ContractType::String, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) => {
+                true
+            }
             (ContractType::String, DataType::Dictionary(_, v)) => ContractType::String.accepts(v),
             (ContractType::TinyInt, DataType::Int8)
             | (ContractType::SmallInt, DataType::Int16)
@@ -90,7 +97,10 @@ impl ContractType {
             | (ContractType::Date, DataType::Date32) => true,
             (ContractType::Timestamp, DataType::Timestamp(_, None)) => true,
             (ContractType::TimestampTz, DataType::Timestamp(_, Some(_))) => true,
-            (ContractType::Decimal(p, s), DataType::Decimal128(ap, as_) | DataType::Decimal256(ap, as_)) => p == ap && s == as_,
+            (
+                ContractType::Decimal(p, s),
+                DataType::Decimal128(ap, as_) | DataType::Decimal256(ap, as_),
+            ) => p == ap && s == as_,
             _ => false,
         }
     }
@@ -111,7 +121,9 @@ impl ContractType {
             DataType::Date32 => ContractType::Date,
             DataType::Timestamp(_, None) => ContractType::Timestamp,
             DataType::Timestamp(_, Some(_)) => ContractType::TimestampTz,
-            DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => ContractType::Decimal(*p, *s),
+            DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => {
+                ContractType::Decimal(*p, *s)
+            }
             _ => return None,
         })
     }
@@ -154,7 +166,9 @@ impl ContractType {
             ContractType::Boolean => DataType::Boolean,
             ContractType::Date => DataType::Date32,
             ContractType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
-            ContractType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            ContractType::TimestampTz => {
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+            }
             ContractType::Decimal(p, s) => DataType::Decimal128(*p, *s),
         }
     }
@@ -168,14 +182,20 @@ pub fn contract_schema(spec: &MartSpec) -> Option<Schema> {
     let fields: Option<Vec<datafusion::arrow::datatypes::Field>> = spec
         .columns
         .iter()
-        .map(|c| c.data_type.as_ref().map(|t| datafusion::arrow::datatypes::Field::new(&c.name, t.arrow(), true)))
+        .map(|c| {
+            c.data_type
+                .as_ref()
+                .map(|t| datafusion::arrow::datatypes::Field::new(&c.name, t.arrow(), true))
+        })
         .collect();
     fields.map(Schema::new)
 }
 
 /// How a column of type `actual` reads in a message: its contract name, else Arrow's.
 pub fn type_name(actual: &DataType) -> String {
-    ContractType::of(actual).map(|t| t.to_string()).unwrap_or_else(|| actual.to_string())
+    ContractType::of(actual)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| actual.to_string())
 }
 
 /// One way a table breaks its contract, at the YAML line of the column when it has one.
@@ -192,11 +212,16 @@ pub fn violations(table: &str, spec: &MartSpec, schema: &Schema) -> Vec<Violatio
     }
     let mut out = Vec::new();
     for col in &spec.columns {
-        let Some(promised) = &col.data_type else { continue };
+        let Some(promised) = &col.data_type else {
+            continue;
+        };
         match schema.field_with_name(&col.name) {
             Err(_) => out.push(Violation {
                 at: col.at,
-                message: format!("contract of `{table}`: column `{}` ({promised}) is not produced by the model", col.name),
+                message: format!(
+                    "contract of `{table}`: column `{}` ({promised}) is not produced by the model",
+                    col.name
+                ),
             }),
             Ok(field) if !promised.accepts(field.data_type()) => out.push(Violation {
                 at: col.at,
@@ -227,7 +252,12 @@ pub fn violations(table: &str, spec: &MartSpec, schema: &Schema) -> Vec<Violatio
 /// What a reader of the published version would lose if `planned` replaced it: columns
 /// gone and columns whose type changed. An added column breaks no reader.
 /// Each comes with the column it is about.
-pub fn breaking_changes(table: &str, published: &Schema, planned: &Schema, skip: &[String]) -> Vec<(String, String)> {
+pub fn breaking_changes(
+    table: &str,
+    published: &Schema,
+    planned: &Schema,
+    skip: &[String],
+) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for field in published.fields() {
         if skip.contains(field.name()) {
@@ -263,16 +293,31 @@ mod tests {
 
     #[test]
     fn type_names_parse_and_match() {
-        assert_eq!(ContractType::parse("VARCHAR").unwrap(), ContractType::String);
-        assert_eq!(ContractType::parse("decimal(12, 2)").unwrap(), ContractType::Decimal(12, 2));
-        assert_eq!(ContractType::parse("timestamp with time zone").unwrap(), ContractType::TimestampTz);
+        assert_eq!(
+            ContractType::parse("VARCHAR").unwrap(),
+            ContractType::String
+        );
+        assert_eq!(
+            ContractType::parse("decimal(12, 2)").unwrap(),
+            ContractType::Decimal(12, 2)
+        );
+        assert_eq!(
+            ContractType::parse("timestamp with time zone").unwrap(),
+            ContractType::TimestampTz
+        );
         assert!(ContractType::parse("decimal(2,3)").is_err());
         let err = ContractType::parse("strin").unwrap_err();
-        assert!(err.contains("unknown type `strin`") && err.contains("bigint"), "{err}");
+        assert!(
+            err.contains("unknown type `strin`") && err.contains("bigint"),
+            "{err}"
+        );
         assert!(ContractType::String.accepts(&DataType::Utf8View));
         assert!(!ContractType::BigInt.accepts(&DataType::Int32));
         assert!(ContractType::Timestamp.accepts(&DataType::Timestamp(TimeUnit::Microsecond, None)));
-        assert!(!ContractType::Timestamp.accepts(&DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))));
+        assert!(!ContractType::Timestamp.accepts(&DataType::Timestamp(
+            TimeUnit::Microsecond,
+            Some("UTC".into())
+        )));
         assert!(!ContractType::Decimal(12, 2).accepts(&DataType::Decimal128(12, 3)));
     }
 
@@ -288,7 +333,10 @@ mod tests {
             Field::new("n", DataType::Float64, true),
             Field::new("new", DataType::Float64, true),
         ]);
-        let changes: Vec<String> = breaking_changes("m", &published, &planned, &[]).into_iter().map(|(_, m)| m).collect();
+        let changes: Vec<String> = breaking_changes("m", &published, &planned, &[])
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect();
         assert_eq!(
             changes,
             vec![

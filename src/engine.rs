@@ -39,14 +39,18 @@ pub enum EngineError {
 
 /// A session on the run's engine. For a cluster, the scheduler must accept a connection
 /// first: Ballista's client would only find out at the first query.
-pub async fn context(execution: &Execution, spill_dir: std::path::PathBuf) -> Result<SessionContext, EngineError> {
+pub async fn context(
+    execution: &Execution,
+    spill_dir: std::path::PathBuf,
+) -> Result<SessionContext, EngineError> {
     match &execution.engine {
         Engine::Local => Ok(crate::run::session(execution, spill_dir)?),
         Engine::Ballista { scheduler } => {
             probe(scheduler).await?;
             // The static distributed planner: Ballista 55's adaptive planner turned one of the
             // pipeline's queries into tens of thousands of stages and never finished it.
-            let base = SessionConfig::new_with_ballista().set_bool("ballista.planner.adaptive.enabled", false);
+            let base = SessionConfig::new_with_ballista()
+                .set_bool("ballista.planner.adaptive.enabled", false);
             let config = crate::run::session_config(execution, base)?;
             let state = SessionStateBuilder::new()
                 .with_default_features()
@@ -59,7 +63,9 @@ pub async fn context(execution: &Execution, spill_dir: std::path::PathBuf) -> Re
             for f in crate::functions::ignore_nulls::functions() {
                 ctx.register_udwf(f.as_ref().clone());
             }
-            ctx.add_analyzer_rule(Arc::new(crate::functions::ignore_nulls::IgnoreNullsOnCluster));
+            ctx.add_analyzer_rule(Arc::new(
+                crate::functions::ignore_nulls::IgnoreNullsOnCluster,
+            ));
             // Executors hash with their own key: each call carries this client's key
             // fingerprint, so that an executor with another key fails instead.
             if let Some(key) = &execution.functions.hash_key {
@@ -82,36 +88,79 @@ pub async fn context(execution: &Execution, spill_dir: std::path::PathBuf) -> Re
 /// fetch of shuffle data that failed, a gRPC error, a job the scheduler gave up on) is the
 /// cluster's, which a later run may not meet.
 pub fn cluster_failure_kind(message: &str) -> Option<FailureKind> {
-    let ballista = ["Job ", "Fail to execute query due to", "GrpcConnectionError", "GrpcError", "GrpcActionError", "TonicError", "FetchFailed"]
-        .iter()
-        .any(|p| message.starts_with(p));
+    let ballista = [
+        "Job ",
+        "Fail to execute query due to",
+        "GrpcConnectionError",
+        "GrpcError",
+        "GrpcActionError",
+        "TonicError",
+        "FetchFailed",
+    ]
+    .iter()
+    .any(|p| message.starts_with(p));
     if !ballista || (message.starts_with("Job ") && !message.contains(" failed")) {
         return None;
     }
     let has = |needles: &[&str]| needles.iter().any(|n| message.contains(n));
-    Some(if has(&["FetchFailed", "FetchPartitionError", "GrpcConnectionError", "GrpcError", "TonicError", "Task cancelled", "TaskKilled", "executor lost", "Executor lost", "ExecutorLost"]) {
-        FailureKind::Cluster
-    } else if has(&["ResourcesExhausted", "Resources exhausted"]) {
-        FailureKind::Resource
-    } else if has(&["Configuration(", "Plan(", "SchemaError(", "NotImplemented(", "SQL(", "Invalid or Unsupported Configuration", "Error during planning"]) {
-        FailureKind::Config
-    } else if has(&["ObjectStore(", "IoError(", "IO error"]) {
-        FailureKind::Storage
-    } else if has(&["ArrowError(", "ParquetError(", "Execution("]) {
-        FailureKind::Input
-    } else {
-        FailureKind::Cluster
-    })
+    Some(
+        if has(&[
+            "FetchFailed",
+            "FetchPartitionError",
+            "GrpcConnectionError",
+            "GrpcError",
+            "TonicError",
+            "Task cancelled",
+            "TaskKilled",
+            "executor lost",
+            "Executor lost",
+            "ExecutorLost",
+        ]) {
+            FailureKind::Cluster
+        } else if has(&["ResourcesExhausted", "Resources exhausted"]) {
+            FailureKind::Resource
+        } else if has(&[
+            "Configuration(",
+            "Plan(",
+            "SchemaError(",
+            "NotImplemented(",
+            "SQL(",
+            "Invalid or Unsupported Configuration",
+            "Error during planning",
+        ]) {
+            FailureKind::Config
+        } else if has(&["ObjectStore(", "IoError(", "IO error"]) {
+            FailureKind::Storage
+        } else if has(&["ArrowError(", "ParquetError(", "Execution("]) {
+            FailureKind::Input
+        } else {
+            FailureKind::Cluster
+        },
+    )
 }
 
 /// Connects to `df://host:port` and hangs up.
 async fn probe(url: &str) -> Result<(), EngineError> {
-    let address = url.trim_start_matches("df://").trim_end_matches('/').to_string();
-    let unreachable = |message: String| EngineError::Unreachable { url: url.to_string(), message };
-    match tokio::time::timeout(SCHEDULER_CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&address)).await {
+    let address = url
+        .trim_start_matches("df://")
+        .trim_end_matches('/')
+        .to_string();
+    let unreachable = |message: String| EngineError::Unreachable {
+        url: url.to_string(),
+        message,
+    };
+    match tokio::time::timeout(
+        SCHEDULER_CONNECT_TIMEOUT,
+        tokio::net::TcpStream::connect(&address),
+    )
+    .await
+    {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(unreachable(e.to_string())),
-        Err(_) => Err(unreachable(format!("no connection within {} s", SCHEDULER_CONNECT_TIMEOUT.as_secs()))),
+        Err(_) => Err(unreachable(format!(
+            "no connection within {} s",
+            SCHEDULER_CONNECT_TIMEOUT.as_secs()
+        ))),
     }
 }
 
@@ -144,11 +193,19 @@ pub struct Placement {
 impl Placement {
     /// Tables stay in the work folder of this machine.
     pub fn local() -> Self {
-        Self { shared: None, client: None }
+        Self {
+            shared: None,
+            client: None,
+        }
     }
 
     /// The placement for `execution`'s engine: on a cluster, in the publish store.
-    pub fn for_run(execution: &Execution, publish: &Store, run_id: &str, spill_dir: std::path::PathBuf) -> datafusion::error::Result<Self> {
+    pub fn for_run(
+        execution: &Execution,
+        publish: &Store,
+        run_id: &str,
+        spill_dir: std::path::PathBuf,
+    ) -> datafusion::error::Result<Self> {
         match execution.engine {
             Engine::Local => Ok(Self::local()),
             Engine::Ballista { .. } => Ok(Self {
@@ -164,12 +221,18 @@ impl Placement {
 
     /// Registers `local`, a Parquet file or a folder of them written by this process, as
     /// table `name`. On a cluster the files are copied to shared storage first.
-    pub async fn register_local(&self, ctx: &SessionContext, name: &str, local: &Path) -> datafusion::error::Result<String> {
+    pub async fn register_local(
+        &self,
+        ctx: &SessionContext,
+        name: &str,
+        local: &Path,
+    ) -> datafusion::error::Result<String> {
         let location = match &self.shared {
             None if local.is_dir() => format!("{}/", local.display()),
             None => local.display().to_string(),
             Some((store, scratch)) => {
-                let external = |e: crate::storage::StorageError| DataFusionError::External(Box::new(e));
+                let external =
+                    |e: crate::storage::StorageError| DataFusionError::External(Box::new(e));
                 if local.is_dir() {
                     let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(local)?
                         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -177,32 +240,61 @@ impl Placement {
                         .collect();
                     files.sort();
                     for file in &files {
-                        let file_name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                        let dest = store.path(&format!("{scratch}/sources/{name}/{file_name}")).map_err(external)?;
-                        crate::publish::upload_file(store, file, &dest).await.map_err(external)?;
+                        let file_name = file
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default();
+                        let dest = store
+                            .path(&format!("{scratch}/sources/{name}/{file_name}"))
+                            .map_err(external)?;
+                        crate::publish::upload_file(store, file, &dest)
+                            .await
+                            .map_err(external)?;
                     }
-                    format!("{}/", store.url(&store.path(&format!("{scratch}/sources/{name}")).map_err(external)?))
+                    format!(
+                        "{}/",
+                        store.url(
+                            &store
+                                .path(&format!("{scratch}/sources/{name}"))
+                                .map_err(external)?
+                        )
+                    )
                 } else {
-                    let dest = store.path(&format!("{scratch}/sources/{name}.parquet")).map_err(external)?;
-                    crate::publish::upload_file(store, local, &dest).await.map_err(external)?;
+                    let dest = store
+                        .path(&format!("{scratch}/sources/{name}.parquet"))
+                        .map_err(external)?;
+                    crate::publish::upload_file(store, local, &dest)
+                        .await
+                        .map_err(external)?;
                     store.url(&dest)
                 }
             }
         };
-        ctx.register_parquet(name, location.as_str(), ParquetReadOptions::default()).await?;
+        ctx.register_parquet(name, location.as_str(), ParquetReadOptions::default())
+            .await?;
         Ok(location)
     }
 
     /// Where a table the engine computes is written: a store, a path in it, and its URL.
-    pub fn table_target(&self, work_dir: &Path, name: &str) -> datafusion::error::Result<(Arc<dyn ObjectStore>, ObjectPath, String)> {
+    pub fn table_target(
+        &self,
+        work_dir: &Path,
+        name: &str,
+    ) -> datafusion::error::Result<(Arc<dyn ObjectStore>, ObjectPath, String)> {
         match &self.shared {
             None => {
                 let file = format!("{name}.table.parquet");
                 let local = object_store::local::LocalFileSystem::new_with_prefix(work_dir)?;
-                Ok((Arc::new(local), ObjectPath::from(file.as_str()), work_dir.join(&file).to_string_lossy().into_owned()))
+                Ok((
+                    Arc::new(local),
+                    ObjectPath::from(file.as_str()),
+                    work_dir.join(&file).to_string_lossy().into_owned(),
+                ))
             }
             Some((store, scratch)) => {
-                let path = store.path(&format!("{scratch}/tables/{name}.parquet")).map_err(|e| DataFusionError::External(Box::new(e)))?;
+                let path = store
+                    .path(&format!("{scratch}/tables/{name}.parquet"))
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
                 let url = store.url(&path);
                 Ok((store.object_store.clone(), path, url))
             }
@@ -232,7 +324,9 @@ impl Placement {
 /// Deletes the objects under `scratch` of `store` (a run's `_scratch/<run_id>`), warning
 /// when some remain.
 pub async fn remove_scratch(store: &Store, scratch: &str) {
-    let Ok(prefix) = store.path(scratch) else { return };
+    let Ok(prefix) = store.path(scratch) else {
+        return;
+    };
     use futures::TryStreamExt;
     use object_store::ObjectStoreExt;
     let listed: Result<Vec<_>, _> = store.object_store.list(Some(&prefix)).try_collect().await;
@@ -264,8 +358,11 @@ mod tests {
     /// `execution_graph.rs` and `FailedTask::from` in `ballista-core`).
     #[test]
     fn cluster_failures_are_classified_by_their_cause() {
-        let job = |inner: &str| format!("Job aBcD failed: Job failed due to stage 3 failed: {inner}\n");
-        let task = |error: &str| job(&format!("Task 0 in Stage 3 failed 4 times, fail the stage, most recent failure reason: \"{error}\""));
+        let job =
+            |inner: &str| format!("Job aBcD failed: Job failed due to stage 3 failed: {inner}\n");
+        let task = |error: &str| {
+            job(&format!("Task 0 in Stage 3 failed 4 times, fail the stage, most recent failure reason: \"{error}\""))
+        };
         let cases = [
             (job("Task failed due to runtime execution error: DataFusionError(ResourcesExhausted(\"Failed to allocate additional 1.0 MB for SortExec\"))"), FailureKind::Resource),
             (job("Task failed due to runtime execution error: DataFusionError(Configuration(\"keyed_hash: no key configured\"))"), FailureKind::Config),
@@ -284,7 +381,13 @@ mod tests {
         assert_eq!(cluster_failure_kind("Join key types differ"), None);
         assert_eq!(cluster_failure_kind("Job title column is empty"), None);
         // The run's classification goes through the engine error.
-        assert_eq!(crate::run::engine_kind(&DataFusionError::Execution(job("Executor lost"))), FailureKind::Cluster);
-        assert_eq!(crate::run::engine_kind(&DataFusionError::Execution("cast failed".into())), FailureKind::Input);
+        assert_eq!(
+            crate::run::engine_kind(&DataFusionError::Execution(job("Executor lost"))),
+            FailureKind::Cluster
+        );
+        assert_eq!(
+            crate::run::engine_kind(&DataFusionError::Execution("cast failed".into())),
+            FailureKind::Input
+        );
     }
 }

@@ -15,7 +15,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, UpdateVersion};
 use serde::{Deserialize, Serialize};
 
-use crate::storage::{Store, StorageError};
+use crate::storage::{StorageError, Store};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LockRecord {
@@ -50,14 +50,28 @@ pub fn tick_name(tick: DateTime<Utc>) -> String {
 }
 
 fn is_exists(e: &object_store::Error) -> bool {
-    matches!(e, object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. })
+    matches!(
+        e,
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }
+    )
 }
 
 /// Claims a tick of a job for `holder`. Returns false when another scheduler claimed it.
-pub async fn claim_tick(store: &Store, job: &str, tick: DateTime<Utc>, holder: &str) -> Result<bool, StorageError> {
+pub async fn claim_tick(
+    store: &Store,
+    job: &str,
+    tick: DateTime<Utc>,
+    holder: &str,
+) -> Result<bool, StorageError> {
     let path = store.path(&format!("{}/ticks/{}", job_dir(job), tick_name(tick)))?;
-    let body = serde_json::json!({ "job": job, "tick": tick, "holder": holder, "claimed_at": Utc::now() }).to_string();
-    match store.object_store.put_opts(&path, body.into(), PutOptions::from(PutMode::Create)).await {
+    let body =
+        serde_json::json!({ "job": job, "tick": tick, "holder": holder, "claimed_at": Utc::now() })
+            .to_string();
+    match store
+        .object_store
+        .put_opts(&path, body.into(), PutOptions::from(PutMode::Create))
+        .await
+    {
         Ok(_) => Ok(true),
         Err(e) if is_exists(&e) => Ok(false),
         Err(e) => Err(store.io_error(&path, e)),
@@ -70,11 +84,20 @@ pub const TICK_CLAIMS_KEPT: chrono::Duration = chrono::Duration::days(7);
 /// Deletes the job's tick claims for ticks before `before`; returns how many. Claims are
 /// named by their tick, so the name alone says whether one is old; an old claim can no
 /// longer be contested, as no scheduler fires a tick that long after it was due.
-pub async fn prune_ticks(store: &Store, job: &str, before: DateTime<Utc>) -> Result<usize, StorageError> {
+pub async fn prune_ticks(
+    store: &Store,
+    job: &str,
+    before: DateTime<Utc>,
+) -> Result<usize, StorageError> {
     use futures::TryStreamExt;
     let dir = store.path(&format!("{}/ticks", job_dir(job)))?;
     let cutoff = tick_name(before);
-    let claims: Vec<_> = store.object_store.list(Some(&dir)).try_collect().await.map_err(|e| store.io_error(&dir, e))?;
+    let claims: Vec<_> = store
+        .object_store
+        .list(Some(&dir))
+        .try_collect()
+        .await
+        .map_err(|e| store.io_error(&dir, e))?;
     let mut removed = 0;
     for meta in claims {
         let name = meta.location.filename().unwrap_or_default();
@@ -99,11 +122,25 @@ impl JobLock {
         expires_at: DateTime<Utc>,
     ) -> Result<Result<JobLock, Refused>, StorageError> {
         let path = store.path(&format!("{}/lock.json", job_dir(job)))?;
-        let record = LockRecord { job: job.into(), holder: holder.into(), tick, acquired_at: Utc::now(), expires_at };
+        let record = LockRecord {
+            job: job.into(),
+            holder: holder.into(),
+            tick,
+            acquired_at: Utc::now(),
+            expires_at,
+        };
         let body = serde_json::to_vec(&record).expect("lock record serialises");
         // Two attempts: the second after a stale lock was taken over or vanished.
         for _ in 0..2 {
-            match store.object_store.put_opts(&path, body.clone().into(), PutOptions::from(PutMode::Create)).await {
+            match store
+                .object_store
+                .put_opts(
+                    &path,
+                    body.clone().into(),
+                    PutOptions::from(PutMode::Create),
+                )
+                .await
+            {
                 Ok(_) => return Ok(Ok(JobLock { path, record })),
                 Err(e) if is_exists(&e) => {}
                 Err(e) => return Err(store.io_error(&path, e)),
@@ -113,7 +150,10 @@ impl JobLock {
                 Err(object_store::Error::NotFound { .. }) => continue,
                 Err(e) => return Err(store.io_error(&path, e)),
             };
-            let version = UpdateVersion { e_tag: current.meta.e_tag.clone(), version: current.meta.version.clone() };
+            let version = UpdateVersion {
+                e_tag: current.meta.e_tag.clone(),
+                version: current.meta.version.clone(),
+            };
             let bytes = match current.bytes().await {
                 Ok(b) => b,
                 // Removed by a taker between the open and the read (a local folder).
@@ -126,11 +166,22 @@ impl JobLock {
             }
             tracing::warn!(
                 job,
-                previous_holder = existing.as_ref().map(|r| r.holder.as_str()).unwrap_or("(unreadable lock)"),
+                previous_holder = existing
+                    .as_ref()
+                    .map(|r| r.holder.as_str())
+                    .unwrap_or("(unreadable lock)"),
                 "taking over an expired job lock"
             );
             // Replace the stale lock only if nobody replaced it meanwhile.
-            match store.object_store.put_opts(&path, body.clone().into(), PutOptions::from(PutMode::Update(version))).await {
+            match store
+                .object_store
+                .put_opts(
+                    &path,
+                    body.clone().into(),
+                    PutOptions::from(PutMode::Update(version)),
+                )
+                .await
+            {
                 Ok(_) => return Ok(Ok(JobLock { path, record })),
                 Err(e) if is_exists(&e) => continue,
                 Err(object_store::Error::NotImplemented { .. }) => {
@@ -160,7 +211,15 @@ impl JobLock {
                 Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(store.io_error(&path, e)),
             }
-            match store.object_store.put_opts(&path, body.clone().into(), PutOptions::from(PutMode::Create)).await {
+            match store
+                .object_store
+                .put_opts(
+                    &path,
+                    body.clone().into(),
+                    PutOptions::from(PutMode::Create),
+                )
+                .await
+            {
                 Ok(_) => return Ok(Ok(JobLock { path, record })),
                 Err(e) if is_exists(&e) => {}
                 Err(e) => return Err(store.io_error(&path, e)),
@@ -183,7 +242,9 @@ impl JobLock {
         if let Ok(r) = store.object_store.get(&self.path).await {
             let bytes = r.bytes().await.map_err(|e| store.io_error(&self.path, e))?;
             let current: Option<LockRecord> = serde_json::from_slice(&bytes).ok();
-            if current.is_some_and(|c| c.holder != self.record.holder || c.acquired_at != self.record.acquired_at) {
+            if current.is_some_and(|c| {
+                c.holder != self.record.holder || c.acquired_at != self.record.acquired_at
+            }) {
                 tracing::warn!(job = %self.record.job, "the job lock was taken over while running; left in place");
                 return Ok(());
             }

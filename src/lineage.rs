@@ -19,16 +19,27 @@ pub fn plan_lineage(plan: &LogicalPlan) -> Vec<BTreeSet<ColumnRef>> {
     match plan {
         LogicalPlan::TableScan(scan) => {
             let table = scan.table_name.table().to_string();
-            scan.projected_schema.fields().iter().map(|f| BTreeSet::from([(table.clone(), f.name().clone())])).collect()
+            scan.projected_schema
+                .fields()
+                .iter()
+                .map(|f| BTreeSet::from([(table.clone(), f.name().clone())]))
+                .collect()
         }
         LogicalPlan::Projection(p) => {
             let input = plan_lineage(&p.input);
-            p.expr.iter().map(|e| expr_lineage(e, &p.input, &input)).collect()
+            p.expr
+                .iter()
+                .map(|e| expr_lineage(e, &p.input, &input))
+                .collect()
         }
         LogicalPlan::Aggregate(a) => {
             let input = plan_lineage(&a.input);
-            let mut out: Vec<BTreeSet<ColumnRef>> =
-                a.group_expr.iter().chain(a.aggr_expr.iter()).map(|e| expr_lineage(e, &a.input, &input)).collect();
+            let mut out: Vec<BTreeSet<ColumnRef>> = a
+                .group_expr
+                .iter()
+                .chain(a.aggr_expr.iter())
+                .map(|e| expr_lineage(e, &a.input, &input))
+                .collect();
             // Grouping sets add an internal grouping id.
             out.resize(a.schema.fields().len(), BTreeSet::new());
             out
@@ -36,7 +47,11 @@ pub fn plan_lineage(plan: &LogicalPlan) -> Vec<BTreeSet<ColumnRef>> {
         LogicalPlan::Window(w) => {
             let input = plan_lineage(&w.input);
             let mut out = input.clone();
-            out.extend(w.window_expr.iter().map(|e| expr_lineage(e, &w.input, &input)));
+            out.extend(
+                w.window_expr
+                    .iter()
+                    .map(|e| expr_lineage(e, &w.input, &input)),
+            );
             out
         }
         LogicalPlan::Union(u) => {
@@ -50,7 +65,9 @@ pub fn plan_lineage(plan: &LogicalPlan) -> Vec<BTreeSet<ColumnRef>> {
             }
             out
         }
-        LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => vec![BTreeSet::new(); plan.schema().fields().len()],
+        LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => {
+            vec![BTreeSet::new(); plan.schema().fields().len()]
+        }
         other => {
             // Everything else keeps its input's columns: passed on in place when the
             // schema is as wide as the input's (filter, sort, limit, alias, distinct),
@@ -60,12 +77,20 @@ pub fn plan_lineage(plan: &LogicalPlan) -> Vec<BTreeSet<ColumnRef>> {
             if inputs.len() == 1 && inputs[0].schema().fields().len() == schema.fields().len() {
                 return plan_lineage(inputs[0]);
             }
-            let lineages: Vec<Vec<BTreeSet<ColumnRef>>> = inputs.iter().map(|i| plan_lineage(i)).collect();
+            let lineages: Vec<Vec<BTreeSet<ColumnRef>>> =
+                inputs.iter().map(|i| plan_lineage(i)).collect();
             schema
                 .iter()
                 .map(|(qualifier, field)| {
                     for (input, lineage) in inputs.iter().zip(&lineages) {
-                        if let Some(i) = input.schema().maybe_index_of_column(&datafusion::common::Column::new(qualifier.cloned(), field.name())) {
+                        if let Some(i) =
+                            input
+                                .schema()
+                                .maybe_index_of_column(&datafusion::common::Column::new(
+                                    qualifier.cloned(),
+                                    field.name(),
+                                ))
+                        {
                             return lineage[i].clone();
                         }
                     }
@@ -78,7 +103,11 @@ pub fn plan_lineage(plan: &LogicalPlan) -> Vec<BTreeSet<ColumnRef>> {
 
 /// The columns of `input` an expression's value comes from, with those of any scalar
 /// subquery in it.
-fn expr_lineage(expr: &Expr, input: &LogicalPlan, lineage: &[BTreeSet<ColumnRef>]) -> BTreeSet<ColumnRef> {
+fn expr_lineage(
+    expr: &Expr,
+    input: &LogicalPlan,
+    lineage: &[BTreeSet<ColumnRef>],
+) -> BTreeSet<ColumnRef> {
     let mut out = BTreeSet::new();
     let _ = expr.apply(|e| {
         match e {
@@ -140,7 +169,12 @@ pub fn to_sources(
         .map(|(model, columns)| {
             let resolved = columns
                 .iter()
-                .map(|(column, _)| (column.clone(), resolve(model, column, direct, terminal, &mut memo, 0)))
+                .map(|(column, _)| {
+                    (
+                        column.clone(),
+                        resolve(model, column, direct, terminal, &mut memo, 0),
+                    )
+                })
                 .collect();
             (model.clone(), resolved)
         })
@@ -156,7 +190,9 @@ mod tests {
     async fn lineage_follows_projections_aggregates_joins_unions_and_subqueries() {
         let ctx = SessionContext::new();
         ctx.sql("CREATE TABLE orders (order_id VARCHAR, customer_id VARCHAR, amount DOUBLE, status VARCHAR)").await.unwrap();
-        ctx.sql("CREATE TABLE customers (customer_id VARCHAR, region VARCHAR, email VARCHAR)").await.unwrap();
+        ctx.sql("CREATE TABLE customers (customer_id VARCHAR, region VARCHAR, email VARCHAR)")
+            .await
+            .unwrap();
         let sql = "WITH t AS (SELECT customer_id, sum(amount) AS total FROM orders WHERE status = 'done' GROUP BY customer_id)
                    SELECT c.region, t.total * 2 AS doubled, upper(c.email) AS e, (SELECT max(amount) FROM orders) AS top
                    FROM t JOIN customers c ON c.customer_id = t.customer_id
@@ -166,7 +202,11 @@ mod tests {
         let col = |t: &str, c: &str| (t.to_string(), c.to_string());
         assert_eq!(lineage.len(), 4);
         assert_eq!(lineage[0], BTreeSet::from([col("customers", "region")]));
-        assert_eq!(lineage[1], BTreeSet::from([col("orders", "amount")]), "the filter's and the join's columns are not the value's");
+        assert_eq!(
+            lineage[1],
+            BTreeSet::from([col("orders", "amount")]),
+            "the filter's and the join's columns are not the value's"
+        );
         assert_eq!(lineage[2], BTreeSet::from([col("customers", "email")]));
         assert_eq!(lineage[3], BTreeSet::from([col("orders", "amount")]));
     }
@@ -175,9 +215,18 @@ mod tests {
     fn lineage_resolves_through_models_to_sources() {
         let col = |t: &str, c: &str| (t.to_string(), c.to_string());
         let mut direct = BTreeMap::new();
-        direct.insert("stg".to_string(), vec![("amount".to_string(), BTreeSet::from([col("raw", "amt")]))]);
-        direct.insert("mart".to_string(), vec![("total".to_string(), BTreeSet::from([col("stg", "amount")]))]);
+        direct.insert(
+            "stg".to_string(),
+            vec![("amount".to_string(), BTreeSet::from([col("raw", "amt")]))],
+        );
+        direct.insert(
+            "mart".to_string(),
+            vec![("total".to_string(), BTreeSet::from([col("stg", "amount")]))],
+        );
         let resolved = to_sources(&direct, &BTreeSet::from(["raw".to_string()]));
-        assert_eq!(resolved["mart"], vec![("total".to_string(), BTreeSet::from([col("raw", "amt")]))]);
+        assert_eq!(
+            resolved["mart"],
+            vec![("total".to_string(), BTreeSet::from([col("raw", "amt")]))]
+        );
     }
 }

@@ -52,7 +52,13 @@ impl Owner {
     /// This process.
     pub fn current() -> Self {
         let pid = std::process::id();
-        Self { host: host_name(), boot_id: boot_id(), pid, pid_started: process_start(pid), pid_namespace: pid_namespace() }
+        Self {
+            host: host_name(),
+            boot_id: boot_id(),
+            pid,
+            pid_started: process_start(pid),
+            pid_namespace: pid_namespace(),
+        }
     }
 
     fn is_current(&self) -> bool {
@@ -97,7 +103,9 @@ fn host_name() -> String {
 }
 
 fn pid_namespace() -> String {
-    std::fs::read_link("/proc/self/ns/pid").map(|p| p.display().to_string()).unwrap_or_default()
+    std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
 }
 
 /// True when `/proc` hides other users' processes: init (pid 1) is always there, so not
@@ -107,7 +115,9 @@ fn hides_processes() -> bool {
 }
 
 fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Fields of `/proc/<pid>/stat` after the command name (which may hold spaces).
@@ -123,7 +133,9 @@ fn process_start(pid: u32) -> Option<u64> {
 }
 
 fn is_zombie(pid: u32) -> bool {
-    stat_fields(pid).and_then(|f| f.first().cloned()).is_some_and(|state| state == "Z" || state == "X")
+    stat_fields(pid)
+        .and_then(|f| f.first().cloned())
+        .is_some_and(|state| state == "Z" || state == "X")
 }
 
 fn heartbeat_rel(run_id: &str) -> String {
@@ -182,7 +194,12 @@ impl Heartbeat {
                 }
             })
         };
-        Self { task: Some(task), stop, store: store.clone(), run_id: run_id.to_string() }
+        Self {
+            task: Some(task),
+            stop,
+            store: store.clone(),
+            run_id: run_id.to_string(),
+        }
     }
 
     /// Stops beating, waits for a beat being written, and removes the heartbeat object.
@@ -221,7 +238,9 @@ pub async fn settle_dropped(reason: &str) -> Vec<String> {
     for (run_id, store) in dropped {
         let rel = format!("_runs/{run_id}.json");
         let Ok(path) = store.path(&rel) else { continue };
-        let Ok(Some(m)) = read_manifest(&store, &rel, &path, None).await else { continue };
+        let Ok(Some(m)) = read_manifest(&store, &rel, &path, None).await else {
+            continue;
+        };
         if m.status() != "running" {
             continue;
         }
@@ -244,7 +263,9 @@ pub async fn settle_dropped(reason: &str) -> Vec<String> {
                 settled.push(run_id);
             }
             Ok(false) => {}
-            Err(e) => warn!(run_id = %run_id, error = %e, "could not record that the run was cancelled"),
+            Err(e) => {
+                warn!(run_id = %run_id, error = %e, "could not record that the run was cancelled")
+            }
         }
     }
     settled
@@ -252,8 +273,13 @@ pub async fn settle_dropped(reason: &str) -> Vec<String> {
 
 async fn beat(store: &Store, run_id: &str) -> Result<(), StorageError> {
     let path = store.path(&heartbeat_rel(run_id))?;
-    let body = serde_json::to_vec(&serde_json::json!({ "run_id": run_id, "at": Utc::now() })).expect("serialises");
-    store.object_store.put(&path, PutPayload::from(body)).await.map_err(|e| store.io_error(&path, e))?;
+    let body = serde_json::to_vec(&serde_json::json!({ "run_id": run_id, "at": Utc::now() }))
+        .expect("serialises");
+    store
+        .object_store
+        .put(&path, PutPayload::from(body))
+        .await
+        .map_err(|e| store.io_error(&path, e))?;
     Ok(())
 }
 
@@ -313,13 +339,20 @@ struct Listing {
 
 async fn list(store: &Store) -> Result<Listing, StorageError> {
     let prefix = store.path("_runs")?;
-    let listed: Vec<_> =
-        store.object_store.list(Some(&prefix)).try_collect().await.map_err(|e| store.io_error(&prefix, e))?;
+    let listed: Vec<_> = store
+        .object_store
+        .list(Some(&prefix))
+        .try_collect()
+        .await
+        .map_err(|e| store.io_error(&prefix, e))?;
     let mut heartbeats = std::collections::HashMap::new();
     let mut files = Vec::new();
     for meta in listed {
         let rel = store.relative(&meta.location);
-        if let Some(run) = rel.strip_prefix("_runs/").and_then(|n| n.strip_suffix(".alive")) {
+        if let Some(run) = rel
+            .strip_prefix("_runs/")
+            .and_then(|n| n.strip_suffix(".alive"))
+        {
             heartbeats.insert(run.to_string(), meta.last_modified);
         } else if rel.ends_with(".json") {
             files.push((rel, meta));
@@ -346,10 +379,23 @@ async fn read_manifest(
     let bytes = got.bytes().await.map_err(|e| store.io_error(path, e))?;
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(value) => {
-            let recorded = value["last_seen_at"].as_str().and_then(|s| s.parse::<DateTime<Utc>>().ok());
-            let last_seen_at = [Some(meta.last_modified), heartbeat, recorded].into_iter().flatten().max();
-            let version = Some(object_store::UpdateVersion { e_tag: meta.e_tag, version: meta.version });
-            Ok(Some(StoredManifest { value, rel: rel.to_string(), last_seen_at, version }))
+            let recorded = value["last_seen_at"]
+                .as_str()
+                .and_then(|s| s.parse::<DateTime<Utc>>().ok());
+            let last_seen_at = [Some(meta.last_modified), heartbeat, recorded]
+                .into_iter()
+                .flatten()
+                .max();
+            let version = Some(object_store::UpdateVersion {
+                e_tag: meta.e_tag,
+                version: meta.version,
+            });
+            Ok(Some(StoredManifest {
+                value,
+                rel: rel.to_string(),
+                last_seen_at,
+                version,
+            }))
         }
         Err(e) => {
             warn!(file = %store.url(path), error = %e, "unreadable run manifest skipped");
@@ -364,7 +410,14 @@ pub async fn manifests(store: &Store, limit: usize) -> Result<Vec<StoredManifest
     let mut out = Vec::new();
     for (rel, meta) in listing.files.iter().take(limit) {
         let run_id = rel.trim_start_matches("_runs/").trim_end_matches(".json");
-        if let Some(m) = read_manifest(store, rel, &meta.location, listing.heartbeats.get(run_id).copied()).await? {
+        if let Some(m) = read_manifest(
+            store,
+            rel,
+            &meta.location,
+            listing.heartbeats.get(run_id).copied(),
+        )
+        .await?
+        {
             out.push(m);
         }
     }
@@ -377,12 +430,28 @@ const NEWEST_WITHOUT_HEARTBEAT: usize = 20;
 
 /// Writes `value` over the manifest `m` was read from, unless it changed since (where
 /// the store can tell); `Ok(false)` when it had.
-async fn rewrite(store: &Store, path: &object_store::path::Path, m: &StoredManifest, value: &Value) -> Result<bool, StorageError> {
+async fn rewrite(
+    store: &Store,
+    path: &object_store::path::Path,
+    m: &StoredManifest,
+    value: &Value,
+) -> Result<bool, StorageError> {
     use object_store::{PutMode, PutOptions};
     let body = PutPayload::from(serde_json::to_vec_pretty(value).expect("manifest serialises"));
-    let conditional = m.version.clone().filter(|v| v.e_tag.is_some() || v.version.is_some());
+    let conditional = m
+        .version
+        .clone()
+        .filter(|v| v.e_tag.is_some() || v.version.is_some());
     if let Some(version) = conditional {
-        match store.object_store.put_opts(path, body.clone(), PutOptions::from(PutMode::Update(version))).await {
+        match store
+            .object_store
+            .put_opts(
+                path,
+                body.clone(),
+                PutOptions::from(PutMode::Update(version)),
+            )
+            .await
+        {
             Ok(_) => return Ok(true),
             Err(object_store::Error::Precondition { .. }) => return Ok(false),
             // Stores without conditional writes (a local folder) write unconditionally.
@@ -390,7 +459,11 @@ async fn rewrite(store: &Store, path: &object_store::path::Path, m: &StoredManif
             Err(e) => return Err(store.io_error(path, e)),
         }
     }
-    store.object_store.put(path, body).await.map_err(|e| store.io_error(path, e))?;
+    store
+        .object_store
+        .put(path, body)
+        .await
+        .map_err(|e| store.io_error(path, e))?;
     Ok(true)
 }
 
@@ -407,7 +480,9 @@ pub async fn mark_abandoned(store: &Store) -> Result<Vec<String>, StorageError> 
         if heartbeat.is_none() && i >= NEWEST_WITHOUT_HEARTBEAT {
             continue;
         }
-        let Some(m) = read_manifest(store, rel, &meta.location, heartbeat).await? else { continue };
+        let Some(m) = read_manifest(store, rel, &meta.location, heartbeat).await? else {
+            continue;
+        };
         if !m.is_abandoned(now) {
             continue;
         }
@@ -436,22 +511,43 @@ mod tests {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();
-        let gone = Owner { pid, pid_started: Some(1), ..me.clone() };
+        let gone = Owner {
+            pid,
+            pid_started: Some(1),
+            ..me.clone()
+        };
         assert_eq!(gone.alive(), Some(false));
-        let rebooted = Owner { boot_id: "another-boot".into(), ..me.clone() };
+        let rebooted = Owner {
+            boot_id: "another-boot".into(),
+            ..me.clone()
+        };
         assert_eq!(rebooted.alive(), Some(false));
-        let elsewhere = Owner { host: "another-host".into(), ..me };
+        let elsewhere = Owner {
+            host: "another-host".into(),
+            ..me
+        };
         assert_eq!(elsewhere.alive(), None);
     }
 
     #[tokio::test]
     async fn a_run_dropped_mid_run_in_a_live_process_is_settled_not_left_running() {
-        let store = Store::from_object_store("mem", "memory:///", std::sync::Arc::new(object_store::memory::InMemory::new()), "");
+        let store = Store::from_object_store(
+            "mem",
+            "memory:///",
+            std::sync::Arc::new(object_store::memory::InMemory::new()),
+            "",
+        );
         let manifest = |id: &str| serde_json::json!({ "run_id": id, "status": "running", "owner": Owner::current(), "errors": [] });
         let put = |id: &str| {
             let (store, body) = (store.clone(), serde_json::to_vec(&manifest(id)).unwrap());
             let path = store.path(&format!("_runs/{id}.json")).unwrap();
-            async move { store.object_store.put(&path, PutPayload::from(body)).await.unwrap() }
+            async move {
+                store
+                    .object_store
+                    .put(&path, PutPayload::from(body))
+                    .await
+                    .unwrap()
+            }
         };
         // Under way in this process: running. Its heartbeat dropped (a timeout cancelled
         // the run's future): abandoned, though the process lives.
@@ -462,17 +558,33 @@ mod tests {
         drop(cut);
         let now = Utc::now();
         let listed = manifests(&store, 10).await.unwrap();
-        let status = |id: &str| listed.iter().find(|m| m.value["run_id"] == id).unwrap().shown(now)["status"].clone();
+        let status = |id: &str| {
+            listed
+                .iter()
+                .find(|m| m.value["run_id"] == id)
+                .unwrap()
+                .shown(now)["status"]
+                .clone()
+        };
         assert_eq!(status("20260101T000000000Z-live"), "running");
         assert_eq!(status("20260101T000000000Z-cut"), "abandoned");
         // The scheduler settles what it cancelled: failed, with the reason, kept.
-        assert_eq!(settle_dropped("timed out after 1 minutes").await, vec!["20260101T000000000Z-cut".to_string()]);
+        assert_eq!(
+            settle_dropped("timed out after 1 minutes").await,
+            vec!["20260101T000000000Z-cut".to_string()]
+        );
         let listed = manifests(&store, 10).await.unwrap();
-        let cut = listed.iter().find(|m| m.value["run_id"] == "20260101T000000000Z-cut").unwrap();
+        let cut = listed
+            .iter()
+            .find(|m| m.value["run_id"] == "20260101T000000000Z-cut")
+            .unwrap();
         assert_eq!(cut.value["status"], "failed");
         assert_eq!(cut.value["errors"][0], "timed out after 1 minutes");
         assert_eq!(cut.value["owner"]["pid"], std::process::id());
-        assert!(mark_abandoned(&store).await.unwrap().is_empty(), "the live run is not marked");
+        assert!(
+            mark_abandoned(&store).await.unwrap().is_empty(),
+            "the live run is not marked"
+        );
         live.stop().await;
     }
 
@@ -480,34 +592,77 @@ mod tests {
     /// left (a cluster run's) are deleted; a live run's stay.
     #[tokio::test]
     async fn an_abandoned_runs_shared_scratch_files_are_removed() {
-        let store = Store::from_object_store("mem", "memory:///", std::sync::Arc::new(object_store::memory::InMemory::new()), "");
+        let store = Store::from_object_store(
+            "mem",
+            "memory:///",
+            std::sync::Arc::new(object_store::memory::InMemory::new()),
+            "",
+        );
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();
-        let gone = Owner { pid, pid_started: Some(1), ..Owner::current() };
+        let gone = Owner {
+            pid,
+            pid_started: Some(1),
+            ..Owner::current()
+        };
         let put = |rel: String, body: Vec<u8>| {
             let store = store.clone();
-            async move { store.object_store.put(&store.path(&rel).unwrap(), PutPayload::from(body)).await.unwrap() }
+            async move {
+                store
+                    .object_store
+                    .put(&store.path(&rel).unwrap(), PutPayload::from(body))
+                    .await
+                    .unwrap()
+            }
         };
-        for (id, owner) in [("20260101T000000000Z-gone", gone), ("20260101T000000000Z-live", Owner::current())] {
+        for (id, owner) in [
+            ("20260101T000000000Z-gone", gone),
+            ("20260101T000000000Z-live", Owner::current()),
+        ] {
             let manifest = serde_json::json!({ "run_id": id, "status": "running", "owner": owner, "errors": [] });
-            put(format!("_runs/{id}.json"), serde_json::to_vec(&manifest).unwrap()).await;
-            put(format!("_scratch/{id}/tables/int_orders.parquet"), b"PAR1".to_vec()).await;
+            put(
+                format!("_runs/{id}.json"),
+                serde_json::to_vec(&manifest).unwrap(),
+            )
+            .await;
+            put(
+                format!("_scratch/{id}/tables/int_orders.parquet"),
+                b"PAR1".to_vec(),
+            )
+            .await;
         }
         let live = Heartbeat::start(&store, "20260101T000000000Z-live");
-        assert_eq!(mark_abandoned(&store).await.unwrap(), vec!["20260101T000000000Z-gone".to_string()]);
+        assert_eq!(
+            mark_abandoned(&store).await.unwrap(),
+            vec!["20260101T000000000Z-gone".to_string()]
+        );
         live.stop().await;
         let left: Vec<String> = {
-            let listed: Vec<_> = store.object_store.list(Some(&store.path("_scratch").unwrap())).try_collect().await.unwrap();
+            let listed: Vec<_> = store
+                .object_store
+                .list(Some(&store.path("_scratch").unwrap()))
+                .try_collect()
+                .await
+                .unwrap();
             listed.into_iter().map(|m| m.location.to_string()).collect()
         };
-        assert_eq!(left, vec!["_scratch/20260101T000000000Z-live/tables/int_orders.parquet".to_string()]);
+        assert_eq!(
+            left,
+            vec!["_scratch/20260101T000000000Z-live/tables/int_orders.parquet".to_string()]
+        );
     }
 
     #[test]
     fn a_run_on_another_host_is_abandoned_once_its_heartbeat_is_stale() {
         let now = Utc::now();
-        let owner = Owner { host: "another-host".into(), boot_id: String::new(), pid: 1, pid_started: None, pid_namespace: String::new() };
+        let owner = Owner {
+            host: "another-host".into(),
+            boot_id: String::new(),
+            pid: 1,
+            pid_started: None,
+            pid_namespace: String::new(),
+        };
         let m = |seen: DateTime<Utc>| StoredManifest {
             value: serde_json::json!({ "run_id": "r", "status": "running", "owner": owner }),
             rel: "_runs/r.json".into(),

@@ -139,7 +139,11 @@ pub struct Manifest {
 impl Manifest {
     /// Highest peak resident memory of any phase of the run, when measured.
     pub fn peak_rss_bytes(&self) -> Option<u64> {
-        self.steps.iter().filter_map(|s| s.peak_rss_bytes).chain(self.sources_peak_rss_bytes).max()
+        self.steps
+            .iter()
+            .filter_map(|s| s.peak_rss_bytes)
+            .chain(self.sources_peak_rss_bytes)
+            .max()
     }
 
     pub fn new(run_id: &str, pipeline: &str, pipeline_file: &str, parameters: Params) -> Self {
@@ -176,7 +180,12 @@ impl Manifest {
         self.finished_at = Some(now);
         self.duration_ms = Some((now - self.started_at).num_milliseconds().max(0) as u64);
         self.quarantined_rows = self.quarantine.iter().map(|q| q.rows).sum();
-        self.failing_check_rows = self.steps.iter().flat_map(|s| &s.checks).map(|c| c.failing_rows).sum();
+        self.failing_check_rows = self
+            .steps
+            .iter()
+            .flat_map(|s| &s.checks)
+            .map(|c| c.failing_rows)
+            .sum();
     }
 
     /// Writes the manifest to `_runs/<run_id>.json` in `store`.
@@ -184,7 +193,11 @@ impl Manifest {
         self.last_seen_at = Utc::now();
         let path = store.path(&format!("_runs/{}.json", self.run_id))?;
         let body = serde_json::to_vec_pretty(self).expect("manifest serialises");
-        store.object_store.put(&path, PutPayload::from(body)).await.map_err(|e| store.io_error(&path, e))?;
+        store
+            .object_store
+            .put(&path, PutPayload::from(body))
+            .await
+            .map_err(|e| store.io_error(&path, e))?;
         Ok(store.url(&path))
     }
 }

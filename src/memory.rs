@@ -73,7 +73,9 @@ impl Stop {
     /// An error naming `what` once the limit has been passed.
     pub fn check(&self, what: &str) -> Result<(), String> {
         if self.requested() {
-            Err(format!("{what}: stopped, the process passed its memory limit"))
+            Err(format!(
+                "{what}: stopped, the process passed its memory limit"
+            ))
         } else {
             Ok(())
         }
@@ -116,7 +118,13 @@ impl MemoryGuard {
                 }
             })
             .ok()?;
-        Some(Self { limit, seen, notify, stop, exceeded })
+        Some(Self {
+            limit,
+            seen,
+            notify,
+            stop,
+            exceeded,
+        })
     }
 
     pub fn limit(&self) -> u64 {
@@ -145,7 +153,10 @@ impl Drop for MemoryGuard {
 
 /// Waits for `future`, unless the guard sees memory pass the limit first. Blocking work
 /// started inside `future` finds the guard's [`Stop`] with [`Stop::current`].
-pub async fn within<T>(guard: Option<&MemoryGuard>, future: impl std::future::Future<Output = T>) -> Result<T, u64> {
+pub async fn within<T>(
+    guard: Option<&MemoryGuard>,
+    future: impl std::future::Future<Output = T>,
+) -> Result<T, u64> {
     match guard {
         None => Ok(future.await),
         Some(g) => tokio::select! {
@@ -180,8 +191,13 @@ mod tests {
         let rss = within(Some(&guard), hog).await.unwrap_err();
         assert!(rss > guard.limit(), "{rss}");
         // Blocking work started inside the guarded future sees the stop.
-        let stop = within(Some(&guard), async { Stop::current() }).await.unwrap();
+        let stop = within(Some(&guard), async { Stop::current() })
+            .await
+            .unwrap();
         assert!(stop.requested() && stop.check("identity").is_err());
-        assert!(!Stop::current().requested(), "outside a guarded step nothing stops");
+        assert!(
+            !Stop::current().requested(),
+            "outside a guarded step nothing stops"
+        );
     }
 }

@@ -68,7 +68,9 @@ pub async fn run_pipeline_tests(pipeline: &Pipeline, select: &[String]) -> Vec<T
     let (_, planned) = crate::validate::plan_context(pipeline).await;
     let mut results = Vec::new();
     for step in &pipeline.steps {
-        let (StepKind::Sql(model), Some(spec)) = (&step.kind, &step.spec) else { continue };
+        let (StepKind::Sql(model), Some(spec)) = (&step.kind, &step.spec) else {
+            continue;
+        };
         if !select.is_empty() && !select.iter().any(|s| s.eq_ignore_ascii_case(&step.name)) {
             continue;
         }
@@ -76,15 +78,22 @@ pub async fn run_pipeline_tests(pipeline: &Pipeline, select: &[String]) -> Vec<T
         for test in &spec.tests {
             let started = Instant::now();
             let position = locate_test(&text, &test.name);
-            let outcome = match run_test(pipeline, step, model, test, &planned, &spec.file, &text).await {
-                Ok(outcome) => outcome,
-                Err(diags) => Outcome::Invalid(diags),
-            };
+            let outcome =
+                match run_test(pipeline, step, model, test, &planned, &spec.file, &text).await {
+                    Ok(outcome) => outcome,
+                    Err(diags) => Outcome::Invalid(diags),
+                };
             let location = match position {
                 Some((line, column)) => format!("{}:{line}:{column}", spec.file.display()),
                 None => spec.file.display().to_string(),
             };
-            results.push(TestResult { model: step.name.clone(), test: test.name.clone(), location, outcome, duration_ms: started.elapsed().as_millis() });
+            results.push(TestResult {
+                model: step.name.clone(),
+                test: test.name.clone(),
+                location,
+                outcome,
+                duration_ms: started.elapsed().as_millis(),
+            });
         }
     }
     results
@@ -94,7 +103,11 @@ pub async fn run_pipeline_tests(pipeline: &Pipeline, select: &[String]) -> Vec<T
 pub fn unknown_selection(pipeline: &Pipeline, select: &[String]) -> Vec<String> {
     select
         .iter()
-        .filter(|s| !pipeline.steps.iter().any(|step| step.name.eq_ignore_ascii_case(s) && matches!(step.kind, StepKind::Sql(_))))
+        .filter(|s| {
+            !pipeline.steps.iter().any(|step| {
+                step.name.eq_ignore_ascii_case(s) && matches!(step.kind, StepKind::Sql(_))
+            })
+        })
         .cloned()
         .collect()
 }
@@ -109,7 +122,13 @@ async fn run_test(
     text: &str,
 ) -> Result<Outcome, Diagnostics> {
     let test_at = locate_test(text, &test.name);
-    let problem = |message: String, at: Option<(usize, usize)>| Diagnostic::new(yml, format!("test `{}` of {}: {message}", test.name, step.name)).at_opt(at.or(test_at));
+    let problem = |message: String, at: Option<(usize, usize)>| {
+        Diagnostic::new(
+            yml,
+            format!("test `{}` of {}: {message}", test.name, step.name),
+        )
+        .at_opt(at.or(test_at))
+    };
     let mut diags = Diagnostics::default();
     let Some(expect) = &test.expect else {
         diags.push(problem("it checks nothing: give the rows the model must produce under `expect:` (`[]` for none)".into(), None));
@@ -117,12 +136,24 @@ async fn run_test(
     };
 
     // Parameters: the pipeline's defaults, then the test's.
-    let mut params: Params = pipeline.parameters.iter().filter_map(|(n, p)| p.default.clone().map(|d| (n.clone(), d))).collect();
+    let mut params: Params = pipeline
+        .parameters
+        .iter()
+        .filter_map(|(n, p)| p.default.clone().map(|d| (n.clone(), d)))
+        .collect();
     for (name, value) in &test.params {
         let at = locate_in_test(text, &test.name, &["params", name.as_str()]);
         match pipeline.parameters.get(name) {
             None => diags.push(problem(
-                format!("unknown parameter `{name}`; the pipeline declares {}", pipeline.parameters.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")),
+                format!(
+                    "unknown parameter `{name}`; the pipeline declares {}",
+                    pipeline
+                        .parameters
+                        .keys()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
                 at,
             )),
             Some(p) => match ParamValue::from_yaml(p.kind, value) {
@@ -135,7 +166,13 @@ async fn run_test(
     }
     for placeholder in &model.placeholders {
         if !params.contains_key(&placeholder.name) {
-            diags.push(problem(format!("the model uses `${}`, which has no default: give it under `params:`", placeholder.name), None));
+            diags.push(problem(
+                format!(
+                    "the model uses `${}`, which has no default: give it under `params:`",
+                    placeholder.name
+                ),
+                None,
+            ));
         }
     }
 
@@ -145,11 +182,22 @@ async fn run_test(
         r.dedup();
         r
     };
-    let given: HashMap<String, &GivenTable> = test.given.iter().map(|(k, v)| (k.to_lowercase(), v)).collect();
+    let given: HashMap<String, &GivenTable> = test
+        .given
+        .iter()
+        .map(|(k, v)| (k.to_lowercase(), v))
+        .collect();
     for name in test.given.keys() {
         if !reads.contains(&name.to_lowercase()) {
             diags.push(problem(
-                format!("given table `{name}` is not read by the model, which reads {}", reads.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")),
+                format!(
+                    "given table `{name}` is not read by the model, which reads {}",
+                    reads
+                        .iter()
+                        .map(|r| format!("`{r}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
                 locate_in_test(text, &test.name, &["given", name.as_str()]),
             ));
         }
@@ -201,12 +249,17 @@ async fn run_test(
     let statement = model.bind(&params).map_err(|d| Diagnostics(vec![d]))?;
     let state = ctx.state();
     let plan = state
-        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(statement)))
+        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+            statement,
+        )))
         .await
         .map_err(|e| Diagnostics(vec![crate::sql::error_diagnostic(&model.file, &e)]))?;
     let frame = DataFrame::new(state, plan);
     let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-    let batches = frame.collect().await.map_err(|e| Diagnostics(vec![problem(format!("the model failed: {e}"), None)]))?;
+    let batches = frame
+        .collect()
+        .await
+        .map_err(|e| Diagnostics(vec![problem(format!("the model failed: {e}"), None)]))?;
 
     // The expected rows, in the types of the model's columns.
     let tolerance = test.tolerance.unwrap_or(DEFAULT_TOLERANCE);
@@ -215,12 +268,21 @@ async fn run_test(
         let mut cells = Vec::new();
         for (key, value) in row {
             let Some(column) = key.as_str() else {
-                diags.push(problem("a column name must be text".into(), locate_row(text, &test.name, &["expect"], i, None)));
+                diags.push(problem(
+                    "a column name must be text".into(),
+                    locate_row(text, &test.name, &["expect"], i, None),
+                ));
                 continue;
             };
             let at = locate_row(text, &test.name, &["expect"], i, Some(column));
             let Ok(index) = schema.index_of(column) else {
-                diags.push(problem(format!("expected column `{column}` is not a column of the model ({})", names(&schema)), at));
+                diags.push(problem(
+                    format!(
+                        "expected column `{column}` is not a column of the model ({})",
+                        names(&schema)
+                    ),
+                    at,
+                ));
                 continue;
             };
             match cell(schema.field(index), value) {
@@ -233,14 +295,22 @@ async fn run_test(
     if !diags.is_empty() {
         return Err(diags);
     }
-    let actual = scalar_rows(&batches, schema.fields().len()).map_err(|e| Diagnostics(vec![problem(e.to_string(), None)]))?;
+    let actual = scalar_rows(&batches, schema.fields().len())
+        .map_err(|e| Diagnostics(vec![problem(e.to_string(), None)]))?;
     let diff = compare(&schema, &expected, &actual, tolerance);
-    Ok(if diff.is_empty() { Outcome::Passed } else { Outcome::Failed(diff) })
+    Ok(if diff.is_empty() {
+        Outcome::Passed
+    } else {
+        Outcome::Failed(diff)
+    })
 }
 
 /// A session as a run's, with a fixed hash key.
 fn session() -> datafusion::error::Result<SessionContext> {
-    let mut execution = crate::config::environment::Execution { target_partitions: 2, ..Default::default() };
+    let mut execution = crate::config::environment::Execution {
+        target_partitions: 2,
+        ..Default::default()
+    };
     execution.functions.hash_key = Some(TEST_HASH_KEY.into());
     crate::run::session(&execution, std::env::temp_dir().join("crm-marts-tests"))
 }
@@ -254,11 +324,22 @@ fn register(ctx: &SessionContext, name: &str, batch: RecordBatch) {
 
 /// Every column nullable: a test gives only the columns it needs.
 fn nullable(schema: SchemaRef) -> SchemaRef {
-    Arc::new(Schema::new(schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<Field>>()))
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<Field>>(),
+    ))
 }
 
 fn names(schema: &Schema) -> String {
-    schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn csv_path(sql_dir: &Path, file: &Path) -> PathBuf {
@@ -280,9 +361,12 @@ fn cell(field: &Field, value: &serde_yaml::Value) -> Result<ScalarValue, String>
 
 fn yaml_json(value: &serde_yaml::Value) -> Result<serde_json::Value, String> {
     match value {
-        serde_yaml::Value::Sequence(_) | serde_yaml::Value::Mapping(_) | serde_yaml::Value::Tagged(_) => {
-            Err(format!("expected a single value, found {}", crate::config::params::yaml_kind(value)))
-        }
+        serde_yaml::Value::Sequence(_)
+        | serde_yaml::Value::Mapping(_)
+        | serde_yaml::Value::Tagged(_) => Err(format!(
+            "expected a single value, found {}",
+            crate::config::params::yaml_kind(value)
+        )),
         other => serde_json::to_value(other).map_err(|e| e.to_string()),
     }
 }
@@ -292,8 +376,12 @@ fn decode(schema: &SchemaRef, rows: &[serde_json::Value]) -> Result<RecordBatch,
         .with_coerce_primitive(true)
         .build_decoder()
         .map_err(|e| e.to_string())?;
-    decoder.serialize(rows).map_err(|e| clean_json_error(&e.to_string()))?;
-    let batch = decoder.flush().map_err(|e| clean_json_error(&e.to_string()))?;
+    decoder
+        .serialize(rows)
+        .map_err(|e| clean_json_error(&e.to_string()))?;
+    let batch = decoder
+        .flush()
+        .map_err(|e| clean_json_error(&e.to_string()))?;
     Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(schema.clone())))
 }
 
@@ -318,14 +406,23 @@ fn rows_batch(
                 continue;
             };
             let Ok(index) = schema.index_of(column) else {
-                errors.push((format!("`{column}` is not a column of the table ({})", names(schema)), at(i, Some(column))));
+                errors.push((
+                    format!(
+                        "`{column}` is not a column of the table ({})",
+                        names(schema)
+                    ),
+                    at(i, Some(column)),
+                ));
                 continue;
             };
             match yaml_json(value).and_then(|json| cell(schema.field(index), value).map(|_| json)) {
                 Ok(json) => {
                     object.insert(column.to_string(), json);
                 }
-                Err(e) => errors.push((format!("`{column}` is {}: {e}", schema.field(index).data_type()), at(i, Some(column)))),
+                Err(e) => errors.push((
+                    format!("`{column}` is {}: {e}", schema.field(index).data_type()),
+                    at(i, Some(column)),
+                )),
             }
         }
         json_rows.push(serde_json::Value::Object(object));
@@ -340,10 +437,19 @@ fn rows_batch(
 fn csv_batch(schema: &SchemaRef, path: &Path) -> Result<RecordBatch, String> {
     let mut reader = datafusion::arrow::csv::reader::Format::default().with_header(true);
     let file = std::fs::File::open(path).map_err(|e| format!("cannot read the file: {e}"))?;
-    let (header, _) = reader.clone().infer_schema(std::io::BufReader::new(file), Some(0)).map_err(|e| e.to_string())?;
+    let (header, _) = reader
+        .clone()
+        .infer_schema(std::io::BufReader::new(file), Some(0))
+        .map_err(|e| e.to_string())?;
     let mut fields = Vec::new();
     for f in header.fields() {
-        let index = schema.index_of(f.name()).map_err(|_| format!("`{}` is not a column of the table ({})", f.name(), names(schema)))?;
+        let index = schema.index_of(f.name()).map_err(|_| {
+            format!(
+                "`{}` is not a column of the table ({})",
+                f.name(),
+                names(schema)
+            )
+        })?;
         fields.push(schema.field(index).clone());
     }
     let file_schema = Arc::new(Schema::new(fields));
@@ -354,7 +460,8 @@ fn csv_batch(schema: &SchemaRef, path: &Path) -> Result<RecordBatch, String> {
         .build(std::io::BufReader::new(file))
         .map_err(|e| e.to_string())?;
     let batches: Vec<RecordBatch> = csv.collect::<Result<_, _>>().map_err(|e| e.to_string())?;
-    let read = datafusion::arrow::compute::concat_batches(&file_schema, &batches).map_err(|e| e.to_string())?;
+    let read = datafusion::arrow::compute::concat_batches(&file_schema, &batches)
+        .map_err(|e| e.to_string())?;
     let columns: Vec<ArrayRef> = schema
         .fields()
         .iter()
@@ -367,33 +474,64 @@ fn csv_batch(schema: &SchemaRef, path: &Path) -> Result<RecordBatch, String> {
 }
 
 /// Loads a seed as a run does.
-async fn load_seed(ctx: &SessionContext, seed: &crate::config::pipeline::Source) -> Result<(), String> {
+async fn load_seed(
+    ctx: &SessionContext,
+    seed: &crate::config::pipeline::Source,
+) -> Result<(), String> {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let work = std::env::temp_dir().join(format!("crm-marts-test-{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+    let work = std::env::temp_dir().join(format!(
+        "crm-marts-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
     let stores = crate::storage::Stores::open(&BTreeMap::new()).map_err(|e| e.to_string())?;
     let loaded = async {
-        crate::sources::load(ctx, seed, &stores, &Params::new(), &crate::engine::Placement::local(), &work, None)
+        crate::sources::load(
+            ctx,
+            seed,
+            &stores,
+            &Params::new(),
+            &crate::engine::Placement::local(),
+            &work,
+            None,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        ctx.table(seed.name.as_str())
             .await
-            .map_err(|e| e.to_string())?;
-        ctx.table(seed.name.as_str()).await.map_err(|e| e.to_string())?.collect().await.map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?
+            .collect()
+            .await
+            .map_err(|e| e.to_string())
     }
     .await;
     // The staged copy lives in `work`: the rows are kept in memory instead.
     let _ = std::fs::remove_dir_all(&work);
     let batches = loaded?;
-    let schema = batches.first().map(|b| b.schema()).unwrap_or_else(|| Arc::new(Schema::empty()));
+    let schema = batches
+        .first()
+        .map(|b| b.schema())
+        .unwrap_or_else(|| Arc::new(Schema::empty()));
     let _ = ctx.deregister_table(seed.name.as_str());
     let table = MemTable::try_new(schema, vec![batches]).map_err(|e| e.to_string())?;
-    ctx.register_table(seed.name.as_str(), Arc::new(table)).map_err(|e| e.to_string())?;
+    ctx.register_table(seed.name.as_str(), Arc::new(table))
+        .map_err(|e| e.to_string())?;
     Ok(())
 }
 
-fn scalar_rows(batches: &[RecordBatch], columns: usize) -> datafusion::error::Result<Vec<Vec<ScalarValue>>> {
+fn scalar_rows(
+    batches: &[RecordBatch],
+    columns: usize,
+) -> datafusion::error::Result<Vec<Vec<ScalarValue>>> {
     let mut rows = Vec::new();
     for batch in batches {
         for r in 0..batch.num_rows() {
-            rows.push((0..columns).map(|c| ScalarValue::try_from_array(batch.column(c), r)).collect::<Result<Vec<_>, _>>()?);
+            rows.push(
+                (0..columns)
+                    .map(|c| ScalarValue::try_from_array(batch.column(c), r))
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
         }
     }
     Ok(rows)
@@ -412,7 +550,9 @@ fn equal(a: &ScalarValue, b: &ScalarValue, tolerance: f64) -> bool {
     // Text is text whichever string type the plan chose (a CAST(NULL AS VARCHAR) in a
     // UNION may make a column Utf8View in one branch and Utf8 in the schema).
     let text = |v: &ScalarValue| match v {
-        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => Some(s.clone()),
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => Some(s.clone()),
         _ => None,
     };
     match (float(a), float(b)) {
@@ -429,7 +569,9 @@ fn show(v: &ScalarValue) -> String {
         return "null".into();
     }
     match v {
-        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => format!("{s:?}"),
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => format!("{s:?}"),
         other => other.to_string(),
     }
 }
@@ -438,8 +580,15 @@ fn show(v: &ScalarValue) -> String {
 /// expected rows no produced row matches, produced rows no expected row matched, and,
 /// where a missing and an extra row agree on the first column the test names, the values
 /// that changed.
-fn compare(schema: &Schema, expected: &[Vec<(usize, ScalarValue)>], actual: &[Vec<ScalarValue>], tolerance: f64) -> Vec<String> {
-    let matches = |e: &[(usize, ScalarValue)], a: &[ScalarValue]| e.iter().all(|(c, v)| equal(v, &a[*c], tolerance));
+fn compare(
+    schema: &Schema,
+    expected: &[Vec<(usize, ScalarValue)>],
+    actual: &[Vec<ScalarValue>],
+    tolerance: f64,
+) -> Vec<String> {
+    let matches = |e: &[(usize, ScalarValue)], a: &[ScalarValue]| {
+        e.iter().all(|(c, v)| equal(v, &a[*c], tolerance))
+    };
     let mut used = vec![false; actual.len()];
     let mut missing = Vec::new();
     for (i, e) in expected.iter().enumerate() {
@@ -455,27 +604,47 @@ fn compare(schema: &Schema, expected: &[Vec<(usize, ScalarValue)>], actual: &[Ve
     for i in missing {
         let e = &expected[i];
         let key = e.first();
-        let partner = key.and_then(|(c, v)| extra.iter().position(|&a| equal(v, &actual[a][*c], tolerance)));
+        let partner = key.and_then(|(c, v)| {
+            extra
+                .iter()
+                .position(|&a| equal(v, &actual[a][*c], tolerance))
+        });
         match (key, partner) {
             (Some((kc, kv)), Some(p)) => {
                 let a = &actual[extra.remove(p)];
                 let changes: Vec<String> = e
                     .iter()
                     .filter(|(c, v)| !equal(v, &a[*c], tolerance))
-                    .map(|(c, v)| format!("{}: expected {}, got {}", name(*c), show(v), show(&a[*c])))
+                    .map(|(c, v)| {
+                        format!("{}: expected {}, got {}", name(*c), show(v), show(&a[*c]))
+                    })
                     .collect();
-                out.push(format!("changed row {} = {}: {}", name(*kc), show(kv), changes.join("; ")));
+                out.push(format!(
+                    "changed row {} = {}: {}",
+                    name(*kc),
+                    show(kv),
+                    changes.join("; ")
+                ));
             }
             _ => still_missing.push(i),
         }
     }
     for i in still_missing {
-        let cells: Vec<String> = expected[i].iter().map(|(c, v)| format!("{}: {}", name(*c), show(v))).collect();
-        out.push(format!("missing row (expected, not produced): {{ {} }}", cells.join(", ")));
+        let cells: Vec<String> = expected[i]
+            .iter()
+            .map(|(c, v)| format!("{}: {}", name(*c), show(v)))
+            .collect();
+        out.push(format!(
+            "missing row (expected, not produced): {{ {} }}",
+            cells.join(", ")
+        ));
     }
     for a in extra {
         let columns: Vec<usize> = {
-            let mut named: Vec<usize> = expected.iter().flat_map(|e| e.iter().map(|(c, _)| *c)).collect();
+            let mut named: Vec<usize> = expected
+                .iter()
+                .flat_map(|e| e.iter().map(|(c, _)| *c))
+                .collect();
             named.sort_unstable();
             named.dedup();
             if named.is_empty() {
@@ -484,8 +653,14 @@ fn compare(schema: &Schema, expected: &[Vec<(usize, ScalarValue)>], actual: &[Ve
                 named
             }
         };
-        let cells: Vec<String> = columns.iter().map(|&c| format!("{}: {}", name(c), show(&actual[a][c]))).collect();
-        out.push(format!("extra row (produced, not expected): {{ {} }}", cells.join(", ")));
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|&c| format!("{}: {}", name(c), show(&actual[a][c])))
+            .collect();
+        out.push(format!(
+            "extra row (produced, not expected): {{ {} }}",
+            cells.join(", ")
+        ));
     }
     out
 }
@@ -515,12 +690,21 @@ fn lines(text: &str) -> Vec<Line<'_>> {
             let indent = raw.len() - trimmed.len();
             let mut body = trimmed;
             let mut item = false;
-            while let Some(rest) = body.strip_prefix("- ").or_else(|| if body == "-" { Some("") } else { None }) {
+            while let Some(rest) =
+                body.strip_prefix("- ")
+                    .or_else(|| if body == "-" { Some("") } else { None })
+            {
                 item = true;
                 body = rest.trim_start();
             }
             let body_column = raw.len() - body.len() + 1;
-            Some(Line { number: i + 1, indent, body, body_column, item })
+            Some(Line {
+                number: i + 1,
+                indent,
+                body,
+                body_column,
+                item,
+            })
         })
         .collect()
 }
@@ -532,15 +716,25 @@ fn key_of(body: &str) -> Option<&str> {
 
 /// The lines of the test named `name`: from its item to the next item at its indentation.
 fn test_block<'a>(all: &'a [Line<'a>], name: &str) -> Option<&'a [Line<'a>]> {
-    let tests = all.iter().position(|l| l.indent == 0 && key_of(l.body) == Some("tests"))?;
+    let tests = all
+        .iter()
+        .position(|l| l.indent == 0 && key_of(l.body) == Some("tests"))?;
     let start = (tests + 1..all.len()).find(|&i| {
         let body = all[i].body;
-        key_of(body) == Some("name") && body.split_once(':').map(|(_, v)| v.trim().trim_matches('"').trim_matches('\'')) == Some(name)
+        key_of(body) == Some("name")
+            && body
+                .split_once(':')
+                .map(|(_, v)| v.trim().trim_matches('"').trim_matches('\''))
+                == Some(name)
     })?;
     // The item line that holds `name:` (it may be `- name: x` itself).
     let item = (tests + 1..=start).rev().find(|&i| all[i].item)?;
     let indent = all[item].indent;
-    let end = (start + 1..all.len()).find(|&i| all[i].indent < indent || (all[i].indent == indent && all[i].item) || all[i].indent == 0).unwrap_or(all.len());
+    let end = (start + 1..all.len())
+        .find(|&i| {
+            all[i].indent < indent || (all[i].indent == indent && all[i].item) || all[i].indent == 0
+        })
+        .unwrap_or(all.len());
     Some(&all[item..end])
 }
 
@@ -559,9 +753,17 @@ fn locate_in_test(text: &str, name: &str, keys: &[&str]) -> Option<(usize, usize
 
 /// Where `key` is a key of a flow mapping in `body` (`{ a: 1, key: 2 }`), 0-based.
 fn inline_key(body: &str, key: &str) -> Option<usize> {
-    [format!("{{ {key}:"), format!("{{{key}:"), format!(", {key}:"), format!(",{key}:")]
-        .iter()
-        .find_map(|pattern| body.find(pattern.as_str()).map(|p| p + pattern.find(key).unwrap_or(0)))
+    [
+        format!("{{ {key}:"),
+        format!("{{{key}:"),
+        format!(", {key}:"),
+        format!(",{key}:"),
+    ]
+    .iter()
+    .find_map(|pattern| {
+        body.find(pattern.as_str())
+            .map(|p| p + pattern.find(key).unwrap_or(0))
+    })
 }
 
 /// The index in `block` of the line of the last key of `keys` found, and its column.
@@ -595,7 +797,13 @@ fn key_lines(block: &[Line<'_>], keys: &[&str]) -> Option<(usize, usize)> {
 }
 
 /// Row `row` of the list under `keys` (a given table or `expect`), at `column` when given.
-fn locate_row(text: &str, name: &str, keys: &[&str], row: usize, column: Option<&str>) -> Option<(usize, usize)> {
+fn locate_row(
+    text: &str,
+    name: &str,
+    keys: &[&str],
+    row: usize,
+    column: Option<&str>,
+) -> Option<(usize, usize)> {
     let all = lines(text);
     let block = test_block(&all, name)?;
     let (list, _) = key_lines(block, keys)?;
@@ -611,7 +819,9 @@ fn locate_row(text: &str, name: &str, keys: &[&str], row: usize, column: Option<
     }
     let start = *rows.get(row)?;
     let line = &block[start];
-    let Some(column) = column else { return Some((line.number, line.body_column)) };
+    let Some(column) = column else {
+        return Some((line.number, line.body_column));
+    };
     // The column's key on the row's line or the lines that continue it.
     let end = rows.get(row + 1).copied().unwrap_or(block.len());
     for l in &block[start..end] {
@@ -627,11 +837,18 @@ fn locate_row(text: &str, name: &str, keys: &[&str], row: usize, column: Option<
 }
 
 /// Prints the results; returns whether every test passed.
-pub fn print_report(results: &[TestResult], out: &mut impl std::io::Write) -> std::io::Result<bool> {
+pub fn print_report(
+    results: &[TestResult],
+    out: &mut impl std::io::Write,
+) -> std::io::Result<bool> {
     let mut failed = 0;
     for r in results {
         match &r.outcome {
-            Outcome::Passed => writeln!(out, "ok      {} :: {} ({} ms)", r.model, r.test, r.duration_ms)?,
+            Outcome::Passed => writeln!(
+                out,
+                "ok      {} :: {} ({} ms)",
+                r.model, r.test, r.duration_ms
+            )?,
             Outcome::Failed(diff) => {
                 failed += 1;
                 writeln!(out, "FAILED  {} :: {} ({})", r.model, r.test, r.location)?;
@@ -648,7 +865,13 @@ pub fn print_report(results: &[TestResult], out: &mut impl std::io::Write) -> st
             }
         }
     }
-    writeln!(out, "{} tests, {} passed, {} failed", results.len(), results.len() - failed, failed)?;
+    writeln!(
+        out,
+        "{} tests, {} passed, {} failed",
+        results.len(),
+        results.len() - failed,
+        failed
+    )?;
     Ok(failed == 0)
 }
 
@@ -663,23 +886,58 @@ mod tests {
     fn positions_of_tests_rows_and_columns() {
         assert_eq!(locate_test(YAML, "first"), Some((4, 5)));
         assert_eq!(locate_test(YAML, "second"), Some((11, 5)));
-        assert_eq!(locate_in_test(YAML, "first", &["given", "orders"]), Some((6, 7)));
-        assert_eq!(locate_row(YAML, "first", &["given", "orders"], 1, Some("amonut")), Some((8, 20)));
-        assert_eq!(locate_row(YAML, "first", &["given", "orders"], 0, None), Some((7, 11)));
-        assert_eq!(locate_row(YAML, "first", &["expect"], 0, Some("id")), Some((10, 11)));
+        assert_eq!(
+            locate_in_test(YAML, "first", &["given", "orders"]),
+            Some((6, 7))
+        );
+        assert_eq!(
+            locate_row(YAML, "first", &["given", "orders"], 1, Some("amonut")),
+            Some((8, 20))
+        );
+        assert_eq!(
+            locate_row(YAML, "first", &["given", "orders"], 0, None),
+            Some((7, 11))
+        );
+        assert_eq!(
+            locate_row(YAML, "first", &["expect"], 0, Some("id")),
+            Some((10, 11))
+        );
     }
 
     #[test]
     fn rows_compare_in_any_order_with_a_float_tolerance_and_name_what_changed() {
-        let schema = Schema::new(vec![Field::new("k", DataType::Utf8, true), Field::new("v", DataType::Float64, true)]);
+        let schema = Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("v", DataType::Float64, true),
+        ]);
         let row = |k: &str, v: f64| vec![ScalarValue::from(k), ScalarValue::from(v)];
         let actual = vec![row("b", 2.0), row("a", 1.0 + 1e-12)];
         let expect = |k: &str, v: f64| vec![(0, ScalarValue::from(k)), (1, ScalarValue::from(v))];
-        assert!(compare(&schema, &[expect("a", 1.0), expect("b", 2.0)], &actual, 1e-9).is_empty());
-        let diff = compare(&schema, &[expect("a", 1.5), expect("c", 3.0)], &actual, 1e-9);
+        assert!(compare(
+            &schema,
+            &[expect("a", 1.0), expect("b", 2.0)],
+            &actual,
+            1e-9
+        )
+        .is_empty());
+        let diff = compare(
+            &schema,
+            &[expect("a", 1.5), expect("c", 3.0)],
+            &actual,
+            1e-9,
+        );
         assert_eq!(diff.len(), 3, "{diff:?}");
-        assert!(diff[0].starts_with("changed row k = \"a\": v: expected 1.5, got 1.000000000001"), "{diff:?}");
-        assert!(diff[1].contains("missing row") && diff[1].contains("\"c\""), "{diff:?}");
-        assert!(diff[2].contains("extra row") && diff[2].contains("\"b\""), "{diff:?}");
+        assert!(
+            diff[0].starts_with("changed row k = \"a\": v: expected 1.5, got 1.000000000001"),
+            "{diff:?}"
+        );
+        assert!(
+            diff[1].contains("missing row") && diff[1].contains("\"c\""),
+            "{diff:?}"
+        );
+        assert!(
+            diff[2].contains("extra row") && diff[2].contains("\"b\""),
+            "{diff:?}"
+        );
     }
 }

@@ -14,8 +14,8 @@
 
 use std::sync::Arc;
 
-use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
 use datafusion::config::TableParquetOptions;
+use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
 use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::metadata::KeyValue;
@@ -37,9 +37,15 @@ pub enum PublishError {
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("writing mart `{mart}`: {source}")]
-    Write { mart: String, source: datafusion::error::DataFusionError },
+    Write {
+        mart: String,
+        source: datafusion::error::DataFusionError,
+    },
     #[error("reading mart `{mart}`: {source}")]
-    Read { mart: String, source: datafusion::error::DataFusionError },
+    Read {
+        mart: String,
+        source: datafusion::error::DataFusionError,
+    },
     #[error("writing mart `{mart}`: {message}")]
     Other { mart: String, message: String },
 }
@@ -73,7 +79,9 @@ impl Publisher {
 
     fn writer_props(&self, pipeline: &str) -> WriterProperties {
         WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(3).expect("valid level"),
+            ))
             .set_statistics_enabled(EnabledStatistics::Page)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .set_created_by(format!("crm-marts {}", env!("CARGO_PKG_VERSION")))
@@ -94,10 +102,20 @@ impl Publisher {
     ) -> Result<WrittenMart, PublishError> {
         let dir = self.versions_dir(mart)?;
         if partition_by.is_empty() {
-            let path = dir.clone().join(format!("{}.parquet", self.run_id).as_str());
-            let rows = write_stream(self.store.object_store.clone(), path.clone(), df, self.writer_props(pipeline))
-                .await
-                .map_err(|source| PublishError::Write { mart: mart.into(), source })?;
+            let path = dir
+                .clone()
+                .join(format!("{}.parquet", self.run_id).as_str());
+            let rows = write_stream(
+                self.store.object_store.clone(),
+                path.clone(),
+                df,
+                self.writer_props(pipeline),
+            )
+            .await
+            .map_err(|source| PublishError::Write {
+                mart: mart.into(),
+                source,
+            })?;
             let live = self.store.path(&format!("{mart}.parquet"))?;
             Ok(WrittenMart {
                 mart: mart.into(),
@@ -119,7 +137,10 @@ impl Publisher {
             let counts = df
                 .write_parquet(&url, write, Some(options))
                 .await
-                .map_err(|source| PublishError::Write { mart: mart.into(), source })?;
+                .map_err(|source| PublishError::Write {
+                    mart: mart.into(),
+                    source,
+                })?;
             let rows = count_rows(&counts);
             let live = self.store.path(mart)?;
             Ok(WrittenMart {
@@ -143,12 +164,17 @@ impl Publisher {
             self.swap_local_link(written)?;
         } else {
             let live = store.path(&format!("{}.parquet", written.mart))?;
-            copy_over(store, &written.version_path, &live).await.map_err(|e| store.io_error(&live, e))?;
+            copy_over(store, &written.version_path, &live)
+                .await
+                .map_err(|e| store.io_error(&live, e))?;
         }
         let pointer = dir.clone().join("_current");
-        os.put(&pointer, PutPayload::from(written.version.clone().into_bytes()))
-            .await
-            .map_err(|e| store.io_error(&pointer, e))?;
+        os.put(
+            &pointer,
+            PutPayload::from(written.version.clone().into_bytes()),
+        )
+        .await
+        .map_err(|e| store.io_error(&pointer, e))?;
         let mut history = self.history(&written.mart).await?;
         history.retain(|v| v != &written.version);
         history.push(written.version.clone());
@@ -156,7 +182,9 @@ impl Publisher {
         let kept: Vec<String> = history[keep_from..].to_vec();
         let history_path = dir.clone().join("_history.json");
         let body = serde_json::to_vec_pretty(&kept).expect("serialisable");
-        os.put(&history_path, PutPayload::from(body)).await.map_err(|e| store.io_error(&history_path, e))?;
+        os.put(&history_path, PutPayload::from(body))
+            .await
+            .map_err(|e| store.io_error(&history_path, e))?;
         self.remove_stale(&written.mart, &kept).await
     }
 
@@ -166,8 +194,10 @@ impl Publisher {
         match self.store.object_store.get(&path).await {
             Ok(r) => {
                 let bytes = r.bytes().await.map_err(|e| self.store.io_error(&path, e))?;
-                serde_json::from_slice(&bytes)
-                    .map_err(|e| PublishError::Other { mart: mart.into(), message: format!("{path}: {e}") })
+                serde_json::from_slice(&bytes).map_err(|e| PublishError::Other {
+                    mart: mart.into(),
+                    message: format!("{path}: {e}"),
+                })
             }
             Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
             Err(e) => Err(self.store.io_error(&path, e).into()),
@@ -179,11 +209,18 @@ impl Publisher {
     async fn remove_stale(&self, mart: &str, kept: &[String]) -> Result<(), PublishError> {
         let store = &self.store;
         let dir = self.versions_dir(mart)?;
-        let objects: Vec<_> = store.object_store.list(Some(&dir)).try_collect().await.map_err(|e| store.io_error(&dir, e))?;
+        let objects: Vec<_> = store
+            .object_store
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .map_err(|e| store.io_error(&dir, e))?;
         let dir_parts = dir.parts().count();
         let mut doomed = Vec::new();
         for meta in objects {
-            let Some(first) = meta.location.parts().nth(dir_parts) else { continue };
+            let Some(first) = meta.location.parts().nth(dir_parts) else {
+                continue;
+            };
             let first = first.as_ref();
             if first.starts_with('_') {
                 continue;
@@ -208,7 +245,12 @@ impl Publisher {
     /// Removes a version that will not be published (the run failed).
     pub async fn discard(&self, written: &WrittenMart) {
         let store = &self.store;
-        let listing: Vec<_> = store.object_store.list(Some(&written.version_path)).try_collect().await.unwrap_or_default();
+        let listing: Vec<_> = store
+            .object_store
+            .list(Some(&written.version_path))
+            .try_collect()
+            .await
+            .unwrap_or_default();
         for meta in listing {
             let _ = store.object_store.delete(&meta.location).await;
         }
@@ -225,17 +267,26 @@ impl Publisher {
 
     /// On a local disk, points the symlink `<mart>` at the new version with one rename.
     fn swap_local_link(&self, written: &WrittenMart) -> Result<(), PublishError> {
-        let Some(link) = self.local_dir(&written.mart) else { return Ok(()) };
-        let target = std::path::PathBuf::from(format!("_versions/{}/{}", written.mart, written.version));
+        let Some(link) = self.local_dir(&written.mart) else {
+            return Ok(());
+        };
+        let target =
+            std::path::PathBuf::from(format!("_versions/{}/{}", written.mart, written.version));
         let tmp = link.with_file_name(format!(".{}.{}.link", written.mart, written.version));
-        let io = |e: std::io::Error| PublishError::Other { mart: written.mart.clone(), message: format!("{}: {e}", link.display()) };
+        let io = |e: std::io::Error| PublishError::Other {
+            mart: written.mart.clone(),
+            message: format!("{}: {e}", link.display()),
+        };
         let _ = std::fs::remove_file(&tmp);
         #[cfg(unix)]
         std::os::unix::fs::symlink(&target, &tmp).map_err(io)?;
         if link.is_dir() && !link.is_symlink() {
             return Err(PublishError::Other {
                 mart: written.mart.clone(),
-                message: format!("{} is a folder, not a link made by crm-marts; move it away", link.display()),
+                message: format!(
+                    "{} is a folder, not a link made by crm-marts; move it away",
+                    link.display()
+                ),
             });
         }
         std::fs::rename(&tmp, &link).map_err(io)?;
@@ -246,7 +297,10 @@ impl Publisher {
 /// The version of `mart` readers see now (its run id) and the URL of that version's
 /// immutable copy (`_versions/<mart>/<run_id>.parquet`, or its folder for a partitioned
 /// mart); `None` when the mart was never published.
-pub async fn live_version(store: &Store, mart: &str) -> Result<Option<(String, String)>, PublishError> {
+pub async fn live_version(
+    store: &Store,
+    mart: &str,
+) -> Result<Option<(String, String)>, PublishError> {
     let pointer = store.path(&format!("_versions/{mart}/_current"))?;
     let version = match store.object_store.get(&pointer).await {
         Ok(r) => r.bytes().await.map_err(|e| store.io_error(&pointer, e))?,
@@ -257,7 +311,10 @@ pub async fn live_version(store: &Store, mart: &str) -> Result<Option<(String, S
     let file = store.path(&format!("_versions/{mart}/{version}.parquet"))?;
     let url = match store.object_store.head(&file).await {
         Ok(_) => store.url(&file),
-        Err(object_store::Error::NotFound { .. }) => format!("{}/", store.url(&store.path(&format!("_versions/{mart}/{version}"))?)),
+        Err(object_store::Error::NotFound { .. }) => format!(
+            "{}/",
+            store.url(&store.path(&format!("_versions/{mart}/{version}"))?)
+        ),
         Err(e) => return Err(store.io_error(&file, e).into()),
     };
     Ok(Some((version, url)))
@@ -266,12 +323,23 @@ pub async fn live_version(store: &Store, mart: &str) -> Result<Option<(String, S
 /// The Arrow schema of the version of `mart` readers see now, read from its Parquet
 /// footers (partition columns of a partitioned mart are in its paths, not in the files);
 /// `None` when the mart was never published.
-pub async fn live_schema(store: &Store, mart: &str) -> Result<Option<datafusion::arrow::datatypes::SchemaRef>, PublishError> {
-    let Some((_, url)) = live_version(store, mart).await? else { return Ok(None) };
+pub async fn live_schema(
+    store: &Store,
+    mart: &str,
+) -> Result<Option<datafusion::arrow::datatypes::SchemaRef>, PublishError> {
+    let Some((_, url)) = live_version(store, mart).await? else {
+        return Ok(None);
+    };
     let ctx = datafusion::prelude::SessionContext::new();
     store.register(&ctx);
-    let read = |source| PublishError::Read { mart: mart.into(), source };
-    let df = ctx.read_parquet(url, datafusion::prelude::ParquetReadOptions::default()).await.map_err(read)?;
+    let read = |source| PublishError::Read {
+        mart: mart.into(),
+        source,
+    };
+    let df = ctx
+        .read_parquet(url, datafusion::prelude::ParquetReadOptions::default())
+        .await
+        .map_err(read)?;
     Ok(Some(Arc::new(df.schema().as_arrow().clone())))
 }
 
@@ -313,7 +381,13 @@ fn count_rows(batches: &[datafusion::arrow::array::RecordBatch]) -> u64 {
     use datafusion::arrow::array::{Array, UInt64Array};
     batches
         .iter()
-        .filter_map(|b| b.column_by_name("count").and_then(|c| c.as_any().downcast_ref::<UInt64Array>().map(|a| a.iter().flatten().sum::<u64>())))
+        .filter_map(|b| {
+            b.column_by_name("count").and_then(|c| {
+                c.as_any()
+                    .downcast_ref::<UInt64Array>()
+                    .map(|a| a.iter().flatten().sum::<u64>())
+            })
+        })
         .sum()
 }
 
@@ -323,10 +397,22 @@ fn count_rows(batches: &[datafusion::arrow::array::RecordBatch]) -> u64 {
 /// Should a release fix it, that copy refuses an existing `to`, and the copy asked for as
 /// `CopyMode::Overwrite` is then the overwriting one.
 async fn copy_over(store: &Store, from: &ObjectPath, to: &ObjectPath) -> object_store::Result<()> {
-    let copy = |mode| store.object_store.copy_opts(from, to, object_store::CopyOptions { mode, ..Default::default() });
+    let copy = |mode| {
+        store.object_store.copy_opts(
+            from,
+            to,
+            object_store::CopyOptions {
+                mode,
+                ..Default::default()
+            },
+        )
+    };
     if store.base_url.scheme() == "gs" {
         match copy(object_store::CopyMode::Create).await {
-            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {}
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => {}
             other => return other,
         }
     }
@@ -334,11 +420,22 @@ async fn copy_over(store: &Store, from: &ObjectPath, to: &ObjectPath) -> object_
 }
 
 /// Copies a local file into the store, streaming.
-pub async fn upload_file(store: &Store, local: &std::path::Path, dest: &ObjectPath) -> Result<(), StorageError> {
+pub async fn upload_file(
+    store: &Store,
+    local: &std::path::Path,
+    dest: &ObjectPath,
+) -> Result<(), StorageError> {
     use tokio::io::AsyncWriteExt;
-    let mut file = tokio::fs::File::open(local).await.map_err(|e| store.local_error(local, e))?;
+    let mut file = tokio::fs::File::open(local)
+        .await
+        .map_err(|e| store.local_error(local, e))?;
     let mut writer = BufWriter::new(store.object_store.clone(), dest.clone());
-    tokio::io::copy(&mut file, &mut writer).await.map_err(|e| store.local_error(local, e))?;
-    writer.shutdown().await.map_err(|e| store.local_error(local, e))?;
+    tokio::io::copy(&mut file, &mut writer)
+        .await
+        .map_err(|e| store.local_error(local, e))?;
+    writer
+        .shutdown()
+        .await
+        .map_err(|e| store.local_error(local, e))?;
     Ok(())
 }

@@ -24,8 +24,8 @@ use crate::config::pipeline::{Pipeline, Step, StepKind};
 use crate::manifest::{FailureKind, Manifest, QuarantineReport, RunStatus, StepReport};
 use crate::publish::{upload_file, Publisher, WrittenMart};
 use crate::sources;
-use crate::steps::BuiltinOutput;
 use crate::sql::error_diagnostic;
+use crate::steps::BuiltinOutput;
 use crate::storage::Stores;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +35,12 @@ pub enum RunError {
     Config(Diagnostics),
     /// The run started and failed; the manifest says how far it got.
     #[error("run {run_id} failed: {message}")]
-    Failed { run_id: String, kind: FailureKind, message: String, manifest: Box<Manifest> },
+    Failed {
+        run_id: String,
+        kind: FailureKind,
+        message: String,
+        manifest: Box<Manifest>,
+    },
 }
 
 impl RunError {
@@ -57,7 +62,10 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        Self {
+            kind,
+            message: message.into(),
+        }
     }
 
     fn storage(e: impl std::fmt::Display) -> Self {
@@ -86,7 +94,9 @@ pub fn engine_kind(e: &DataFusionError) -> FailureKind {
         | DataFusionError::SchemaError(..)
         | DataFusionError::Configuration(_)
         | DataFusionError::NotImplemented(_) => FailureKind::Config,
-        DataFusionError::Execution(message) => crate::engine::cluster_failure_kind(message).unwrap_or(FailureKind::Input),
+        DataFusionError::Execution(message) => {
+            crate::engine::cluster_failure_kind(message).unwrap_or(FailureKind::Input)
+        }
         DataFusionError::ArrowError(..) | DataFusionError::ParquetError(_) => FailureKind::Input,
         _ => FailureKind::Internal,
     }
@@ -103,7 +113,12 @@ fn storage_cause(error: &(dyn std::error::Error + 'static)) -> Option<FailureKin
         if let Some(DataFusionError::IoError(io)) = e.downcast_ref::<DataFusionError>() {
             return Some(io_kind(io));
         }
-        if e.downcast_ref::<object_store::Error>().is_some() || matches!(e.downcast_ref::<DataFusionError>(), Some(DataFusionError::ObjectStore(_))) {
+        if e.downcast_ref::<object_store::Error>().is_some()
+            || matches!(
+                e.downcast_ref::<DataFusionError>(),
+                Some(DataFusionError::ObjectStore(_))
+            )
+        {
             storage = true;
         }
         cause = e.source();
@@ -117,7 +132,9 @@ fn io_kind(e: &std::io::Error) -> FailureKind {
     const ENOSPC: i32 = 28;
     const EDQUOT: i32 = 122;
     match e.kind() {
-        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded | std::io::ErrorKind::OutOfMemory => FailureKind::Resource,
+        std::io::ErrorKind::StorageFull
+        | std::io::ErrorKind::QuotaExceeded
+        | std::io::ErrorKind::OutOfMemory => FailureKind::Resource,
         _ if matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT)) => FailureKind::Resource,
         _ => FailureKind::Storage,
     }
@@ -151,20 +168,32 @@ impl Progress for NoProgress {}
 
 /// Binds command-line values over declared defaults. Every value is parsed as its
 /// declared type; unknown names and missing values are configuration errors.
-pub fn bind_params(pipeline: &Pipeline, given: &BTreeMap<String, String>) -> Result<Params, Diagnostics> {
+pub fn bind_params(
+    pipeline: &Pipeline,
+    given: &BTreeMap<String, String>,
+) -> Result<Params, Diagnostics> {
     let mut diags = Diagnostics::default();
     let mut params = Params::new();
     for (name, text) in given {
         match pipeline.parameters.get(name) {
             None => {
                 let declared: Vec<&str> = pipeline.parameters.keys().map(String::as_str).collect();
-                diags.push(Diagnostic::new(&pipeline.file, format!("unknown parameter `{name}` (declared: {})", declared.join(", "))));
+                diags.push(Diagnostic::new(
+                    &pipeline.file,
+                    format!(
+                        "unknown parameter `{name}` (declared: {})",
+                        declared.join(", ")
+                    ),
+                ));
             }
             Some(p) => match ParamValue::parse(p.kind, text) {
                 Ok(v) => {
                     params.insert(name.clone(), v);
                 }
-                Err(e) => diags.push(Diagnostic::new(&pipeline.file, format!("parameter `{name}`: {e}"))),
+                Err(e) => diags.push(Diagnostic::new(
+                    &pipeline.file,
+                    format!("parameter `{name}`: {e}"),
+                )),
             },
         }
     }
@@ -196,9 +225,14 @@ pub fn new_run_id() -> String {
 /// an exhausted memory pool or a full disk is a resource failure, however it was wrapped.
 fn with_resource_hint(failure: Failure, execution: &Execution) -> Failure {
     let message = failure.message;
-    let out_of_memory = message.contains("Resources exhausted") || message.contains("Not enough memory");
+    let out_of_memory =
+        message.contains("Resources exhausted") || message.contains("Not enough memory");
     let disk_full = message.contains("No space left on device");
-    let kind = if out_of_memory || disk_full { FailureKind::Resource } else { failure.kind };
+    let kind = if out_of_memory || disk_full {
+        FailureKind::Resource
+    } else {
+        failure.kind
+    };
     let message = match engine_pool(execution) {
         Some(pool) if out_of_memory => format!(
             "{message} (the query engine's memory pool is {:.1} MiB: `execution.engine_memory`, by default 60 % of `execution.memory_limit`; raise it, or lower `target_partitions` so fewer operators share it)",
@@ -222,12 +256,19 @@ fn sort_spill_reservation(execution: &Execution) -> usize {
 /// The query engine's memory pool: its share of `memory_limit`, which bounds the whole
 /// process ([`crate::memory::ENGINE_SHARE`]).
 pub fn engine_pool(execution: &Execution) -> Option<usize> {
-    execution.engine_memory.or_else(|| execution.memory_limit.map(|limit| (limit as f64 * crate::memory::ENGINE_SHARE) as usize))
+    execution.engine_memory.or_else(|| {
+        execution
+            .memory_limit
+            .map(|limit| (limit as f64 * crate::memory::ENGINE_SHARE) as usize)
+    })
 }
 
 /// The DataFusion session for one run on this machine, with the environment's memory
 /// limit and spill folder.
-pub fn session(execution: &Execution, spill_dir: PathBuf) -> datafusion::error::Result<SessionContext> {
+pub fn session(
+    execution: &Execution,
+    spill_dir: PathBuf,
+) -> datafusion::error::Result<SessionContext> {
     let config = session_config(execution, SessionConfig::new())?;
     let ctx = SessionContext::new_with_config_rt(config, runtime_env(execution, spill_dir)?);
     crate::functions::register_all(&ctx, &execution.functions);
@@ -237,7 +278,10 @@ pub fn session(execution: &Execution, spill_dir: PathBuf) -> datafusion::error::
 /// crm-marts' DataFusion settings on `base`, then the environment's own
 /// (`execution.datafusion`). On a cluster they travel with every query to the scheduler
 /// and the executors.
-pub fn session_config(execution: &Execution, base: SessionConfig) -> datafusion::error::Result<SessionConfig> {
+pub fn session_config(
+    execution: &Execution,
+    base: SessionConfig,
+) -> datafusion::error::Result<SessionConfig> {
     let mut config = base
         .with_target_partitions(execution.target_partitions)
         .with_batch_size(execution.batch_size)
@@ -247,12 +291,21 @@ pub fn session_config(execution: &Execution, base: SessionConfig) -> datafusion:
         // shared buffers once per batch that points into them, so sorts of string columns
         // (window functions over the clickstream) asked for many times the memory they used
         // and failed instead of spilling (apache/datafusion#12136).
-        .set_bool("datafusion.execution.parquet.schema_force_view_types", false)
-        .set_usize("datafusion.execution.sort_spill_reservation_bytes", sort_spill_reservation(execution))
+        .set_bool(
+            "datafusion.execution.parquet.schema_force_view_types",
+            false,
+        )
+        .set_usize(
+            "datafusion.execution.sort_spill_reservation_bytes",
+            sort_spill_reservation(execution),
+        )
         // Rows hashed to partitions by `cookie_id` are already together for a window or an
         // aggregate over (`cookie_id`, `session_no`): with as many partitions as the plan
         // wants, the subset is kept instead of hashing (and so sorting) the rows again.
-        .set_usize("datafusion.optimizer.subset_repartition_threshold", execution.target_partitions.max(1));
+        .set_usize(
+            "datafusion.optimizer.subset_repartition_threshold",
+            execution.target_partitions.max(1),
+        );
     for (name, value) in &execution.datafusion {
         config.options_mut().set(name, value)?;
     }
@@ -261,10 +314,16 @@ pub fn session_config(execution: &Execution, base: SessionConfig) -> datafusion:
 
 /// The runtime of a session in this process: the memory pool (the engine's share of
 /// `memory_limit`) and the spill folder.
-pub fn runtime_env(execution: &Execution, spill_dir: PathBuf) -> datafusion::error::Result<Arc<datafusion::execution::runtime_env::RuntimeEnv>> {
+pub fn runtime_env(
+    execution: &Execution,
+    spill_dir: PathBuf,
+) -> datafusion::error::Result<Arc<datafusion::execution::runtime_env::RuntimeEnv>> {
     let mut runtime = RuntimeEnvBuilder::new().with_temp_file_path(spill_dir);
     if let Some(pool) = engine_pool(execution) {
-        let pool = TrackConsumersPool::new(FairSpillPool::new(pool), NonZeroUsize::new(5).expect("non-zero"));
+        let pool = TrackConsumersPool::new(
+            FairSpillPool::new(pool),
+            NonZeroUsize::new(5).expect("non-zero"),
+        );
         runtime = runtime.with_memory_pool(Arc::new(pool));
     }
     runtime.build_arc()
@@ -280,19 +339,34 @@ pub async fn run(
 ) -> Result<Manifest, RunError> {
     let run_id = new_run_id();
     let publish_store = stores.get(&pipeline.publish.store).map_err(|e| {
-        RunError::Config(Diagnostics(vec![Diagnostic::new(&pipeline.file, e.to_string())]))
+        RunError::Config(Diagnostics(vec![Diagnostic::new(
+            &pipeline.file,
+            e.to_string(),
+        )]))
     })?;
     let plan = match execution.selection.is_partial() {
-        true => Some(crate::selection::plan(pipeline, &execution.selection).map_err(RunError::Config)?),
+        true => {
+            Some(crate::selection::plan(pipeline, &execution.selection).map_err(RunError::Config)?)
+        }
         false => None,
     };
-    let mut manifest = Manifest::new(&run_id, &pipeline.name, &pipeline.file.display().to_string(), params.clone());
+    let mut manifest = Manifest::new(
+        &run_id,
+        &pipeline.name,
+        &pipeline.file.display().to_string(),
+        params.clone(),
+    );
     manifest.engine = execution.engine.to_string();
     let failed = |mut manifest: Manifest, failure: Failure| {
         manifest.errors.push(failure.message.clone());
         manifest.error_kind = Some(failure.kind);
         manifest.finish(RunStatus::Failed);
-        RunError::Failed { run_id: run_id.clone(), kind: failure.kind, message: failure.message, manifest: Box::new(manifest) }
+        RunError::Failed {
+            run_id: run_id.clone(),
+            kind: failure.kind,
+            message: failure.message,
+            manifest: Box::new(manifest),
+        }
     };
     for dir in crate::scratch::Scratch::remove_abandoned(&execution.spill_dir) {
         info!(folder = %dir.display(), "removed the scratch folder of a run that did not finish");
@@ -302,12 +376,24 @@ pub async fn run(
         Ok(s) => s,
         Err(e) => {
             let dir = execution.spill_dir.join(&run_id);
-            return Err(failed(manifest, Failure::storage(format!("cannot create scratch folder {}: {e}", dir.display()))));
+            return Err(failed(
+                manifest,
+                Failure::storage(format!(
+                    "cannot create scratch folder {}: {e}",
+                    dir.display()
+                )),
+            ));
         }
     };
     let work_dir = scratch.dir.join("work");
     if let Err(e) = std::fs::create_dir_all(&work_dir) {
-        return Err(failed(manifest, Failure::storage(format!("cannot create work folder {}: {e}", work_dir.display()))));
+        return Err(failed(
+            manifest,
+            Failure::storage(format!(
+                "cannot create work folder {}: {e}",
+                work_dir.display()
+            )),
+        ));
     }
     // Runs of this store whose process is gone say so from now on.
     match crate::liveness::mark_abandoned(publish_store).await {
@@ -327,13 +413,33 @@ pub async fn run(
         return Err(failed(manifest, Failure::storage(e)));
     }
     info!(run_id = %run_id, pipeline = %pipeline.name, "run started");
-    let publisher = Publisher { store: publish_store.clone(), run_id: run_id.clone(), keep_versions: pipeline.publish.keep_versions };
+    let publisher = Publisher {
+        store: publish_store.clone(),
+        run_id: run_id.clone(),
+        keep_versions: pipeline.publish.keep_versions,
+    };
     let mut written: Vec<WrittenMart> = Vec::new();
-    let placement = crate::engine::Placement::for_run(execution, publish_store, &run_id, work_dir.join("client-spill"));
+    let placement = crate::engine::Placement::for_run(
+        execution,
+        publish_store,
+        &run_id,
+        work_dir.join("client-spill"),
+    );
     let result = match &placement {
         Ok(placement) => {
-            let run = Execute { pipeline, execution, stores, params: &params, publisher: &publisher, placement, work_dir: &work_dir, plan: plan.as_ref() };
-            execute(&run, &mut manifest, &mut written, progress).await.map(|_| ())
+            let run = Execute {
+                pipeline,
+                execution,
+                stores,
+                params: &params,
+                publisher: &publisher,
+                placement,
+                work_dir: &work_dir,
+                plan: plan.as_ref(),
+            };
+            execute(&run, &mut manifest, &mut written, progress)
+                .await
+                .map(|_| ())
         }
         Err(e) => Err(Failure::new(FailureKind::Internal, e.to_string())),
     };
@@ -377,7 +483,13 @@ pub async fn run(
                 }
             }
             let mut err = failed(manifest, failure);
-            if let RunError::Failed { manifest, message, kind, .. } = &mut err {
+            if let RunError::Failed {
+                manifest,
+                message,
+                kind,
+                ..
+            } = &mut err
+            {
                 if let Err(e) = manifest.write(publish_store).await {
                     warn!(error = %e, "could not write the final manifest");
                 }
@@ -415,20 +527,38 @@ async fn execute(
     written: &mut Vec<WrittenMart>,
     progress: &dyn Progress,
 ) -> Result<SessionContext, Failure> {
-    let Execute { pipeline, execution, stores, params, publisher, placement, work_dir, plan } = *run;
+    let Execute {
+        pipeline,
+        execution,
+        stores,
+        params,
+        publisher,
+        placement,
+        work_dir,
+        plan,
+    } = *run;
     if let crate::config::environment::Engine::Ballista { .. } = &execution.engine {
-        crate::engine::check_shared(&publisher.store).map_err(|m| Failure::new(FailureKind::Config, m))?;
+        crate::engine::check_shared(&publisher.store)
+            .map_err(|m| Failure::new(FailureKind::Config, m))?;
     }
-    let ctx = crate::engine::context(execution, work_dir.join("spill")).await.map_err(|e| match e {
-        crate::engine::EngineError::Unreachable { .. } => Failure::new(FailureKind::Cluster, e.to_string()),
-        crate::engine::EngineError::DataFusion(e) => Failure::new(FailureKind::Internal, e.to_string()),
-    })?;
+    let ctx = crate::engine::context(execution, work_dir.join("spill"))
+        .await
+        .map_err(|e| match e {
+            crate::engine::EngineError::Unreachable { .. } => {
+                Failure::new(FailureKind::Cluster, e.to_string())
+            }
+            crate::engine::EngineError::DataFusion(e) => {
+                Failure::new(FailureKind::Internal, e.to_string())
+            }
+        })?;
     for store in stores.iter() {
         store.register(&ctx);
     }
 
     // Resident memory past the limit stops the step that is running (and so the run).
-    let guard = execution.memory_limit.and_then(|limit| crate::memory::MemoryGuard::start(limit as u64));
+    let guard = execution
+        .memory_limit
+        .and_then(|limit| crate::memory::MemoryGuard::start(limit as u64));
     let guard = guard.as_ref();
     let over = |what: &str, rss: u64| {
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
@@ -444,8 +574,11 @@ async fn execute(
     };
 
     // Sources load concurrently; every failure is reported, not only the first.
-    let sources_to_load: Vec<&crate::config::pipeline::Source> =
-        pipeline.sources.iter().filter(|s| plan.is_none_or(|p| p.sources.contains(&s.name))).collect();
+    let sources_to_load: Vec<&crate::config::pipeline::Source> = pipeline
+        .sources
+        .iter()
+        .filter(|s| plan.is_none_or(|p| p.sources.contains(&s.name)))
+        .collect();
     progress.stage(&format!("loading {} sources", sources_to_load.len()));
     crate::memory::reset_peak();
     let loading = Instant::now();
@@ -453,12 +586,18 @@ async fn execute(
         let ctx = &ctx;
         async move {
             let started = Instant::now();
-            let inc = sources::IncrementalContext { store: &publisher.store, pipeline: &pipeline.name, full_refresh: execution.full_refresh };
+            let inc = sources::IncrementalContext {
+                store: &publisher.store,
+                pipeline: &pipeline.name,
+                full_refresh: execution.full_refresh,
+            };
             let r = sources::load(ctx, s, stores, params, placement, work_dir, Some(inc)).await;
             (s, r, started.elapsed())
         }
     });
-    let results = crate::memory::within(guard, futures::future::join_all(loads)).await.map_err(|rss| over("loading the sources", rss))?;
+    let results = crate::memory::within(guard, futures::future::join_all(loads))
+        .await
+        .map_err(|rss| over("loading the sources", rss))?;
     manifest.sources_peak_rss_bytes = crate::memory::peak_rss();
     manifest.sources_duration_ms = Some(loading.elapsed().as_millis() as u64);
     let mut errors = Vec::new();
@@ -476,21 +615,31 @@ async fn execute(
                 if let Some(file) = &loaded.quarantine_file {
                     let rel = format!("_quarantine/{}/{}.parquet", manifest.run_id, loaded.name);
                     let dest = publisher.store.path(&rel).map_err(Failure::storage)?;
-                    upload_file(&publisher.store, file, &dest).await.map_err(Failure::storage)?;
+                    upload_file(&publisher.store, file, &dest)
+                        .await
+                        .map_err(Failure::storage)?;
                     let url = publisher.store.url(&dest);
                     warn!(source = %loaded.name, rows = loaded.quarantined, file = %url, "rows quarantined");
-                    manifest.quarantine.push(QuarantineReport { source: loaded.name.clone(), rows: loaded.quarantined, file: url.clone() });
-                    if source.budget.exceeded(loaded.quarantined, loaded.rows.unwrap_or(0)) {
-                        errors.push(
-                            (FailureKind::Input, sources::SourceError::BudgetExceeded {
+                    manifest.quarantine.push(QuarantineReport {
+                        source: loaded.name.clone(),
+                        rows: loaded.quarantined,
+                        file: url.clone(),
+                    });
+                    if source
+                        .budget
+                        .exceeded(loaded.quarantined, loaded.rows.unwrap_or(0))
+                    {
+                        errors.push((
+                            FailureKind::Input,
+                            sources::SourceError::BudgetExceeded {
                                 source_name: loaded.name.clone(),
                                 bad: loaded.quarantined,
                                 total: loaded.rows.unwrap_or(0),
                                 budget: budget_text(&source.budget),
                                 quarantine: url,
                             }
-                            .to_string()),
-                        );
+                            .to_string(),
+                        ));
                     }
                 }
                 manifest.inputs.push(loaded);
@@ -500,23 +649,49 @@ async fn execute(
     }
     // Re-exported rows are counted here and removed by the staging models.
     for loaded in &mut manifest.inputs {
-        let Some(source) = pipeline.sources.iter().find(|s| s.name == loaded.name && !s.key.is_empty()) else { continue };
-        let counted = crate::memory::within(guard, duplicate_key_rows(&ctx, &source.name, &source.key))
-            .await
-            .map_err(|rss| over(&format!("counting the repeated keys of source `{}`", source.name), rss))?;
+        let Some(source) = pipeline
+            .sources
+            .iter()
+            .find(|s| s.name == loaded.name && !s.key.is_empty())
+        else {
+            continue;
+        };
+        let counted =
+            crate::memory::within(guard, duplicate_key_rows(&ctx, &source.name, &source.key))
+                .await
+                .map_err(|rss| {
+                    over(
+                        &format!("counting the repeated keys of source `{}`", source.name),
+                        rss,
+                    )
+                })?;
         match counted {
             Ok(0) => loaded.duplicate_key_rows = Some(0),
             Ok(n) => {
                 warn!(source = %source.name, rows = n, key = %source.key.join(", "), "rows repeat the key of an earlier row (a re-export); the staging model keeps one");
                 loaded.duplicate_key_rows = Some(n);
             }
-            Err(e) => errors.push((engine_kind(&e), format!("source `{}`: counting repeated keys: {e}", source.name))),
+            Err(e) => errors.push((
+                engine_kind(&e),
+                format!("source `{}`: counting repeated keys: {e}", source.name),
+            )),
         }
     }
     if !errors.is_empty() {
         // Of several failing sources, the kind that a retry cannot fix decides.
-        let kind = errors.iter().map(|(k, _)| *k).find(|k| !k.retryable()).unwrap_or(errors[0].0);
-        return Err(Failure::new(kind, errors.into_iter().map(|(_, m)| m).collect::<Vec<_>>().join("; ")));
+        let kind = errors
+            .iter()
+            .map(|(k, _)| *k)
+            .find(|k| !k.retryable())
+            .unwrap_or(errors[0].0);
+        return Err(Failure::new(
+            kind,
+            errors
+                .into_iter()
+                .map(|(_, m)| m)
+                .collect::<Vec<_>>()
+                .join("; "),
+        ));
     }
 
     if let Some(plan) = plan {
@@ -526,15 +701,24 @@ async fn execute(
         }
         manifest.selection = Some(plan.report(pipeline, deferred));
     }
-    let steps: Vec<&Step> = pipeline.steps.iter().filter(|s| plan.is_none_or(|p| p.runs(&s.name))).collect();
+    let steps: Vec<&Step> = pipeline
+        .steps
+        .iter()
+        .filter(|s| plan.is_none_or(|p| p.runs(&s.name)))
+        .collect();
     for (i, step) in steps.iter().enumerate() {
         progress.stage(&format!("step {}/{}: {}", i + 1, steps.len(), step.name));
         let started = Instant::now();
         crate::memory::reset_peak();
         let publish = plan.is_none_or(|p| p.publishes(&step.name));
-        let report = crate::memory::within(guard, run_step(&ctx, pipeline, step, params, publisher, placement, work_dir, written, publish))
-            .await
-            .unwrap_or_else(|rss| Err(over(&format!("step `{}`", step.name), rss)));
+        let report = crate::memory::within(
+            guard,
+            run_step(
+                &ctx, pipeline, step, params, publisher, placement, work_dir, written, publish,
+            ),
+        )
+        .await
+        .unwrap_or_else(|rss| Err(over(&format!("step `{}`", step.name), rss)));
         let mut report = match report {
             Ok(r) => r,
             Err(failure) => return Err(with_resource_hint(failure, execution)),
@@ -554,8 +738,12 @@ async fn execute(
             .filter(|c| !c.passed)
             .map(|c| {
                 match c.severity {
-                    Severity::Warn => warn!(check = %c.check, failing_rows = c.failing_rows, "check warned"),
-                    Severity::Error => warn!(check = %c.check, failing_rows = c.failing_rows, "check failed"),
+                    Severity::Warn => {
+                        warn!(check = %c.check, failing_rows = c.failing_rows, "check warned")
+                    }
+                    Severity::Error => {
+                        warn!(check = %c.check, failing_rows = c.failing_rows, "check failed")
+                    }
                 }
                 c
             })
@@ -589,23 +777,49 @@ pub struct Computed {
 /// context of this process. Nothing is published and no run is recorded: quarantined rows
 /// are only counted, and an incremental source reads all its files. For `explain`, which
 /// needs the records the identity step read.
-pub async fn compute_inputs_of(pipeline: &Pipeline, execution: &Execution, stores: &Stores, params: Params, step: &str) -> Result<Computed, Failure> {
-    let selection = crate::selection::Selection { select: vec![format!("+{step}")], exclude: Vec::new(), defer: false };
-    let mut plan = crate::selection::plan(pipeline, &selection).map_err(|d| Failure::new(FailureKind::Config, d.to_string()))?;
+pub async fn compute_inputs_of(
+    pipeline: &Pipeline,
+    execution: &Execution,
+    stores: &Stores,
+    params: Params,
+    step: &str,
+) -> Result<Computed, Failure> {
+    let selection = crate::selection::Selection {
+        select: vec![format!("+{step}")],
+        exclude: Vec::new(),
+        defer: false,
+    };
+    let mut plan = crate::selection::plan(pipeline, &selection)
+        .map_err(|d| Failure::new(FailureKind::Config, d.to_string()))?;
     plan.steps.remove(step);
     plan.selected.clear();
     let run_id = new_run_id();
     let mut execution = execution.clone();
     execution.engine = crate::config::environment::Engine::Local;
-    let scratch = crate::scratch::Scratch::create(&execution.spill_dir, &run_id)
-        .map_err(|e| Failure::storage(format!("cannot create scratch folder under {}: {e}", execution.spill_dir.display())))?;
+    let scratch = crate::scratch::Scratch::create(&execution.spill_dir, &run_id).map_err(|e| {
+        Failure::storage(format!(
+            "cannot create scratch folder under {}: {e}",
+            execution.spill_dir.display()
+        ))
+    })?;
     let work_dir = scratch.dir.join("work");
-    std::fs::create_dir_all(&work_dir).map_err(|e| Failure::storage(format!("{}: {e}", work_dir.display())))?;
-    let memory = crate::config::environment::StoreSpec::from_location("explain", "memory://").map_err(Failure::storage)?;
+    std::fs::create_dir_all(&work_dir)
+        .map_err(|e| Failure::storage(format!("{}: {e}", work_dir.display())))?;
+    let memory = crate::config::environment::StoreSpec::from_location("explain", "memory://")
+        .map_err(Failure::storage)?;
     let store = crate::storage::Store::open(&memory).map_err(Failure::storage)?;
-    let publisher = Publisher { store, run_id: run_id.clone(), keep_versions: 1 };
+    let publisher = Publisher {
+        store,
+        run_id: run_id.clone(),
+        keep_versions: 1,
+    };
     let placement = crate::engine::Placement::local();
-    let mut manifest = Manifest::new(&run_id, &pipeline.name, &pipeline.file.display().to_string(), params.clone());
+    let mut manifest = Manifest::new(
+        &run_id,
+        &pipeline.name,
+        &pipeline.file.display().to_string(),
+        params.clone(),
+    );
     let mut written = Vec::new();
     let run = Execute {
         pipeline,
@@ -618,7 +832,10 @@ pub async fn compute_inputs_of(pipeline: &Pipeline, execution: &Execution, store
         plan: Some(&plan),
     };
     let ctx = execute(&run, &mut manifest, &mut written, &NoProgress).await?;
-    Ok(Computed { ctx, _scratch: scratch })
+    Ok(Computed {
+        ctx,
+        _scratch: scratch,
+    })
 }
 
 /// Registers the version of `mart` readers see now as `table`, for a run that defers.
@@ -629,9 +846,15 @@ async fn register_deferred(
     mart: &str,
     params: &Params,
 ) -> Result<crate::selection::DeferredTable, Failure> {
-    let live = crate::publish::live_version(store, mart).await.map_err(|e| Failure::new(FailureKind::Storage, e.to_string()))?;
+    let live = crate::publish::live_version(store, mart)
+        .await
+        .map_err(|e| Failure::new(FailureKind::Storage, e.to_string()))?;
     let Some((version, url)) = live else {
-        let what = if table == mart { format!("`{table}`") } else { format!("`{table}` (from the mart `{mart}`)") };
+        let what = if table == mart {
+            format!("`{table}`")
+        } else {
+            format!("`{table}` (from the mart `{mart}`)")
+        };
         return Err(Failure::new(
             FailureKind::Config,
             format!(
@@ -648,12 +871,20 @@ async fn register_deferred(
     // said, not refused, since reading last night's identity map is the point.
     let mut parameters_differ = Vec::new();
     if let Ok(path) = store.path(&format!("_runs/{version}.json")) {
-        if let Ok(got) = object_store::ObjectStoreExt::get(store.object_store.as_ref(), &path).await {
+        if let Ok(got) = object_store::ObjectStoreExt::get(store.object_store.as_ref(), &path).await
+        {
             if let Ok(bytes) = got.bytes().await {
                 let theirs: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
                 let ours = serde_json::to_value(params).unwrap_or_default();
-                if let (Some(theirs), Some(ours)) = (theirs.get("parameters").and_then(|p| p.as_object()), ours.as_object()) {
-                    parameters_differ = ours.iter().filter(|(k, v)| theirs.get(*k) != Some(*v)).map(|(k, _)| k.clone()).collect();
+                if let (Some(theirs), Some(ours)) = (
+                    theirs.get("parameters").and_then(|p| p.as_object()),
+                    ours.as_object(),
+                ) {
+                    parameters_differ = ours
+                        .iter()
+                        .filter(|(k, v)| theirs.get(*k) != Some(*v))
+                        .map(|(k, _)| k.clone())
+                        .collect();
                 }
             }
         }
@@ -661,19 +892,40 @@ async fn register_deferred(
     if !parameters_differ.is_empty() {
         warn!(table = %table, mart = %mart, version = %version, parameters = %parameters_differ.join(", "), "the deferred mart was built with other parameter values than this run's");
     }
-    Ok(crate::selection::DeferredTable { table: table.into(), mart: mart.into(), version, url, parameters_differ })
+    Ok(crate::selection::DeferredTable {
+        table: table.into(),
+        mart: mart.into(),
+        version,
+        url,
+        parameters_differ,
+    })
 }
 
 /// Rows of `table` whose `key` an earlier row already has.
-async fn duplicate_key_rows(ctx: &SessionContext, table: &str, key: &[String]) -> datafusion::error::Result<u64> {
-    let columns: Vec<String> = key.iter().map(|k| format!("\"{}\"", k.replace('"', "\"\""))).collect();
+async fn duplicate_key_rows(
+    ctx: &SessionContext,
+    table: &str,
+    key: &[String],
+) -> datafusion::error::Result<u64> {
+    let columns: Vec<String> = key
+        .iter()
+        .map(|k| format!("\"{}\"", k.replace('"', "\"\"")))
+        .collect();
     let sql = format!(
         "SELECT CAST(coalesce(sum(copies - 1), 0) AS BIGINT) FROM (SELECT count(*) AS copies FROM \"{table}\" GROUP BY {}) WHERE copies > 1",
         columns.join(", ")
     );
     let batches = ctx.sql(&sql).await?.collect().await?;
     use datafusion::arrow::array::AsArray;
-    let n = batches.first().filter(|b| b.num_rows() > 0).map(|b| b.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0)).unwrap_or(0);
+    let n = batches
+        .first()
+        .filter(|b| b.num_rows() > 0)
+        .map(|b| {
+            b.column(0)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .value(0)
+        })
+        .unwrap_or(0);
     Ok(n.max(0) as u64)
 }
 
@@ -705,31 +957,60 @@ async fn step_frame(
 ) -> Result<BuiltinOutput, Failure> {
     match &step.kind {
         StepKind::Sql(model) => {
-            let bound = model.bind(params).map_err(|d| Failure::new(FailureKind::Config, d.to_string()))?;
-            let located = |e: DataFusionError| Failure::new(engine_kind(&e), error_diagnostic(&model.file, &e).to_string());
+            let bound = model
+                .bind(params)
+                .map_err(|d| Failure::new(FailureKind::Config, d.to_string()))?;
+            let located = |e: DataFusionError| {
+                Failure::new(
+                    engine_kind(&e),
+                    error_diagnostic(&model.file, &e).to_string(),
+                )
+            };
             let (parts, main) = model.split_materialized(bound, &step.name);
             for (table, statement) in parts {
                 let state = ctx.state();
                 let plan = state
-                    .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(statement)))
+                    .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+                        statement,
+                    )))
                     .await
                     .map_err(located)?;
-                let (store, path, url) = placement.table_target(work_dir, &table).map_err(located)?;
-                let props = datafusion::parquet::file::properties::WriterProperties::builder().build();
-                let rows = crate::publish::write_stream(store, path, DataFrame::new(state, plan), props).await.map_err(located)?;
-                ctx.register_parquet(table.as_str(), &url, ParquetReadOptions::default()).await.map_err(located)?;
+                let (store, path, url) =
+                    placement.table_target(work_dir, &table).map_err(located)?;
+                let props =
+                    datafusion::parquet::file::properties::WriterProperties::builder().build();
+                let rows =
+                    crate::publish::write_stream(store, path, DataFrame::new(state, plan), props)
+                        .await
+                        .map_err(located)?;
+                ctx.register_parquet(table.as_str(), &url, ParquetReadOptions::default())
+                    .await
+                    .map_err(located)?;
                 tracing::debug!(step = %step.name, table = %table, rows, "materialized a CTE");
                 ctes.push((table, rows));
             }
             let state = ctx.state();
             let plan = state
-                .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(main)))
+                .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+                    main,
+                )))
                 .await
                 .map_err(located)?;
             Ok(DataFrame::new(state, plan).into())
         }
-        StepKind::Builtin { kind, step: builtin } => {
-            builtin.run(ctx, params).await.map_err(|e| Failure::engine(&e, |e| format!("step `{}` ({kind}): {e}", step.name)))
+        StepKind::Builtin {
+            kind,
+            step: builtin,
+        } => {
+            let env = crate::steps::StepEnv {
+                name: &step.name,
+                placement,
+                work_dir,
+            };
+            builtin
+                .run(ctx, params, &env)
+                .await
+                .map_err(|e| Failure::engine(&e, |e| format!("step `{}` ({kind}): {e}", step.name)))
         }
     }
 }
@@ -747,7 +1028,10 @@ async fn run_step(
     publish: bool,
 ) -> Result<StepReport, Failure> {
     let mut ctes = Vec::new();
-    let report = step_tables(ctx, pipeline, step, params, publisher, placement, work_dir, written, publish, &mut ctes).await;
+    let report = step_tables(
+        ctx, pipeline, step, params, publisher, placement, work_dir, written, publish, &mut ctes,
+    )
+    .await;
     // A materialized CTE lives as long as its step.
     for (table, _) in &ctes {
         let _ = ctx.deregister_table(table.as_str());
@@ -756,7 +1040,14 @@ async fn run_step(
     if !ctes.is_empty() && report.details.is_none() {
         let rows: serde_json::Map<String, serde_json::Value> = ctes
             .iter()
-            .map(|(table, rows)| (table.trim_start_matches(&format!("{}__", step.name)).to_string(), (*rows).into()))
+            .map(|(table, rows)| {
+                (
+                    table
+                        .trim_start_matches(&format!("{}__", step.name))
+                        .to_string(),
+                    (*rows).into(),
+                )
+            })
             .collect();
         report.details = Some(serde_json::json!({ "materialized_ctes": rows }));
     }
@@ -776,7 +1067,12 @@ async fn step_tables(
     publish: bool,
     ctes: &mut Vec<(String, u64)>,
 ) -> Result<StepReport, Failure> {
-    let BuiltinOutput { frame: df, details, tables } = step_frame(ctx, step, params, placement, work_dir, ctes).await?;
+    let BuiltinOutput {
+        frame: df,
+        details,
+        tables,
+        engine_tables,
+    } = step_frame(ctx, step, params, placement, work_dir, ctes).await?;
     let place = |e: &dyn std::fmt::Display| match step.file() {
         Some(f) => format!("{}: {e}", f.display()),
         None => format!("step `{}`: {e}", step.name),
@@ -789,26 +1085,42 @@ async fn step_tables(
         let (store, path, url) = placement.table_target(work_dir, &name)?;
         let props = datafusion::parquet::file::properties::WriterProperties::builder().build();
         crate::publish::write_stream(store, path, placement.client_frame(frame), props).await?;
-        ctx.register_parquet(name.as_str(), &url, ParquetReadOptions::default()).await
+        ctx.register_parquet(name.as_str(), &url, ParquetReadOptions::default())
+            .await
     };
     for (suffix, frame) in tables {
         let name = format!("{}_{suffix}", step.name);
-        if builtin && placement.is_shared() {
+        if builtin && placement.is_shared() && !engine_tables.contains(&suffix) {
             client_table(name, frame).await.map_err(|e| located(&e))?;
         } else {
-            ctx.register_table(name.as_str(), frame.into_view()).map_err(|e| located(&e))?;
+            ctx.register_table(name.as_str(), frame.into_view())
+                .map_err(|e| located(&e))?;
         }
     }
     // A mart outside the selection that a selected step reads is kept as a table, not
     // published.
     let sink = step.publish.as_ref().filter(|_| publish);
-    let materialize = step.materialize || (builtin && placement.is_shared()) || (step.publish.is_some() && !publish);
-    let df = if builtin && placement.is_shared() { placement.client_frame(df) } else { df };
-    if tracing::enabled!(target: "crm_marts::plan", tracing::Level::DEBUG) && (sink.is_some() || materialize) {
+    let materialize = step.materialize
+        || (builtin && placement.is_shared())
+        || (step.publish.is_some() && !publish);
+    let df = if builtin && placement.is_shared() {
+        placement.client_frame(df)
+    } else {
+        df
+    };
+    if tracing::enabled!(target: "crm_marts::plan", tracing::Level::DEBUG)
+        && (sink.is_some() || materialize)
+    {
         // The physical plan as it will run (`CRM_MARTS_LOG=crm_marts::plan=debug`), to see
         // which side of each join is built in memory and which operators may spill.
-        let plan = df.clone().create_physical_plan().await.map_err(|e| located(&e))?;
-        let text = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string();
+        let plan = df
+            .clone()
+            .create_physical_plan()
+            .await
+            .map_err(|e| located(&e))?;
+        let text = datafusion::physical_plan::displayable(plan.as_ref())
+            .indent(true)
+            .to_string();
         tracing::debug!(target: "crm_marts::plan", step = %step.name, "physical plan:\n{text}");
     }
     // A table that breaks its contract is never written, so never published: the readers'
@@ -819,7 +1131,9 @@ async fn step_tables(
             let lines: Vec<String> = broken
                 .iter()
                 .map(|v| match v.at {
-                    Some((line, column)) => format!("{}:{line}:{column}: {}", spec.file.display(), v.message),
+                    Some((line, column)) => {
+                        format!("{}:{line}:{column}: {}", spec.file.display(), v.message)
+                    }
                     None => format!("{}: {}", spec.file.display(), v.message),
                 })
                 .collect();
@@ -837,28 +1151,50 @@ async fn step_tables(
         let partition_cols: Vec<(String, datafusion::arrow::datatypes::DataType)> = sink
             .partition_by
             .iter()
-            .filter_map(|c| schema.field_with_name(c).ok().map(|f| (c.clone(), f.data_type().clone())))
+            .filter_map(|c| {
+                schema
+                    .field_with_name(c)
+                    .ok()
+                    .map(|f| (c.clone(), f.data_type().clone()))
+            })
             .collect();
         if !partition_cols.is_empty() {
             options = options.table_partition_cols(partition_cols);
         }
         let url = w.version_url.clone();
         written.push(w);
-        ctx.register_parquet(step.name.as_str(), &url, options).await.map_err(|e| located(&e))?;
+        ctx.register_parquet(step.name.as_str(), &url, options)
+            .await
+            .map_err(|e| located(&e))?;
         ("mart", Some(rows))
     } else if materialize {
-        let (store, path, url) = placement.table_target(work_dir, &step.name).map_err(|e| located(&e))?;
+        let (store, path, url) = placement
+            .table_target(work_dir, &step.name)
+            .map_err(|e| located(&e))?;
         let props = datafusion::parquet::file::properties::WriterProperties::builder().build();
-        let rows = crate::publish::write_stream(store, path, df, props).await.map_err(|e| located(&e))?;
-        ctx.register_parquet(step.name.as_str(), &url, ParquetReadOptions::default()).await.map_err(|e| located(&e))?;
+        let rows = crate::publish::write_stream(store, path, df, props)
+            .await
+            .map_err(|e| located(&e))?;
+        ctx.register_parquet(step.name.as_str(), &url, ParquetReadOptions::default())
+            .await
+            .map_err(|e| located(&e))?;
         ("table", Some(rows))
     } else {
-        ctx.register_table(step.name.as_str(), df.into_view()).map_err(|e| located(&e))?;
+        ctx.register_table(step.name.as_str(), df.into_view())
+            .map_err(|e| located(&e))?;
         ("view", None)
     };
     let (checks, warnings) = match &step.spec {
-        Some(spec) => checks::run(ctx, &step.name, spec).await.map_err(|e| located(&e))?,
-        None if step.publish.is_some() => (Vec::new(), vec![format!("mart `{}` has no sibling .yml documenting its columns", step.name)]),
+        Some(spec) => checks::run(ctx, &step.name, spec)
+            .await
+            .map_err(|e| located(&e))?,
+        None if step.publish.is_some() => (
+            Vec::new(),
+            vec![format!(
+                "mart `{}` has no sibling .yml documenting its columns",
+                step.name
+            )],
+        ),
         None => (Vec::new(), Vec::new()),
     };
     Ok(StepReport {
@@ -884,14 +1220,23 @@ async fn commit_source_states(
     publisher: &Publisher,
     manifest: &mut Manifest,
 ) -> Result<(), String> {
-    let inc = sources::IncrementalContext { store: &publisher.store, pipeline: &pipeline.name, full_refresh: execution.full_refresh };
+    let inc = sources::IncrementalContext {
+        store: &publisher.store,
+        pipeline: &pipeline.name,
+        full_refresh: execution.full_refresh,
+    };
     for loaded in &mut manifest.inputs {
         if let Some(mut state) = loaded.next_state.take() {
             state.run_id = manifest.run_id.clone();
             state.run_started_at = manifest.started_at;
             sources::commit_state(&inc, &loaded.name, &state)
                 .await
-                .map_err(|e| format!("source `{}`: recording the incremental state: {e}", loaded.name))?;
+                .map_err(|e| {
+                    format!(
+                        "source `{}`: recording the incremental state: {e}",
+                        loaded.name
+                    )
+                })?;
         }
     }
     Ok(())
@@ -905,7 +1250,10 @@ async fn publish_all(
 ) -> Result<(), Failure> {
     progress.stage(&format!("publishing {} marts", written.len()));
     for w in written {
-        publisher.publish(w).await.map_err(|e| Failure::new(publish_kind(&e), e.to_string()))?;
+        publisher
+            .publish(w)
+            .await
+            .map_err(|e| Failure::new(publish_kind(&e), e.to_string()))?;
         info!(mart = %w.mart, rows = w.rows, url = %w.published_url, "mart published");
         manifest.outputs.push(w.clone());
     }
@@ -919,35 +1267,87 @@ mod tests {
     #[test]
     fn engine_errors_are_classified_by_their_root_cause() {
         let wrapped = |e: DataFusionError| DataFusionError::Context("step".into(), Box::new(e));
-        assert_eq!(engine_kind(&wrapped(DataFusionError::ResourcesExhausted("pool".into()))), FailureKind::Resource);
-        assert_eq!(engine_kind(&wrapped(DataFusionError::Plan("no column".into()))), FailureKind::Config);
+        assert_eq!(
+            engine_kind(&wrapped(DataFusionError::ResourcesExhausted("pool".into()))),
+            FailureKind::Resource
+        );
+        assert_eq!(
+            engine_kind(&wrapped(DataFusionError::Plan("no column".into()))),
+            FailureKind::Config
+        );
         let io = std::io::Error::other("connection reset");
-        assert_eq!(engine_kind(&DataFusionError::IoError(io)), FailureKind::Storage);
-        let store = object_store::Error::Generic { store: "S3", source: "timeout".into() };
-        assert_eq!(engine_kind(&wrapped(DataFusionError::ObjectStore(Box::new(store)))), FailureKind::Storage);
-        assert_eq!(engine_kind(&DataFusionError::Internal("bug".into())), FailureKind::Internal);
+        assert_eq!(
+            engine_kind(&DataFusionError::IoError(io)),
+            FailureKind::Storage
+        );
+        let store = object_store::Error::Generic {
+            store: "S3",
+            source: "timeout".into(),
+        };
+        assert_eq!(
+            engine_kind(&wrapped(DataFusionError::ObjectStore(Box::new(store)))),
+            FailureKind::Storage
+        );
+        assert_eq!(
+            engine_kind(&DataFusionError::Internal("bug".into())),
+            FailureKind::Internal
+        );
         // Causes deep in the chain count: a full disk under a Parquet writer's error is a
         // resource, an object store error under an Arrow error is the storage's.
         let full = std::io::Error::from_raw_os_error(28);
         let parquet = datafusion::parquet::errors::ParquetError::External(Box::new(full));
-        assert_eq!(engine_kind(&wrapped(DataFusionError::ParquetError(Box::new(parquet)))), FailureKind::Resource);
-        let store = object_store::Error::Generic { store: "S3", source: "timeout".into() };
+        assert_eq!(
+            engine_kind(&wrapped(DataFusionError::ParquetError(Box::new(parquet)))),
+            FailureKind::Resource
+        );
+        let store = object_store::Error::Generic {
+            store: "S3",
+            source: "timeout".into(),
+        };
         let arrow = datafusion::arrow::error::ArrowError::ExternalError(Box::new(store));
-        assert_eq!(engine_kind(&DataFusionError::ArrowError(Box::new(arrow), None)), FailureKind::Storage);
+        assert_eq!(
+            engine_kind(&DataFusionError::ArrowError(Box::new(arrow), None)),
+            FailureKind::Storage
+        );
         let quota = std::io::Error::new(std::io::ErrorKind::QuotaExceeded, "quota");
-        let store = object_store::Error::Generic { store: "local", source: Box::new(quota) };
-        assert_eq!(engine_kind(&DataFusionError::External(Box::new(store))), FailureKind::Resource);
-        assert_eq!(engine_kind(&DataFusionError::External("a panic".into())), FailureKind::Internal);
+        let store = object_store::Error::Generic {
+            store: "local",
+            source: Box::new(quota),
+        };
+        assert_eq!(
+            engine_kind(&DataFusionError::External(Box::new(store))),
+            FailureKind::Resource
+        );
+        assert_eq!(
+            engine_kind(&DataFusionError::External("a panic".into())),
+            FailureKind::Internal
+        );
         assert!(FailureKind::Storage.retryable() && FailureKind::Resource.retryable());
-        assert!(!FailureKind::Config.retryable() && !FailureKind::Input.retryable() && !FailureKind::Check.retryable());
+        assert!(
+            !FailureKind::Config.retryable()
+                && !FailureKind::Input.retryable()
+                && !FailureKind::Check.retryable()
+        );
     }
 
     #[test]
     fn a_full_disk_or_memory_pool_is_a_resource_failure_however_it_was_wrapped() {
         let execution = Execution::default();
-        let f = with_resource_hint(Failure::new(FailureKind::Storage, "writing spill: No space left on device (os error 28)"), &execution);
+        let f = with_resource_hint(
+            Failure::new(
+                FailureKind::Storage,
+                "writing spill: No space left on device (os error 28)",
+            ),
+            &execution,
+        );
         assert_eq!(f.kind, FailureKind::Resource);
-        let f = with_resource_hint(Failure::new(FailureKind::Internal, "External error: Resources exhausted: Failed to allocate"), &execution);
+        let f = with_resource_hint(
+            Failure::new(
+                FailureKind::Internal,
+                "External error: Resources exhausted: Failed to allocate",
+            ),
+            &execution,
+        );
         assert_eq!(f.kind, FailureKind::Resource);
     }
 }

@@ -25,7 +25,8 @@ impl Scratch {
         // unlocked `.lock` of a run that is only starting.
         let fresh = dir.join(".lock-new");
         let lock = File::create(&fresh)?;
-        lock.try_lock().map_err(|e| std::io::Error::other(format!("cannot lock {}: {e}", fresh.display())))?;
+        lock.try_lock()
+            .map_err(|e| std::io::Error::other(format!("cannot lock {}: {e}", fresh.display())))?;
         std::fs::rename(&fresh, dir.join(LOCK))?;
         Ok(Self { dir, _lock: lock })
     }
@@ -34,14 +35,18 @@ impl Scratch {
     /// Only folders named like a run id and holding a free `.lock` are touched.
     pub fn remove_abandoned(spill_dir: &Path) -> Vec<PathBuf> {
         let mut removed = Vec::new();
-        let Ok(entries) = std::fs::read_dir(spill_dir) else { return removed };
+        let Ok(entries) = std::fs::read_dir(spill_dir) else {
+            return removed;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
             if !path.is_dir() || !looks_like_run_id(&name) {
                 continue;
             }
-            let Ok(lock) = File::options().read(true).write(true).open(path.join(LOCK)) else { continue };
+            let Ok(lock) = File::options().read(true).write(true).open(path.join(LOCK)) else {
+                continue;
+            };
             if lock.try_lock().is_ok() {
                 // Its run is gone: nobody else can take this lock while we hold it.
                 if std::fs::remove_dir_all(&path).is_ok() {

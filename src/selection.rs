@@ -80,7 +80,14 @@ impl RunPlan {
     }
 
     pub fn report(&self, pipeline: &Pipeline, deferred: Vec<DeferredTable>) -> SelectionReport {
-        let in_order = |set: &BTreeSet<String>| pipeline.steps.iter().filter(|s| set.contains(&s.name)).map(|s| s.name.clone()).collect();
+        let in_order = |set: &BTreeSet<String>| {
+            pipeline
+                .steps
+                .iter()
+                .filter(|s| set.contains(&s.name))
+                .map(|s| s.name.clone())
+                .collect()
+        };
         let upstream: BTreeSet<String> = self.steps.difference(&self.selected).cloned().collect();
         SelectionReport {
             select: self.selection.select.clone(),
@@ -107,7 +114,11 @@ fn reads(step: &crate::config::pipeline::Step) -> BTreeSet<String> {
 /// Resolves `selection` on `pipeline`. Unknown names and a selection of nothing are
 /// configuration errors at the pipeline file.
 pub fn plan(pipeline: &Pipeline, selection: &Selection) -> Result<RunPlan, Diagnostics> {
-    let steps: BTreeMap<&str, &crate::config::pipeline::Step> = pipeline.steps.iter().map(|s| (s.name.as_str(), s)).collect();
+    let steps: BTreeMap<&str, &crate::config::pipeline::Step> = pipeline
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s))
+        .collect();
     let sources: BTreeSet<&str> = pipeline.sources.iter().map(|s| s.name.as_str()).collect();
     // Table -> the step that creates it (a built-in step's extra tables included).
     let mut producer: BTreeMap<String, &str> = BTreeMap::new();
@@ -118,7 +129,13 @@ pub fn plan(pipeline: &Pipeline, selection: &Selection) -> Result<RunPlan, Diagn
         }
     }
     let parents = |name: &str| -> Vec<String> {
-        steps[name].depends_on.iter().filter_map(|d| producer.get(d).copied()).filter(|p| *p != name).map(String::from).collect()
+        steps[name]
+            .depends_on
+            .iter()
+            .filter_map(|d| producer.get(d).copied())
+            .filter(|p| *p != name)
+            .map(String::from)
+            .collect()
     };
     let mut children: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for s in &pipeline.steps {
@@ -137,7 +154,11 @@ pub fn plan(pipeline: &Pipeline, selection: &Selection) -> Result<RunPlan, Diagn
         }
         seen
     };
-    let known: BTreeSet<String> = steps.keys().map(|s| s.to_string()).chain(sources.iter().map(|s| s.to_string())).collect();
+    let known: BTreeSet<String> = steps
+        .keys()
+        .map(|s| s.to_string())
+        .chain(sources.iter().map(|s| s.to_string()))
+        .collect();
     let mut diags = Diagnostics::default();
     let mut resolve = |selector: &str, flag: &str| -> BTreeSet<String> {
         let ancestors = selector.starts_with('+');
@@ -153,10 +174,18 @@ pub fn plan(pipeline: &Pipeline, selection: &Selection) -> Result<RunPlan, Diagn
                 ));
                 return BTreeSet::new();
             }
-            pipeline.steps.iter().filter(|s| s.depends_on.iter().any(|d| d == name)).map(|s| s.name.clone()).collect()
+            pipeline
+                .steps
+                .iter()
+                .filter(|s| s.depends_on.iter().any(|d| d == name))
+                .map(|s| s.name.clone())
+                .collect()
         } else {
             let hint = crate::config::pipeline::closest_hint(name, &known);
-            diags.push(Diagnostic::new(&pipeline.file, format!("{flag} {selector}: no step or source `{name}` in the pipeline{hint}")));
+            diags.push(Diagnostic::new(
+                &pipeline.file,
+                format!("{flag} {selector}: no step or source `{name}` in the pipeline{hint}"),
+            ));
             return BTreeSet::new();
         };
         let mut out: BTreeSet<String> = start.iter().cloned().collect();
@@ -164,14 +193,20 @@ pub fn plan(pipeline: &Pipeline, selection: &Selection) -> Result<RunPlan, Diagn
             out.extend(closure(start.clone(), &|n| parents(n)));
         }
         if descendants {
-            out.extend(closure(start, &|n| children.get(n).cloned().unwrap_or_default()));
+            out.extend(closure(start, &|n| {
+                children.get(n).cloned().unwrap_or_default()
+            }));
         }
         out
     };
     let mut selected: BTreeSet<String> = if selection.select.is_empty() {
         steps.keys().map(|s| s.to_string()).collect()
     } else {
-        selection.select.iter().flat_map(|s| resolve(s, "--select")).collect()
+        selection
+            .select
+            .iter()
+            .flat_map(|s| resolve(s, "--select"))
+            .collect()
     };
     for s in &selection.exclude {
         for n in resolve(s, "--exclude") {
@@ -182,7 +217,10 @@ pub fn plan(pipeline: &Pipeline, selection: &Selection) -> Result<RunPlan, Diagn
         return Err(diags);
     }
     if selected.is_empty() {
-        return Err(Diagnostics(vec![Diagnostic::new(&pipeline.file, "the selection (--select, --exclude) leaves no step to run")]));
+        return Err(Diagnostics(vec![Diagnostic::new(
+            &pipeline.file,
+            "the selection (--select, --exclude) leaves no step to run",
+        )]));
     }
 
     // What the selected steps need: computed, or read from a published mart.
@@ -228,7 +266,13 @@ pub fn plan(pipeline: &Pipeline, selection: &Selection) -> Result<RunPlan, Diagn
     }
     // A table both deferred (for one reader) and computed (for another) is computed.
     deferred.retain(|t, _| !run.contains(t));
-    Ok(RunPlan { selection: selection.clone(), steps: run, selected, deferred, sources: needed_sources })
+    Ok(RunPlan {
+        selection: selection.clone(),
+        steps: run,
+        selected,
+        deferred,
+        sources: needed_sources,
+    })
 }
 
 #[cfg(test)]
@@ -237,11 +281,16 @@ mod tests {
     use crate::config::pipeline::Pipeline;
 
     fn pipeline() -> Pipeline {
-        Pipeline::load(std::path::Path::new("pipelines/customer_marts.yaml"), None).expect("the shipped pipeline loads")
+        Pipeline::load(std::path::Path::new("pipelines/customer_marts.yaml"), None)
+            .expect("the shipped pipeline loads")
     }
 
     fn select(select: &[&str], exclude: &[&str], defer: bool) -> Selection {
-        Selection { select: select.iter().map(|s| s.to_string()).collect(), exclude: exclude.iter().map(|s| s.to_string()).collect(), defer }
+        Selection {
+            select: select.iter().map(|s| s.to_string()).collect(),
+            exclude: exclude.iter().map(|s| s.to_string()).collect(),
+            defer,
+        }
     }
 
     fn has(set: &std::collections::BTreeSet<String>, names: &[&str]) -> bool {
@@ -253,32 +302,72 @@ mod tests {
         let p = pipeline();
         // +mart_rfm: it and everything it reads, through identity down to staging.
         let up = plan(&p, &select(&["+mart_rfm"], &[], false)).unwrap();
-        assert!(has(&up.selected, &["mart_rfm", "int_order_values", "stg_orders", "stg_order_lines", "int_erp_keys", "identity", "int_identity_erp"]), "{:?}", up.selected);
-        assert!(!up.selected.contains("mart_abc") && !up.selected.contains("mart_lifecycle"), "{:?}", up.selected);
-        assert!(up.sources.contains("erp_orders") && up.sources.contains("rfm_segments") && !up.sources.contains("loyalty_survey_answers"));
+        assert!(
+            has(
+                &up.selected,
+                &[
+                    "mart_rfm",
+                    "int_order_values",
+                    "stg_orders",
+                    "stg_order_lines",
+                    "int_erp_keys",
+                    "identity",
+                    "int_identity_erp"
+                ]
+            ),
+            "{:?}",
+            up.selected
+        );
+        assert!(
+            !up.selected.contains("mart_abc") && !up.selected.contains("mart_lifecycle"),
+            "{:?}",
+            up.selected
+        );
+        assert!(
+            up.sources.contains("erp_orders")
+                && up.sources.contains("rfm_segments")
+                && !up.sources.contains("loyalty_survey_answers")
+        );
 
         // mart_abc+: it and what reads it, nothing it reads.
         let down = plan(&p, &select(&["mart_abc+"], &[], false)).unwrap();
-        assert!(has(&down.selected, &["mart_abc", "mart_abc_summary"]), "{:?}", down.selected);
+        assert!(
+            has(&down.selected, &["mart_abc", "mart_abc_summary"]),
+            "{:?}",
+            down.selected
+        );
         assert!(!down.selected.contains("int_order_values") && !down.selected.contains("mart_rfm"));
         // What it reads runs, unpublished.
         assert!(down.runs("int_order_values") && !down.publishes("int_order_values"));
 
         // Several selectors: the union; nothing else is published.
         let two = plan(&p, &select(&["mart_abc", "mart_rfm"], &[], false)).unwrap();
-        assert_eq!(two.selected.iter().map(String::as_str).collect::<Vec<_>>(), ["mart_abc", "mart_rfm"]);
+        assert_eq!(
+            two.selected.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["mart_abc", "mart_rfm"]
+        );
         assert!(two.runs("identity") && two.deferred.is_empty());
 
         // --exclude takes selectors away from the selection.
         let less = plan(&p, &select(&["mart_abc+"], &["mart_abc_summary"], false)).unwrap();
         assert!(less.selected.contains("mart_abc") && !less.selected.contains("mart_abc_summary"));
         let none_of_rfm = plan(&p, &select(&[], &["mart_rfm+"], false)).unwrap();
-        assert!(!none_of_rfm.selected.contains("mart_rfm") && !none_of_rfm.selected.contains("mart_winback"));
+        assert!(
+            !none_of_rfm.selected.contains("mart_rfm")
+                && !none_of_rfm.selected.contains("mart_winback")
+        );
         assert!(none_of_rfm.selected.contains("mart_abc"));
 
         // A source with `+`: the steps that read it, and what reads those.
         let returns = plan(&p, &select(&["erp_returns+"], &[], false)).unwrap();
-        assert!(has(&returns.selected, &["stg_returns", "int_refunds", "mart_lifecycle"]), "{:?}", returns.selected);
+        assert!(
+            has(
+                &returns.selected,
+                &["stg_returns", "int_refunds", "mart_lifecycle"]
+            ),
+            "{:?}",
+            returns.selected
+        );
         assert!(!returns.selected.contains("stg_orders"));
     }
 
@@ -287,22 +376,43 @@ mod tests {
         let p = pipeline();
         let run = plan(&p, &select(&["mart_rfm+"], &[], true)).unwrap();
         // int_erp_keys is a view nobody publishes: it runs, reading identity from the map.
-        assert_eq!(run.deferred.get("identity").map(String::as_str), Some("mart_identity_map"));
+        assert_eq!(
+            run.deferred.get("identity").map(String::as_str),
+            Some("mart_identity_map")
+        );
         assert!(!run.runs("identity") && !run.runs("int_identity_erp") && run.runs("int_erp_keys"));
         // A published mart outside the selection is read, not computed.
         let winback = plan(&p, &select(&["mart_winback"], &[], true)).unwrap();
-        assert!(winback.deferred.contains_key("mart_rfm") && winback.deferred.contains_key("mart_lifecycle"), "{:?}", winback.deferred);
+        assert!(
+            winback.deferred.contains_key("mart_rfm")
+                && winback.deferred.contains_key("mart_lifecycle"),
+            "{:?}",
+            winback.deferred
+        );
         assert!(!winback.runs("mart_rfm"));
     }
 
     #[test]
     fn mistakes_are_named() {
         let p = pipeline();
-        let typo = plan(&p, &select(&["mart_rmf+"], &[], false)).unwrap_err().to_string();
-        assert!(typo.contains("--select mart_rmf+: no step or source `mart_rmf`") && typo.contains("mart_rfm"), "{typo}");
-        let source = plan(&p, &select(&["+erp_orders"], &[], false)).unwrap_err().to_string();
-        assert!(source.contains("`erp_orders` is a source, not a step"), "{source}");
-        let nothing = plan(&p, &select(&["mart_abc"], &["mart_abc"], false)).unwrap_err().to_string();
+        let typo = plan(&p, &select(&["mart_rmf+"], &[], false))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            typo.contains("--select mart_rmf+: no step or source `mart_rmf`")
+                && typo.contains("mart_rfm"),
+            "{typo}"
+        );
+        let source = plan(&p, &select(&["+erp_orders"], &[], false))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            source.contains("`erp_orders` is a source, not a step"),
+            "{source}"
+        );
+        let nothing = plan(&p, &select(&["mart_abc"], &["mart_abc"], false))
+            .unwrap_err()
+            .to_string();
         assert!(nothing.contains("leaves no step to run"), "{nothing}");
     }
 }

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use datafusion::arrow::array::{
-    ArrayBuilder, ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
-    TimestampMicrosecondBuilder, UInt64Builder,
+    ArrayBuilder, ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder,
+    RecordBatch, StringBuilder, TimestampMicrosecondBuilder, UInt64Builder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::parquet::arrow::ArrowWriter;
@@ -38,17 +38,33 @@ use crate::storage::{StorageError, Store, Stores};
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("source `{source_name}`: {message}")]
-    Config { source_name: String, message: String },
+    Config {
+        source_name: String,
+        message: String,
+    },
     #[error("source `{source_name}`: no files found at {location}")]
-    NoFiles { source_name: String, location: String },
+    NoFiles {
+        source_name: String,
+        location: String,
+    },
     #[error("source `{source_name}`: {0}", source_name = .1)]
     Storage(#[source] StorageError, String),
     #[error("source `{source_name}`: {file}: {message}")]
-    File { source_name: String, file: String, message: String },
+    File {
+        source_name: String,
+        file: String,
+        message: String,
+    },
     #[error(
         "source `{source_name}`: {bad} of {total} rows quarantined, over the error budget ({budget}); see {quarantine}"
     )]
-    BudgetExceeded { source_name: String, bad: u64, total: u64, budget: String, quarantine: String },
+    BudgetExceeded {
+        source_name: String,
+        bad: u64,
+        total: u64,
+        budget: String,
+        quarantine: String,
+    },
     #[error("source `{source_name}`: {0}", source_name = .1)]
     DataFusion(#[source] datafusion::error::DataFusionError, String),
 }
@@ -130,8 +146,13 @@ fn fingerprint(source: &Source) -> String {
     hex::encode(&Sha256::digest(text.as_bytes())[..12])
 }
 
-async fn read_state(ctx: &IncrementalContext<'_>, source: &str) -> Result<Option<SourceState>, StorageError> {
-    let path = ctx.store.path(&format!("{}/state.json", state_dir(ctx, source)))?;
+async fn read_state(
+    ctx: &IncrementalContext<'_>,
+    source: &str,
+) -> Result<Option<SourceState>, StorageError> {
+    let path = ctx
+        .store
+        .path(&format!("{}/state.json", state_dir(ctx, source)))?;
     match ctx.store.object_store.get(&path).await {
         Ok(r) => {
             let bytes = r.bytes().await.map_err(|e| ctx.store.io_error(&path, e))?;
@@ -150,14 +171,28 @@ async fn read_state(ctx: &IncrementalContext<'_>, source: &str) -> Result<Option
 
 /// Records the state of a source after a successful run and removes staged copies no
 /// longer named by it.
-pub async fn commit_state(ctx: &IncrementalContext<'_>, source: &str, state: &SourceState) -> Result<(), StorageError> {
+pub async fn commit_state(
+    ctx: &IncrementalContext<'_>,
+    source: &str,
+    state: &SourceState,
+) -> Result<(), StorageError> {
     use futures::TryStreamExt;
     let dir = state_dir(ctx, source);
     let path = ctx.store.path(&format!("{dir}/state.json"))?;
     let body = serde_json::to_vec_pretty(state).expect("state serialises");
-    ctx.store.object_store.put(&path, body.into()).await.map_err(|e| ctx.store.io_error(&path, e))?;
+    ctx.store
+        .object_store
+        .put(&path, body.into())
+        .await
+        .map_err(|e| ctx.store.io_error(&path, e))?;
     let files = ctx.store.path(&format!("{dir}/files"))?;
-    let listed: Vec<ObjectMeta> = ctx.store.object_store.list(Some(&files)).try_collect().await.map_err(|e| ctx.store.io_error(&files, e))?;
+    let listed: Vec<ObjectMeta> = ctx
+        .store
+        .object_store
+        .list(Some(&files))
+        .try_collect()
+        .await
+        .map_err(|e| ctx.store.io_error(&files, e))?;
     for meta in listed {
         let name = meta.location.filename().unwrap_or_default();
         if !state.files.iter().any(|f| f.staged == name) {
@@ -171,12 +206,22 @@ pub async fn commit_state(ctx: &IncrementalContext<'_>, source: &str, state: &So
 }
 
 /// Lists the files of a source: one file, every file under a prefix, or a glob.
-pub async fn list_files(source: &Source, stores: &Stores, params: &Params) -> Result<(Store, Vec<ObjectMeta>), SourceError> {
+pub async fn list_files(
+    source: &Source,
+    stores: &Stores,
+    params: &Params,
+) -> Result<(Store, Vec<ObjectMeta>), SourceError> {
     let name = &source.name;
     let (store, rel) = match &source.location {
         SourceLocation::Store { store, path } => {
-            let store = stores.get(store).map_err(|e| SourceError::Storage(e, name.clone()))?.clone();
-            let rel = render_path(path, params).map_err(|message| SourceError::Config { source_name: name.clone(), message })?;
+            let store = stores
+                .get(store)
+                .map_err(|e| SourceError::Storage(e, name.clone()))?
+                .clone();
+            let rel = render_path(path, params).map_err(|message| SourceError::Config {
+                source_name: name.clone(),
+                message,
+            })?;
             (store, rel)
         }
         SourceLocation::Seed(file) => {
@@ -190,36 +235,55 @@ pub async fn list_files(source: &Source, stores: &Stores, params: &Params) -> Re
             let prefix = dir.to_string_lossy().trim_start_matches('/').to_string();
             let local = object_store::local::LocalFileSystem::new();
             let mut store = Store::from_object_store("seeds", "file://", Arc::new(local), &prefix);
-            store.display_url = url::Url::from_directory_path(&dir).expect("absolute dir").to_string();
-            let file_name = file.file_name().and_then(|f| f.to_str()).unwrap_or_default().to_string();
+            store.display_url = url::Url::from_directory_path(&dir)
+                .expect("absolute dir")
+                .to_string();
+            let file_name = file
+                .file_name()
+                .and_then(|f| f.to_str())
+                .unwrap_or_default()
+                .to_string();
             (store, file_name)
         }
     };
     let is_glob = rel.contains(['*', '?', '[']);
     let mut files = Vec::new();
     if is_glob {
-        let static_part: Vec<&str> = rel.split('/').take_while(|s| !s.contains(['*', '?', '['])).collect();
-        let prefix = store.path(&static_part.join("/")).map_err(|e| SourceError::Storage(e, name.clone()))?;
+        let static_part: Vec<&str> = rel
+            .split('/')
+            .take_while(|s| !s.contains(['*', '?', '[']))
+            .collect();
+        let prefix = store
+            .path(&static_part.join("/"))
+            .map_err(|e| SourceError::Storage(e, name.clone()))?;
         let full_glob = format!("{}/{}", store.prefix.as_ref(), rel.trim_start_matches('/'));
         let full_glob = full_glob.trim_start_matches('/');
         let matcher = Glob::new(full_glob)
-            .map_err(|e| SourceError::Config { source_name: name.clone(), message: format!("bad glob {rel:?}: {e}") })?
+            .map_err(|e| SourceError::Config {
+                source_name: name.clone(),
+                message: format!("bad glob {rel:?}: {e}"),
+            })?
             .compile_matcher();
         let mut listing = store.object_store.list(Some(&prefix));
         while let Some(meta) = listing.next().await {
-            let meta = meta.map_err(|e| SourceError::Storage(store.io_error(&prefix, e), name.clone()))?;
+            let meta =
+                meta.map_err(|e| SourceError::Storage(store.io_error(&prefix, e), name.clone()))?;
             if matcher.is_match(meta.location.as_ref()) {
                 files.push(meta);
             }
         }
     } else {
-        let path = store.path(&rel).map_err(|e| SourceError::Storage(e, name.clone()))?;
+        let path = store
+            .path(&rel)
+            .map_err(|e| SourceError::Storage(e, name.clone()))?;
         match store.object_store.head(&path).await {
             Ok(meta) => files.push(meta),
             Err(object_store::Error::NotFound { .. }) => {
                 let mut listing = store.object_store.list(Some(&path));
                 while let Some(meta) = listing.next().await {
-                    files.push(meta.map_err(|e| SourceError::Storage(store.io_error(&path, e), name.clone()))?);
+                    files.push(meta.map_err(|e| {
+                        SourceError::Storage(store.io_error(&path, e), name.clone())
+                    })?);
                 }
             }
             Err(e) => return Err(SourceError::Storage(store.io_error(&path, e), name.clone())),
@@ -227,11 +291,16 @@ pub async fn list_files(source: &Source, stores: &Stores, params: &Params) -> Re
     }
     // Hidden and in-progress files are never inputs.
     files.retain(|m| {
-        m.location.filename().is_some_and(|f| !f.starts_with('.') && !f.starts_with('_') && !f.contains('#'))
+        m.location
+            .filename()
+            .is_some_and(|f| !f.starts_with('.') && !f.starts_with('_') && !f.contains('#'))
     });
     files.sort_by(|a, b| a.location.cmp(&b.location));
     if files.is_empty() {
-        return Err(SourceError::NoFiles { source_name: name.clone(), location: format!("{}{}", store.display_url, rel) });
+        return Err(SourceError::NoFiles {
+            source_name: name.clone(),
+            location: format!("{}{}", store.display_url, rel),
+        });
     }
     Ok((store, files))
 }
@@ -250,7 +319,10 @@ pub async fn load(
     let (store, metas) = match list_files(source, stores, params).await {
         Err(SourceError::NoFiles { .. }) if source.optional => {
             let columns = source.schema.as_deref().unwrap_or_default();
-            let fields: Vec<Field> = columns.iter().map(|c| Field::new(&c.name, arrow_type(c.kind), true)).collect();
+            let fields: Vec<Field> = columns
+                .iter()
+                .map(|c| Field::new(&c.name, arrow_type(c.kind), true))
+                .collect();
             let schema = Arc::new(Schema::new(fields));
             let df_err = |e| SourceError::DataFusion(e, name.clone());
             if placement.is_shared() {
@@ -260,12 +332,26 @@ pub async fn load(
                 datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None)
                     .and_then(|w| w.close().map(|_| ()))
                     .map_err(|e| df_err(e.into()))?;
-                placement.register_local(ctx, &name, &empty).await.map_err(df_err)?;
+                placement
+                    .register_local(ctx, &name, &empty)
+                    .await
+                    .map_err(df_err)?;
             } else {
-                let table = datafusion::catalog::MemTable::try_new(schema, vec![vec![]]).map_err(df_err)?;
-                ctx.register_table(name.as_str(), Arc::new(table)).map_err(df_err)?;
+                let table =
+                    datafusion::catalog::MemTable::try_new(schema, vec![vec![]]).map_err(df_err)?;
+                ctx.register_table(name.as_str(), Arc::new(table))
+                    .map_err(df_err)?;
             }
-            return Ok(LoadedSource { name, files: vec![], rows: Some(0), quarantined: 0, reasons: BTreeMap::new(), duplicate_key_rows: None, quarantine_file: None, next_state: None });
+            return Ok(LoadedSource {
+                name,
+                files: vec![],
+                rows: Some(0),
+                quarantined: 0,
+                reasons: BTreeMap::new(),
+                duplicate_key_rows: None,
+                quarantine_file: None,
+                next_state: None,
+            });
         }
         other => other?,
     };
@@ -289,13 +375,23 @@ pub async fn load(
         (Some(schema), SourceFormat::Csv | SourceFormat::Ndjson) => schema,
         (declared, format) => {
             let df = match format {
-                SourceFormat::Parquet => match ctx.read_parquet(urls.clone(), ParquetReadOptions::default()).await {
+                SourceFormat::Parquet => match ctx
+                    .read_parquet(urls.clone(), ParquetReadOptions::default())
+                    .await
+                {
                     Ok(df) => Ok(df),
                     // Name the file that cannot be read, not only the source.
                     Err(e) => {
                         for url in &urls {
-                            if let Err(file_error) = ctx.read_parquet(url.as_str(), ParquetReadOptions::default()).await {
-                                return Err(SourceError::File { source_name: name.clone(), file: url.clone(), message: file_error.to_string() });
+                            if let Err(file_error) = ctx
+                                .read_parquet(url.as_str(), ParquetReadOptions::default())
+                                .await
+                            {
+                                return Err(SourceError::File {
+                                    source_name: name.clone(),
+                                    file: url.clone(),
+                                    message: file_error.to_string(),
+                                });
                             }
                         }
                         Err(e)
@@ -315,27 +411,45 @@ pub async fn load(
                         .file_extension("");
                     ctx.read_csv(urls, opts).await
                 }
-                SourceFormat::Ndjson => ctx.read_json(urls, JsonReadOptions::default().file_extension("")).await,
+                SourceFormat::Ndjson => {
+                    ctx.read_json(urls, JsonReadOptions::default().file_extension(""))
+                        .await
+                }
             }
             .map_err(df_err)?;
             let df = match declared {
                 Some(cols) => project_declared(df, cols, &name).map_err(df_err)?,
                 None => df,
             };
-            ctx.register_table(name.as_str(), df.into_view()).map_err(df_err)?;
-            return Ok(LoadedSource { name, files, rows: None, quarantined: 0, reasons: BTreeMap::new(), duplicate_key_rows: None, quarantine_file: None, next_state: None });
+            ctx.register_table(name.as_str(), df.into_view())
+                .map_err(df_err)?;
+            return Ok(LoadedSource {
+                name,
+                files,
+                rows: None,
+                quarantined: 0,
+                reasons: BTreeMap::new(),
+                duplicate_key_rows: None,
+                quarantine_file: None,
+                next_state: None,
+            });
         }
     };
 
     if let (Some(window), Some(inc)) = (source.incremental, incremental) {
-        return load_incremental(ctx, source, schema, &store, &metas, files, placement, work_dir, window, inc).await;
+        return load_incremental(
+            ctx, source, schema, &store, &metas, files, placement, work_dir, window, inc,
+        )
+        .await;
     }
     let staged = work_dir.join(format!("{name}.parquet"));
     let quarantine_path = work_dir.join(format!("{name}.quarantine.parquet"));
-    let mut stager = Stager::new(&name, schema, &staged, &quarantine_path).map_err(|message| SourceError::File {
-        source_name: name.clone(),
-        file: staged.display().to_string(),
-        message,
+    let mut stager = Stager::new(&name, schema, &staged, &quarantine_path).map_err(|message| {
+        SourceError::File {
+            source_name: name.clone(),
+            file: staged.display().to_string(),
+            message,
+        }
     })?;
     for (meta, file) in metas.iter().zip(files.iter_mut()) {
         stager = stage_file(stager, source, &store, meta, file, work_dir).await?;
@@ -345,7 +459,10 @@ pub async fn load(
         file: staged.display().to_string(),
         message,
     })?;
-    placement.register_local(ctx, &name, &staged).await.map_err(df_err)?;
+    placement
+        .register_local(ctx, &name, &staged)
+        .await
+        .map_err(df_err)?;
     Ok(LoadedSource {
         name,
         files,
@@ -369,7 +486,9 @@ async fn stage_file(
     work_dir: &Path,
 ) -> Result<Stager, SourceError> {
     let name = source.name.clone();
-    let local = local_copy(store, meta, work_dir).await.map_err(|e| SourceError::Storage(e, name.clone()))?;
+    let local = local_copy(store, meta, work_dir)
+        .await
+        .map_err(|e| SourceError::Storage(e, name.clone()))?;
     let url = file.path.clone();
     let format = source.format;
     let csv = source.csv.clone();
@@ -386,7 +505,11 @@ async fn stage_file(
     })
     .await
     .expect("source reader panicked");
-    let (rows, bad) = result.map_err(|message| SourceError::File { source_name: name.clone(), file: file.path.clone(), message })?;
+    let (rows, bad) = result.map_err(|message| SourceError::File {
+        source_name: name.clone(),
+        file: file.path.clone(),
+        message,
+    })?;
     file.rows = Some(rows);
     file.quarantined = bad;
     Ok(stager)
@@ -434,8 +557,14 @@ async fn load_incremental(
     // is reused.
     let quarantine_path = work_dir.join(format!("{name}.quarantine.parquet"));
     let first = dir.join("000000-schema.parquet");
-    let mut stager = Stager::new(&name, schema, &first, &quarantine_path).map_err(|m| file_err(&first, m))?;
-    let mut next = SourceState { fingerprint: fingerprint.clone(), run_id: String::new(), run_started_at: Utc::now(), files: Vec::new() };
+    let mut stager =
+        Stager::new(&name, schema, &first, &quarantine_path).map_err(|m| file_err(&first, m))?;
+    let mut next = SourceState {
+        fingerprint: fingerprint.clone(),
+        run_id: String::new(),
+        run_started_at: Utc::now(),
+        files: Vec::new(),
+    };
     let mut fresh: Vec<(PathBuf, String)> = Vec::new();
     let mut total_rows = 0u64;
     let mut reused = 0usize;
@@ -448,7 +577,10 @@ async fn load_incremental(
                 .filter(|_| file.last_modified < p.run_started_at - window)
         });
         if let Some(known) = known {
-            let cached = inc.store.path(&format!("{state_files}/{}", known.staged)).map_err(storage)?;
+            let cached = inc
+                .store
+                .path(&format!("{state_files}/{}", known.staged))
+                .map_err(storage)?;
             match download(inc.store, &cached, &local).await {
                 Ok(()) => {
                     file.rows = Some(known.rows);
@@ -459,12 +591,17 @@ async fn load_incremental(
                     continue;
                 }
                 // A staged copy that went missing is rebuilt from the export.
-                Err(e) => tracing::warn!(source = %name, file = %file.path, error = %e, "staged copy unreadable; reading the export again"),
+                Err(e) => {
+                    tracing::warn!(source = %name, file = %file.path, error = %e, "staged copy unreadable; reading the export again")
+                }
             }
         }
         stager.rotate(&local).map_err(|m| file_err(&local, m))?;
         stager = stage_file(stager, source, store, meta, file, work_dir).await?;
-        let staged = format!("{}.parquet", file_id(&file.path, file.size, file.etag.as_deref(), &fingerprint));
+        let staged = format!(
+            "{}.parquet",
+            file_id(&file.path, file.size, file.etag.as_deref(), &fingerprint)
+        );
         total_rows += file.rows.unwrap_or(0);
         next.files.push(StagedFile {
             path: file.path.clone(),
@@ -480,11 +617,19 @@ async fn load_incremental(
     // Keep the new staged files for the next run. They are named by their export's path,
     // size and etag, so a copy left by a run that then failed is simply reused.
     for (local, staged) in &fresh {
-        let dest = inc.store.path(&format!("{state_files}/{staged}")).map_err(storage)?;
-        crate::publish::upload_file(inc.store, local, &dest).await.map_err(storage)?;
+        let dest = inc
+            .store
+            .path(&format!("{state_files}/{staged}"))
+            .map_err(storage)?;
+        crate::publish::upload_file(inc.store, local, &dest)
+            .await
+            .map_err(storage)?;
     }
     tracing::info!(source = %name, parsed = fresh.len(), reused, "incremental source");
-    placement.register_local(ctx, &name, &dir).await.map_err(|e| SourceError::DataFusion(e, name.clone()))?;
+    placement
+        .register_local(ctx, &name, &dir)
+        .await
+        .map_err(|e| SourceError::DataFusion(e, name.clone()))?;
     Ok(LoadedSource {
         name: name.clone(),
         files,
@@ -504,8 +649,16 @@ fn file_id(path: &str, size: u64, etag: Option<&str>, fingerprint: &str) -> Stri
     hex::encode(&Sha256::digest(text.as_bytes())[..16])
 }
 
-async fn download(store: &Store, from: &object_store::path::Path, to: &Path) -> Result<(), StorageError> {
-    let result = store.object_store.get(from).await.map_err(|e| store.io_error(from, e))?;
+async fn download(
+    store: &Store,
+    from: &object_store::path::Path,
+    to: &Path,
+) -> Result<(), StorageError> {
+    let result = store
+        .object_store
+        .get(from)
+        .await
+        .map_err(|e| store.io_error(from, e))?;
     write_to_file(store, from, result.into_stream(), to).await
 }
 
@@ -517,10 +670,14 @@ async fn write_to_file(
     to: &Path,
 ) -> Result<(), StorageError> {
     use tokio::io::AsyncWriteExt;
-    let mut out = tokio::fs::File::create(to).await.map_err(|e| store.local_error(to, e))?;
+    let mut out = tokio::fs::File::create(to)
+        .await
+        .map_err(|e| store.local_error(to, e))?;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| store.io_error(from, e))?;
-        out.write_all(&chunk).await.map_err(|e| store.local_error(to, e))?;
+        out.write_all(&chunk)
+            .await
+            .map_err(|e| store.local_error(to, e))?;
     }
     out.flush().await.map_err(|e| store.local_error(to, e))?;
     Ok(())
@@ -534,7 +691,12 @@ fn project_declared(
 ) -> datafusion::error::Result<datafusion::dataframe::DataFrame> {
     use datafusion::prelude::{cast, ident, lit};
     use datafusion::scalar::ScalarValue;
-    let present: std::collections::HashSet<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let present: std::collections::HashSet<String> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     let mut exprs = Vec::with_capacity(cols.len());
     for c in cols {
         if present.contains(&c.name) || c.required {
@@ -565,14 +727,28 @@ impl Drop for LocalFile {
     }
 }
 
-async fn local_copy(store: &Store, meta: &ObjectMeta, work_dir: &Path) -> Result<LocalFile, StorageError> {
-    let result = store.object_store.get(&meta.location).await.map_err(|e| store.io_error(&meta.location, e))?;
+async fn local_copy(
+    store: &Store,
+    meta: &ObjectMeta,
+    work_dir: &Path,
+) -> Result<LocalFile, StorageError> {
+    let result = store
+        .object_store
+        .get(&meta.location)
+        .await
+        .map_err(|e| store.io_error(&meta.location, e))?;
     match result.payload {
-        GetResultPayload::File(_, path) => Ok(LocalFile { path, temporary: false }),
+        GetResultPayload::File(_, path) => Ok(LocalFile {
+            path,
+            temporary: false,
+        }),
         GetResultPayload::Stream(stream) => {
             let name = meta.location.as_ref().replace('/', "_");
             let path = work_dir.join(format!("download-{name}"));
-            let local = LocalFile { path: path.clone(), temporary: true };
+            let local = LocalFile {
+                path: path.clone(),
+                temporary: true,
+            };
             write_to_file(store, &meta.location, stream, &path).await?;
             Ok(local)
         }
@@ -627,11 +803,20 @@ struct Stager {
 }
 
 impl Stager {
-    fn new(source: &str, columns: &[Column], staged: &Path, quarantine: &Path) -> Result<Self, String> {
-        let fields: Vec<Field> = columns.iter().map(|c| Field::new(&c.name, arrow_type(c.kind), !c.required)).collect();
+    fn new(
+        source: &str,
+        columns: &[Column],
+        staged: &Path,
+        quarantine: &Path,
+    ) -> Result<Self, String> {
+        let fields: Vec<Field> = columns
+            .iter()
+            .map(|c| Field::new(&c.name, arrow_type(c.kind), !c.required))
+            .collect();
         let schema = Arc::new(Schema::new(fields));
         let file = File::create(staged).map_err(|e| format!("cannot create staging file: {e}"))?;
-        let writer = ArrowWriter::try_new(file, schema.clone(), Some(staging_props())).map_err(|e| e.to_string())?;
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(staging_props()))
+            .map_err(|e| e.to_string())?;
         Ok(Self {
             source: source.to_string(),
             columns: columns.to_vec(),
@@ -651,13 +836,19 @@ impl Stager {
     fn rotate(&mut self, staged: &Path) -> Result<(), String> {
         self.flush()?;
         let file = File::create(staged).map_err(|e| format!("cannot create staging file: {e}"))?;
-        let writer = ArrowWriter::try_new(file, self.schema.clone(), Some(staging_props())).map_err(|e| e.to_string())?;
+        let writer = ArrowWriter::try_new(file, self.schema.clone(), Some(staging_props()))
+            .map_err(|e| e.to_string())?;
         let old = std::mem::replace(&mut self.writer, writer);
         old.close().map_err(|e| e.to_string())?;
         Ok(())
     }
 
-    fn read_csv(&mut self, path: &Path, url: &str, csv: &crate::config::pipeline::CsvOptions) -> Result<(u64, u64), String> {
+    fn read_csv(
+        &mut self,
+        path: &Path,
+        url: &str,
+        csv: &crate::config::pipeline::CsvOptions,
+    ) -> Result<(u64, u64), String> {
         if csv.whitespace {
             return self.read_whitespace(path, url, csv.header);
         }
@@ -670,8 +861,14 @@ impl Stager {
             .from_reader(BufReader::with_capacity(1 << 20, file));
         // Where each declared column sits in the file.
         let positions: Vec<Option<usize>> = if csv.header {
-            let header = reader.byte_headers().map_err(|e| format!("cannot read header: {e}"))?.clone();
-            let names: Vec<String> = header.iter().map(|h| String::from_utf8_lossy(h).into_owned()).collect();
+            let header = reader
+                .byte_headers()
+                .map_err(|e| format!("cannot read header: {e}"))?
+                .clone();
+            let names: Vec<String> = header
+                .iter()
+                .map(|h| String::from_utf8_lossy(h).into_owned())
+                .collect();
             self.header_positions(&names)?
         } else {
             (0..self.columns.len()).map(Some).collect()
@@ -679,7 +876,11 @@ impl Stager {
         let (mut rows, mut bad) = (0u64, 0u64);
         let mut record = csv::ByteRecord::new();
         let names: Vec<String> = self.columns.iter().map(|c| c.name.clone()).collect();
-        let expected_fields = if csv.header { reader.byte_headers().map(|h| h.len()).unwrap_or(0) } else { self.columns.len() };
+        let expected_fields = if csv.header {
+            reader.byte_headers().map(|h| h.len()).unwrap_or(0)
+        } else {
+            self.columns.len()
+        };
         loop {
             match reader.read_byte_record(&mut record) {
                 Ok(false) => break,
@@ -688,7 +889,13 @@ impl Stager {
                     let line = e.position().map(|p| p.line()).unwrap_or(0);
                     rows += 1;
                     bad += 1;
-                    self.reject(url, line, "unreadable CSV record", format!("unreadable CSV record: {e}"), "")?;
+                    self.reject(
+                        url,
+                        line,
+                        "unreadable CSV record",
+                        format!("unreadable CSV record: {e}"),
+                        "",
+                    )?;
                     if matches!(e.kind(), csv::ErrorKind::Io(_)) {
                         return Err(format!("read error at line {line}: {e}"));
                     }
@@ -711,7 +918,10 @@ impl Stager {
                     None => Ok(None),
                     Some(bytes) => std::str::from_utf8(bytes).map(Some).map_err(|_| {
                         let name = &names[i];
-                        (format!("{name}: invalid UTF-8"), format!("column `{name}`: invalid UTF-8"))
+                        (
+                            format!("{name}: invalid UTF-8"),
+                            format!("column `{name}`: invalid UTF-8"),
+                        )
                     }),
                 },
                 &|| raw_record(&record, csv.delimiter),
@@ -727,12 +937,19 @@ impl Stager {
     /// header lacks fails the file, naming the column and the header found (every CSV
     /// dialect reads its header through here).
     fn header_positions(&self, header: &[String]) -> Result<Vec<Option<usize>>, String> {
-        let names: Vec<&str> = header.iter().map(|h| h.trim().trim_start_matches('\u{feff}').trim()).collect();
+        let names: Vec<&str> = header
+            .iter()
+            .map(|h| h.trim().trim_start_matches('\u{feff}').trim())
+            .collect();
         let mut positions = Vec::new();
         for c in &self.columns {
             let pos = names.iter().position(|n| *n == c.name);
             if pos.is_none() && c.required {
-                return Err(format!("required column `{}` is missing from the header (header has: {})", c.name, names.join(", ")));
+                return Err(format!(
+                    "required column `{}` is missing from the header (header has: {})",
+                    c.name,
+                    names.join(", ")
+                ));
             }
             positions.push(pos);
         }
@@ -741,7 +958,12 @@ impl Stager {
 
     /// Columns separated by runs of spaces or tabs, matched to the declared columns by
     /// position (or by header name when there is a header).
-    fn read_whitespace(&mut self, path: &Path, url: &str, header: bool) -> Result<(u64, u64), String> {
+    fn read_whitespace(
+        &mut self,
+        path: &Path,
+        url: &str,
+        header: bool,
+    ) -> Result<(u64, u64), String> {
         let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
         let reader = BufReader::with_capacity(1 << 20, file);
         let (mut rows, mut bad) = (0u64, 0u64);
@@ -755,7 +977,13 @@ impl Stager {
                 Err(_) => {
                     rows += 1;
                     bad += 1;
-                    self.reject(url, line_no, "invalid UTF-8", "invalid UTF-8".into(), &String::from_utf8_lossy(&bytes))?;
+                    self.reject(
+                        url,
+                        line_no,
+                        "invalid UTF-8",
+                        "invalid UTF-8".into(),
+                        &String::from_utf8_lossy(&bytes),
+                    )?;
                     continue;
                 }
             };
@@ -776,7 +1004,12 @@ impl Stager {
                 self.reject(url, line_no, "wrong number of fields", reason, text)?;
                 continue;
             }
-            if !self.take_row(url, line_no, |i| Ok(positions[i].and_then(|p| fields.get(p).copied())), &|| text.to_string())? {
+            if !self.take_row(
+                url,
+                line_no,
+                |i| Ok(positions[i].and_then(|p| fields.get(p).copied())),
+                &|| text.to_string(),
+            )? {
                 bad += 1;
             }
         }
@@ -791,7 +1024,10 @@ impl Stager {
         let mut line_no = 0u64;
         loop {
             buf.clear();
-            let n = reader.by_ref().read_until(b'\n', &mut buf).map_err(|e| format!("read error after line {line_no}: {e}"))?;
+            let n = reader
+                .by_ref()
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| format!("read error after line {line_no}: {e}"))?;
             if n == 0 {
                 break;
             }
@@ -801,7 +1037,13 @@ impl Stager {
                 Err(_) => {
                     rows += 1;
                     bad += 1;
-                    self.reject(url, line_no, "invalid UTF-8", "invalid UTF-8".into(), &String::from_utf8_lossy(&buf))?;
+                    self.reject(
+                        url,
+                        line_no,
+                        "invalid UTF-8",
+                        "invalid UTF-8".into(),
+                        &String::from_utf8_lossy(&buf),
+                    )?;
                     continue;
                 }
             };
@@ -809,14 +1051,21 @@ impl Stager {
                 continue;
             }
             rows += 1;
-            let object: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(text) {
-                Ok(o) => o,
-                Err(e) => {
-                    bad += 1;
-                    self.reject(url, line_no, "invalid JSON", format!("invalid JSON: {e}"), text)?;
-                    continue;
-                }
-            };
+            let object: serde_json::Map<String, serde_json::Value> =
+                match serde_json::from_str(text) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        bad += 1;
+                        self.reject(
+                            url,
+                            line_no,
+                            "invalid JSON",
+                            format!("invalid JSON: {e}"),
+                            text,
+                        )?;
+                        continue;
+                    }
+                };
             let mut texts: Vec<Option<String>> = Vec::with_capacity(self.columns.len());
             for c in &self.columns {
                 texts.push(match object.get(&c.name) {
@@ -825,7 +1074,9 @@ impl Stager {
                     Some(other) => Some(other.to_string()),
                 });
             }
-            if !self.take_row(url, line_no, |i| Ok(texts[i].as_deref()), &|| text.to_string())? {
+            if !self.take_row(url, line_no, |i| Ok(texts[i].as_deref()), &|| {
+                text.to_string()
+            })? {
                 bad += 1;
             }
         }
@@ -877,10 +1128,20 @@ impl Stager {
         Ok(())
     }
 
-    fn reject(&mut self, file: &str, line: u64, kind: &str, reason: String, raw: &str) -> Result<(), String> {
+    fn reject(
+        &mut self,
+        file: &str,
+        line: u64,
+        kind: &str,
+        reason: String,
+        raw: &str,
+    ) -> Result<(), String> {
         self.rows += 1;
         self.bad += 1;
-        *self.reasons.entry(format!("{}: {kind}", self.source)).or_default() += 1;
+        *self
+            .reasons
+            .entry(format!("{}: {kind}", self.source))
+            .or_default() += 1;
         self.quarantine.push(&self.source, file, line, &reason, raw)
     }
 
@@ -888,7 +1149,8 @@ impl Stager {
         if self.pending == 0 {
             return Ok(());
         }
-        self.stop.check(&format!("reading source `{}`", self.source))?;
+        self.stop
+            .check(&format!("reading source `{}`", self.source))?;
         let arrays: Vec<ArrayRef> = self.builders.iter_mut().map(|b| b.finish()).collect();
         let batch = RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| e.to_string())?;
         self.writer.write(&batch).map_err(|e| e.to_string())?;
@@ -900,19 +1162,28 @@ impl Stager {
         self.flush()?;
         self.writer.close().map_err(|e| e.to_string())?;
         self.quarantine.finish()?;
-        Ok(StageSummary { rows: self.rows, bad: self.bad, reasons: self.reasons })
+        Ok(StageSummary {
+            rows: self.rows,
+            bad: self.bad,
+            reasons: self.reasons,
+        })
     }
 }
 
 fn staging_props() -> WriterProperties {
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).expect("valid level"),
+        ))
         .set_max_row_group_row_count(Some(crate::publish::ROW_GROUP_ROWS))
         .build()
 }
 
 fn raw_record(record: &csv::ByteRecord, delimiter: u8) -> String {
-    let parts: Vec<String> = record.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect();
+    let parts: Vec<String> = record
+        .iter()
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .collect();
     parts.join(&(delimiter as char).to_string())
 }
 
@@ -926,7 +1197,9 @@ fn new_builders(columns: &[Column]) -> Vec<Box<dyn ArrayBuilder>> {
                 ColumnType::Float => Box::new(Float64Builder::new()),
                 ColumnType::Bool => Box::new(BooleanBuilder::new()),
                 ColumnType::Date => Box::new(Date32Builder::new()),
-                ColumnType::Timestamp => Box::new(TimestampMicrosecondBuilder::new().with_timezone("UTC")),
+                ColumnType::Timestamp => {
+                    Box::new(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+                }
             }
         })
         .collect()
@@ -950,12 +1223,30 @@ fn append(builder: &mut dyn ArrayBuilder, cell: &Cell) {
                 b.append_null()
             }
         }
-        Cell::Str(s) => any.downcast_mut::<StringBuilder>().expect("string column").append_value(s),
-        Cell::Int(v) => any.downcast_mut::<Int64Builder>().expect("int column").append_value(*v),
-        Cell::Float(v) => any.downcast_mut::<Float64Builder>().expect("float column").append_value(*v),
-        Cell::Bool(v) => any.downcast_mut::<BooleanBuilder>().expect("bool column").append_value(*v),
-        Cell::Date(v) => any.downcast_mut::<Date32Builder>().expect("date column").append_value(*v),
-        Cell::Timestamp(v) => any.downcast_mut::<TimestampMicrosecondBuilder>().expect("timestamp column").append_value(*v),
+        Cell::Str(s) => any
+            .downcast_mut::<StringBuilder>()
+            .expect("string column")
+            .append_value(s),
+        Cell::Int(v) => any
+            .downcast_mut::<Int64Builder>()
+            .expect("int column")
+            .append_value(*v),
+        Cell::Float(v) => any
+            .downcast_mut::<Float64Builder>()
+            .expect("float column")
+            .append_value(*v),
+        Cell::Bool(v) => any
+            .downcast_mut::<BooleanBuilder>()
+            .expect("bool column")
+            .append_value(*v),
+        Cell::Date(v) => any
+            .downcast_mut::<Date32Builder>()
+            .expect("date column")
+            .append_value(*v),
+        Cell::Timestamp(v) => any
+            .downcast_mut::<TimestampMicrosecondBuilder>()
+            .expect("timestamp column")
+            .append_value(*v),
     }
 }
 
@@ -966,7 +1257,10 @@ fn parse_cell<'a>(c: &Column, raw: Option<&'a str>) -> Result<Cell<'a>, (String,
         Some(v) if !v.trim().is_empty() => v,
         _ => {
             if c.required {
-                return Err((format!("{}: missing", c.name), format!("required column `{}` is empty", c.name)));
+                return Err((
+                    format!("{}: missing", c.name),
+                    format!("required column `{}` is empty", c.name),
+                ));
             }
             return Ok(Cell::Null);
         }
@@ -974,7 +1268,10 @@ fn parse_cell<'a>(c: &Column, raw: Option<&'a str>) -> Result<Cell<'a>, (String,
     let t = value.trim();
     let fail = |what: &str| {
         let shown: String = t.chars().take(60).collect();
-        (format!("{}: not {what}", c.name), format!("column `{}`: {shown:?} is not {what}", c.name))
+        (
+            format!("{}: not {what}", c.name),
+            format!("column `{}`: {shown:?} is not {what}", c.name),
+        )
     };
     match c.kind {
         ColumnType::String => Ok(Cell::Str(value)),
@@ -988,8 +1285,12 @@ fn parse_cell<'a>(c: &Column, raw: Option<&'a str>) -> Result<Cell<'a>, (String,
             "false" | "f" | "no" | "n" | "0" => Ok(Cell::Bool(false)),
             _ => Err(fail("a boolean")),
         },
-        ColumnType::Date => parse_date(t, &c.formats).map(Cell::Date).ok_or_else(|| fail("a date")),
-        ColumnType::Timestamp => parse_timestamp(t, &c.formats).map(Cell::Timestamp).ok_or_else(|| fail("a timestamp")),
+        ColumnType::Date => parse_date(t, &c.formats)
+            .map(Cell::Date)
+            .ok_or_else(|| fail("a date")),
+        ColumnType::Timestamp => parse_timestamp(t, &c.formats)
+            .map(Cell::Timestamp)
+            .ok_or_else(|| fail("a timestamp")),
     }
 }
 
@@ -997,24 +1298,37 @@ const EPOCH_DAYS_CE: i32 = 719_163;
 
 fn parse_date(t: &str, formats: &[String]) -> Option<i32> {
     let default = ["%Y-%m-%d".to_string()];
-    let formats = if formats.is_empty() { &default[..] } else { formats };
-    formats.iter().find_map(|f| NaiveDate::parse_from_str(t, f).ok()).map(|d| {
-        use chrono::Datelike;
-        d.num_days_from_ce() - EPOCH_DAYS_CE
-    })
+    let formats = if formats.is_empty() {
+        &default[..]
+    } else {
+        formats
+    };
+    formats
+        .iter()
+        .find_map(|f| NaiveDate::parse_from_str(t, f).ok())
+        .map(|d| {
+            use chrono::Datelike;
+            d.num_days_from_ce() - EPOCH_DAYS_CE
+        })
 }
 
 /// Timestamps become UTC microseconds. Without formats, RFC 3339 is expected; a format
 /// without an offset is read as UTC.
 fn parse_timestamp(t: &str, formats: &[String]) -> Option<i64> {
     if formats.is_empty() {
-        return DateTime::parse_from_rfc3339(t).ok().map(|d| d.timestamp_micros());
+        return DateTime::parse_from_rfc3339(t)
+            .ok()
+            .map(|d| d.timestamp_micros());
     }
     formats.iter().find_map(|f| {
         if f.contains("%z") || f.contains("%:z") || f.contains("%#z") {
-            DateTime::parse_from_str(t, f).ok().map(|d| d.timestamp_micros())
+            DateTime::parse_from_str(t, f)
+                .ok()
+                .map(|d| d.timestamp_micros())
         } else {
-            NaiveDateTime::parse_from_str(t, f).ok().map(|d| d.and_utc().timestamp_micros())
+            NaiveDateTime::parse_from_str(t, f)
+                .ok()
+                .map(|d| d.and_utc().timestamp_micros())
         }
     })
 }
@@ -1054,7 +1368,14 @@ impl Quarantine {
         })
     }
 
-    fn push(&mut self, source: &str, file: &str, line: u64, reason: &str, record: &str) -> Result<(), String> {
+    fn push(
+        &mut self,
+        source: &str,
+        file: &str,
+        line: u64,
+        reason: &str,
+        record: &str,
+    ) -> Result<(), String> {
         self.source.append_value(source);
         self.file.append_value(file);
         self.line.append_value(line);
@@ -1072,8 +1393,12 @@ impl Quarantine {
             return Ok(());
         }
         if self.writer.is_none() {
-            let file = File::create(&self.path).map_err(|e| format!("cannot create quarantine file: {e}"))?;
-            self.writer = Some(ArrowWriter::try_new(file, self.schema.clone(), Some(staging_props())).map_err(|e| e.to_string())?);
+            let file = File::create(&self.path)
+                .map_err(|e| format!("cannot create quarantine file: {e}"))?;
+            self.writer = Some(
+                ArrowWriter::try_new(file, self.schema.clone(), Some(staging_props()))
+                    .map_err(|e| e.to_string())?,
+            );
         }
         let arrays: Vec<ArrayRef> = vec![
             Arc::new(self.source.finish()),
@@ -1083,7 +1408,11 @@ impl Quarantine {
             Arc::new(self.record.finish()),
         ];
         let batch = RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| e.to_string())?;
-        self.writer.as_mut().expect("writer").write(&batch).map_err(|e| e.to_string())?;
+        self.writer
+            .as_mut()
+            .expect("writer")
+            .write(&batch)
+            .map_err(|e| e.to_string())?;
         self.pending = 0;
         Ok(())
     }
@@ -1102,19 +1431,38 @@ mod tests {
     use super::*;
 
     fn col(name: &str, kind: ColumnType, required: bool) -> Column {
-        Column { name: name.into(), kind, required, formats: vec![] }
+        Column {
+            name: name.into(),
+            kind,
+            required,
+            formats: vec![],
+        }
     }
 
     #[test]
     fn cells_parse_or_say_why() {
-        assert!(matches!(parse_cell(&col("q", ColumnType::Int, false), Some(" 3 ")), Ok(Cell::Int(3))));
-        let (_, reason) = parse_cell(&col("q", ColumnType::Int, false), Some("two")).err().unwrap();
+        assert!(matches!(
+            parse_cell(&col("q", ColumnType::Int, false), Some(" 3 ")),
+            Ok(Cell::Int(3))
+        ));
+        let (_, reason) = parse_cell(&col("q", ColumnType::Int, false), Some("two"))
+            .err()
+            .unwrap();
         assert_eq!(reason, "column `q`: \"two\" is not an integer");
-        assert!(matches!(parse_cell(&col("q", ColumnType::Int, false), Some("")), Ok(Cell::Null)));
+        assert!(matches!(
+            parse_cell(&col("q", ColumnType::Int, false), Some("")),
+            Ok(Cell::Null)
+        ));
         assert!(parse_cell(&col("id", ColumnType::String, true), Some(" ")).is_err());
         assert!(parse_cell(&col("d", ColumnType::Date, false), Some("2025-13-45")).is_err());
-        let d = Column { formats: vec!["%Y-%m-%d".into(), "%d-%m-%Y".into()], ..col("d", ColumnType::Date, false) };
-        assert!(matches!(parse_cell(&d, Some("12-03-1985")), Ok(Cell::Date(_))));
+        let d = Column {
+            formats: vec!["%Y-%m-%d".into(), "%d-%m-%Y".into()],
+            ..col("d", ColumnType::Date, false)
+        };
+        assert!(matches!(
+            parse_cell(&d, Some("12-03-1985")),
+            Ok(Cell::Date(_))
+        ));
         assert!(parse_cell(&col("p", ColumnType::Float, false), Some("12,50,0")).is_err());
     }
 

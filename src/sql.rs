@@ -7,8 +7,8 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use datafusion::sql::sqlparser::ast::{
-    visit_expressions, visit_expressions_mut, visit_relations, visit_relations_mut, Cte, CteAsMaterialized, Expr, Ident,
-    ObjectName, ObjectNamePart, Spanned, Statement, Value, With,
+    visit_expressions, visit_expressions_mut, visit_relations, visit_relations_mut, Cte,
+    CteAsMaterialized, Expr, Ident, ObjectName, ObjectNamePart, Spanned, Statement, Value, With,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
@@ -52,7 +52,10 @@ impl SqlModel {
         if statements.len() != 1 {
             return Err(Diagnostic::new(
                 file,
-                format!("expected exactly one SQL query, found {} statements", statements.len()),
+                format!(
+                    "expected exactly one SQL query, found {} statements",
+                    statements.len()
+                ),
             ));
         }
         let mut statement = statements.pop().expect("one statement");
@@ -66,20 +69,37 @@ impl SqlModel {
         let materialized = mark_materialized(file, &mut statement, &hints)?;
         let references = relations(&statement).map_err(|e| Diagnostic::new(file, e))?;
         let placeholders = placeholders(&statement);
-        Ok(Self { file: file.to_path_buf(), statement, references, placeholders, materialized })
+        Ok(Self {
+            file: file.to_path_buf(),
+            statement,
+            references,
+            placeholders,
+            materialized,
+        })
     }
 
     /// Splits a bound statement into the queries of its materialized CTEs, each named
     /// `<table_prefix>__<cte>`, and the model's query reading them as tables.
-    pub fn split_materialized(&self, statement: Statement, table_prefix: &str) -> (Vec<(String, Statement)>, Statement) {
-        let Statement::Query(mut query) = statement else { return (Vec::new(), statement) };
-        let Some(with) = query.with.take() else { return (Vec::new(), Statement::Query(query)) };
+    pub fn split_materialized(
+        &self,
+        statement: Statement,
+        table_prefix: &str,
+    ) -> (Vec<(String, Statement)>, Statement) {
+        let Statement::Query(mut query) = statement else {
+            return (Vec::new(), statement);
+        };
+        let Some(with) = query.with.take() else {
+            return (Vec::new(), Statement::Query(query));
+        };
         if self.materialized.is_empty() {
             query.with = Some(with);
             return (Vec::new(), Statement::Query(query));
         }
-        let renames: Vec<(String, String)> =
-            self.materialized.iter().map(|c| (c.clone(), format!("{table_prefix}__{c}"))).collect();
+        let renames: Vec<(String, String)> = self
+            .materialized
+            .iter()
+            .map(|c| (c.clone(), format!("{table_prefix}__{c}")))
+            .collect();
         let mut kept: Vec<Cte> = Vec::new();
         let mut parts = Vec::new();
         for cte in with.cte_tables.iter() {
@@ -95,14 +115,21 @@ impl SqlModel {
                 if let Some(inner) = part.with.take() {
                     ctes.extend(inner.cte_tables);
                 }
-                part.with = Some(With { with_token: with.with_token.clone(), recursive: false, cte_tables: ctes });
+                part.with = Some(With {
+                    with_token: with.with_token.clone(),
+                    recursive: false,
+                    cte_tables: ctes,
+                });
             }
             let mut part = Statement::Query(Box::new(part));
             rename_relations(&mut part, &renames);
             parts.push((table.clone(), part));
         }
         if !kept.is_empty() {
-            query.with = Some(With { cte_tables: kept, ..with });
+            query.with = Some(With {
+                cte_tables: kept,
+                ..with
+            });
         }
         let mut main = Statement::Query(query);
         rename_relations(&mut main, &renames);
@@ -129,7 +156,10 @@ impl SqlModel {
                     match literal_expr(&value.sql_literal()) {
                         Ok(lit) => *expr = lit,
                         Err(e) => {
-                            failure = Some(Diagnostic::new(&self.file, format!("parameter `${name}`: {e}")));
+                            failure = Some(Diagnostic::new(
+                                &self.file,
+                                format!("parameter `${name}`: {e}"),
+                            ));
                             return ControlFlow::Break(());
                         }
                     }
@@ -152,15 +182,27 @@ fn strip_materialized(text: &str) -> (String, Vec<(String, usize, usize)>) {
     let Ok(tokens) = Tokenizer::new(&GenericDialect {}, text).tokenize_with_location() else {
         return (text.to_string(), Vec::new());
     };
-    let significant: Vec<_> = tokens.iter().filter(|t| !matches!(t.token, Token::Whitespace(_))).collect();
+    let significant: Vec<_> = tokens
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .collect();
     let mut hints = Vec::new();
     let mut blank: Vec<(usize, usize, usize)> = Vec::new();
     for w in significant.windows(4) {
-        let (Token::Word(name), Token::Word(kw_as), Token::Word(kw), Token::LParen) = (&w[0].token, &w[1].token, &w[2].token, &w[3].token) else {
+        let (Token::Word(name), Token::Word(kw_as), Token::Word(kw), Token::LParen) =
+            (&w[0].token, &w[1].token, &w[2].token, &w[3].token)
+        else {
             continue;
         };
-        if kw_as.value.eq_ignore_ascii_case("as") && kw.quote_style.is_none() && kw.value.eq_ignore_ascii_case("materialized") {
-            let name = if name.quote_style.is_some() { name.value.clone() } else { name.value.to_lowercase() };
+        if kw_as.value.eq_ignore_ascii_case("as")
+            && kw.quote_style.is_none()
+            && kw.value.eq_ignore_ascii_case("materialized")
+        {
+            let name = if name.quote_style.is_some() {
+                name.value.clone()
+            } else {
+                name.value.to_lowercase()
+            };
             let at = w[2].span.start;
             hints.push((name, at.line as usize, at.column as usize));
             blank.push((at.line as usize, at.column as usize, kw.value.len()));
@@ -186,18 +228,24 @@ fn strip_materialized(text: &str) -> (String, Vec<(String, usize, usize)>) {
 
 /// Marks the CTEs named in `hints` as materialized; only the top-level `WITH` of a
 /// non-recursive query may hold them.
-fn mark_materialized(file: &Path, statement: &mut Statement, hints: &[(String, usize, usize)]) -> Result<Vec<String>, Diagnostic> {
+fn mark_materialized(
+    file: &Path,
+    statement: &mut Statement,
+    hints: &[(String, usize, usize)],
+) -> Result<Vec<String>, Diagnostic> {
     if hints.is_empty() {
         return Ok(Vec::new());
     }
-    let Statement::Query(query) = statement else { return Ok(Vec::new()) };
+    let Statement::Query(query) = statement else {
+        return Ok(Vec::new());
+    };
     let mut names = Vec::new();
     for (name, line, column) in hints {
-        let cte = query
-            .with
-            .as_mut()
-            .filter(|w| !w.recursive)
-            .and_then(|w| w.cte_tables.iter_mut().find(|c| ident_name(&c.alias.name) == *name && c.alias.columns.is_empty()));
+        let cte = query.with.as_mut().filter(|w| !w.recursive).and_then(|w| {
+            w.cte_tables
+                .iter_mut()
+                .find(|c| ident_name(&c.alias.name) == *name && c.alias.columns.is_empty())
+        });
         match cte {
             Some(cte) => {
                 cte.materialized = Some(CteAsMaterialized::Materialized);
@@ -239,7 +287,9 @@ fn rename_relations(statement: &mut Statement, renames: &[(String, String)]) {
 }
 
 fn literal_expr(text: &str) -> Result<Expr, ParserError> {
-    Parser::new(&GenericDialect {}).try_with_sql(text)?.parse_expr()
+    Parser::new(&GenericDialect {})
+        .try_with_sql(text)?
+        .parse_expr()
 }
 
 /// Table references with CTE names removed, using DataFusion's own resolver so that the
@@ -254,19 +304,37 @@ fn relations(statement: &Statement) -> Result<Vec<Named>, String> {
         let text = name
             .0
             .iter()
-            .map(|p| p.as_ident().map(|i| if i.quote_style.is_some() { i.value.clone() } else { i.value.to_lowercase() }).unwrap_or_default())
+            .map(|p| {
+                p.as_ident()
+                    .map(|i| {
+                        if i.quote_style.is_some() {
+                            i.value.clone()
+                        } else {
+                            i.value.to_lowercase()
+                        }
+                    })
+                    .unwrap_or_default()
+            })
             .collect::<Vec<_>>()
             .join(".");
         if wanted.contains(&text) && !found.iter().any(|n| n.name == text) {
             let start = name.span().start;
-            found.push(Named { name: text, line: start.line as usize, column: start.column as usize });
+            found.push(Named {
+                name: text,
+                line: start.line as usize,
+                column: start.column as usize,
+            });
         }
         ControlFlow::<()>::Continue(())
     });
     // Names the visitor could not place still count as dependencies.
     for t in wanted {
         if !found.iter().any(|n| n.name == t) {
-            found.push(Named { name: t, line: 0, column: 0 });
+            found.push(Named {
+                name: t,
+                line: 0,
+                column: 0,
+            });
         }
     }
     Ok(found)
@@ -299,14 +367,19 @@ fn parser_diagnostic(file: &Path, text: &str, err: &ParserError) -> Diagnostic {
         ParserError::RecursionLimitExceeded => "query nests too deeply".to_string(),
     };
     let (message, position) = split_position(&text);
-    let position = position.or_else(|| message.contains("found: EOF").then(|| end_position(source)));
+    let position =
+        position.or_else(|| message.contains("found: EOF").then(|| end_position(source)));
     Diagnostic::new(file, format!("SQL syntax error: {message}")).at_opt(position)
 }
 
 fn end_position(text: &str) -> (usize, usize) {
     let trimmed = text.trim_end();
     let line = trimmed.lines().count().max(1);
-    let column = trimmed.lines().last().map(|l| l.chars().count() + 1).unwrap_or(1);
+    let column = trimmed
+        .lines()
+        .last()
+        .map(|l| l.chars().count() + 1)
+        .unwrap_or(1);
     (line, column)
 }
 
@@ -331,7 +404,10 @@ pub fn error_diagnostic(file: &Path, err: &datafusion::error::DataFusionError) -
     let message = root.message().to_string();
     let span = err.iter().find_map(|e| e.diagnostic()).and_then(|d| d.span);
     let (message, position) = match span {
-        Some(span) if span.start.line > 0 => (message, Some((span.start.line as usize, span.start.column as usize))),
+        Some(span) if span.start.line > 0 => (
+            message,
+            Some((span.start.line as usize, span.start.column as usize)),
+        ),
         _ => split_position(&message),
     };
     Diagnostic::new(file, message).at_opt(position)
@@ -344,7 +420,8 @@ mod tests {
 
     #[test]
     fn finds_tables_but_not_ctes() {
-        let sql = "WITH x AS (SELECT * FROM stg_orders)\nSELECT * FROM x JOIN stg_customers c ON true";
+        let sql =
+            "WITH x AS (SELECT * FROM stg_orders)\nSELECT * FROM x JOIN stg_customers c ON true";
         let m = SqlModel::parse(Path::new("m.sql"), sql).unwrap();
         let names: Vec<_> = m.references.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, vec!["stg_orders", "stg_customers"]);
@@ -353,10 +430,14 @@ mod tests {
 
     #[test]
     fn syntax_errors_have_positions() {
-        let err = SqlModel::parse(Path::new("m.sql"), "SELECT a\nFROM t\nWHERE b = = 1").unwrap_err();
+        let err =
+            SqlModel::parse(Path::new("m.sql"), "SELECT a\nFROM t\nWHERE b = = 1").unwrap_err();
         assert_eq!((err.line, err.column), (Some(3), Some(11)), "{err}");
         let err = SqlModel::parse(Path::new("m.sql"), "SELECT a,\nFROM t WHERE").unwrap_err();
-        assert!(err.to_string().starts_with("m.sql:2:13: SQL syntax error"), "{err}");
+        assert!(
+            err.to_string().starts_with("m.sql:2:13: SQL syntax error"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -364,33 +445,68 @@ mod tests {
         let sql = "WITH a AS (SELECT * FROM t),\n  b AS MATERIALIZED (SELECT x FROM a),\n  c AS (SELECT x FROM b)\nSELECT * FROM b JOIN c ON b.x = c.x";
         let m = SqlModel::parse(Path::new("m.sql"), sql).unwrap();
         assert_eq!(m.materialized, vec!["b"]);
-        assert_eq!(m.references.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), vec!["t"]);
+        assert_eq!(
+            m.references
+                .iter()
+                .map(|n| n.name.as_str())
+                .collect::<Vec<_>>(),
+            vec!["t"]
+        );
         let (parts, main) = m.split_materialized(m.statement.clone(), "m");
         assert_eq!(parts.len(), 1);
         assert_eq!(parts[0].0, "m__b");
         let part = parts[0].1.to_string();
-        assert!(part.starts_with("WITH a AS (SELECT * FROM t) SELECT x FROM a"), "{part}");
+        assert!(
+            part.starts_with("WITH a AS (SELECT * FROM t) SELECT x FROM a"),
+            "{part}"
+        );
         let main = main.to_string();
-        assert!(main.contains("c AS (SELECT x FROM m__b)") && main.contains("FROM m__b JOIN c"), "{main}");
+        assert!(
+            main.contains("c AS (SELECT x FROM m__b)") && main.contains("FROM m__b JOIN c"),
+            "{main}"
+        );
         assert!(!main.contains("b AS"), "{main}");
         // Positions after the hint are unchanged.
-        let err = SqlModel::parse(Path::new("m.sql"), "WITH b AS MATERIALIZED (SELECT 1)\nSELECT * FROM b WHERE = 1").unwrap_err();
+        let err = SqlModel::parse(
+            Path::new("m.sql"),
+            "WITH b AS MATERIALIZED (SELECT 1)\nSELECT * FROM b WHERE = 1",
+        )
+        .unwrap_err();
         assert_eq!((err.line, err.column), (Some(2), Some(23)), "{err}");
-        let err = SqlModel::parse(Path::new("m.sql"), "SELECT * FROM (WITH b AS MATERIALIZED (SELECT 1) SELECT * FROM b) s").unwrap_err();
-        assert!(err.to_string().starts_with("m.sql:1:26: `b AS MATERIALIZED`"), "{err}");
+        let err = SqlModel::parse(
+            Path::new("m.sql"),
+            "SELECT * FROM (WITH b AS MATERIALIZED (SELECT 1) SELECT * FROM b) s",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("m.sql:1:26: `b AS MATERIALIZED`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn binds_parameters_as_literals() {
-        let m = SqlModel::parse(Path::new("m.sql"), "SELECT * FROM t WHERE d <= $as_of AND s = $who").unwrap();
+        let m = SqlModel::parse(
+            Path::new("m.sql"),
+            "SELECT * FROM t WHERE d <= $as_of AND s = $who",
+        )
+        .unwrap();
         assert_eq!(m.placeholders.len(), 2);
         let mut p = Params::new();
-        p.insert("as_of".into(), ParamValue::parse(crate::config::params::ParamType::Date, "2026-11-22").unwrap());
+        p.insert(
+            "as_of".into(),
+            ParamValue::parse(crate::config::params::ParamType::Date, "2026-11-22").unwrap(),
+        );
         p.insert("who".into(), ParamValue::String("x' OR 1=1 --".into()));
         let bound = m.bind(&p).unwrap().to_string();
         assert!(bound.contains("d <= DATE '2026-11-22'"), "{bound}");
         assert!(bound.contains("s = 'x'' OR 1=1 --'"), "{bound}");
         p.remove("who");
-        assert!(m.bind(&p).unwrap_err().message.contains("unknown parameter `$who`"));
+        assert!(m
+            .bind(&p)
+            .unwrap_err()
+            .message
+            .contains("unknown parameter `$who`"));
     }
 }

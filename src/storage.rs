@@ -16,13 +16,28 @@ use crate::config::environment::StoreSpec;
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("store `{store}`: cannot open {url}: {source}")]
-    Open { store: String, url: String, source: object_store::Error },
+    Open {
+        store: String,
+        url: String,
+        source: object_store::Error,
+    },
     #[error("store `{store}`: {path}: {source}")]
-    Io { store: String, path: String, source: object_store::Error },
+    Io {
+        store: String,
+        path: String,
+        source: object_store::Error,
+    },
     #[error("store `{store}`: invalid path {path:?}: {message}")]
-    Path { store: String, path: String, message: String },
+    Path {
+        store: String,
+        path: String,
+        message: String,
+    },
     #[error("local file {path}: {source}")]
-    Local { path: String, source: std::io::Error },
+    Local {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("unknown store `{0}`")]
     Unknown(String),
 }
@@ -45,25 +60,45 @@ impl Store {
     /// lazy, so `validate` can compile an environment without reaching storage.
     pub fn open(spec: &StoreSpec) -> Result<Self, StorageError> {
         let url = &spec.url;
-        let (object_store, prefix, base_url): (Arc<dyn ObjectStore>, ObjectPath, Url) = if url.scheme() == "memory" {
+        let (object_store, prefix, base_url): (Arc<dyn ObjectStore>, ObjectPath, Url) = if url
+            .scheme()
+            == "memory"
+        {
             let host = url.host_str().unwrap_or(&spec.name).to_string();
             let base = Url::parse(&format!("memory://{host}")).expect("valid memory URL");
-            let prefix = ObjectPath::parse(url.path()).map_err(|e| path_err(spec, url.path(), e))?;
+            let prefix =
+                ObjectPath::parse(url.path()).map_err(|e| path_err(spec, url.path(), e))?;
             (Arc::new(InMemory::new()), prefix, base)
         } else {
-            let open_err = |source| StorageError::Open { store: spec.name.clone(), url: url.to_string(), source };
-            let (store, prefix) = open_url(url, &spec.options, spec.retry.as_ref()).map_err(open_err)?;
+            let open_err = |source| StorageError::Open {
+                store: spec.name.clone(),
+                url: url.to_string(),
+                source,
+            };
+            let (store, prefix) =
+                open_url(url, &spec.options, spec.retry.as_ref()).map_err(open_err)?;
             let base = match url.host_str() {
                 Some(h) => Url::parse(&format!("{}://{h}", url.scheme())).expect("valid base URL"),
                 None => Url::parse(&format!("{}://", url.scheme())).expect("valid base URL"),
             };
             (Arc::from(store), prefix, base)
         };
-        Ok(Self { name: spec.name.clone(), object_store, prefix, base_url, display_url: url.to_string() })
+        Ok(Self {
+            name: spec.name.clone(),
+            object_store,
+            prefix,
+            base_url,
+            display_url: url.to_string(),
+        })
     }
 
     /// Wraps an existing client (tests inject failing or in-memory stores this way).
-    pub fn from_object_store(name: &str, base_url: &str, object_store: Arc<dyn ObjectStore>, prefix: &str) -> Self {
+    pub fn from_object_store(
+        name: &str,
+        base_url: &str,
+        object_store: Arc<dyn ObjectStore>,
+        prefix: &str,
+    ) -> Self {
         let base_url = Url::parse(base_url).expect("valid base URL");
         Self {
             name: name.to_string(),
@@ -77,7 +112,11 @@ impl Store {
     /// `rel` (a `/`-separated path inside the store) as a full object path. Empty
     /// segments, `.` and `..` are refused, so a path cannot leave the prefix.
     pub fn path(&self, rel: &str) -> Result<ObjectPath, StorageError> {
-        let mut parts: Vec<String> = self.prefix.parts().map(|p| p.as_ref().to_string()).collect();
+        let mut parts: Vec<String> = self
+            .prefix
+            .parts()
+            .map(|p| p.as_ref().to_string())
+            .collect();
         for seg in rel.split('/').filter(|s| !s.is_empty()) {
             if seg == "." || seg == ".." {
                 return Err(StorageError::Path {
@@ -105,15 +144,25 @@ impl Store {
     pub fn relative(&self, path: &ObjectPath) -> String {
         let full = path.as_ref();
         let prefix = self.prefix.as_ref();
-        full.strip_prefix(prefix).unwrap_or(full).trim_start_matches('/').to_string()
+        full.strip_prefix(prefix)
+            .unwrap_or(full)
+            .trim_start_matches('/')
+            .to_string()
     }
 
     pub fn io_error(&self, path: &ObjectPath, source: object_store::Error) -> StorageError {
-        StorageError::Io { store: self.name.clone(), path: self.relative(path), source }
+        StorageError::Io {
+            store: self.name.clone(),
+            path: self.relative(path),
+            source,
+        }
     }
 
     pub fn local_error(&self, path: &std::path::Path, source: std::io::Error) -> StorageError {
-        StorageError::Local { path: path.display().to_string(), source }
+        StorageError::Local {
+            path: path.display().to_string(),
+            source,
+        }
     }
 
     /// Registers the client with DataFusion so SQL and listing tables can read it.
@@ -147,12 +196,21 @@ fn open_url(
             }};
         }
         match scheme {
-            ObjectStoreScheme::AmazonS3 => remote!(object_store::aws::AmazonS3Builder, object_store::aws::AmazonS3ConfigKey),
+            ObjectStoreScheme::AmazonS3 => remote!(
+                object_store::aws::AmazonS3Builder,
+                object_store::aws::AmazonS3ConfigKey
+            ),
             ObjectStoreScheme::MicrosoftAzure => {
-                remote!(object_store::azure::MicrosoftAzureBuilder, object_store::azure::AzureConfigKey)
+                remote!(
+                    object_store::azure::MicrosoftAzureBuilder,
+                    object_store::azure::AzureConfigKey
+                )
             }
             ObjectStoreScheme::GoogleCloudStorage => {
-                remote!(object_store::gcp::GoogleCloudStorageBuilder, object_store::gcp::GoogleConfigKey)
+                remote!(
+                    object_store::gcp::GoogleCloudStorageBuilder,
+                    object_store::gcp::GoogleConfigKey
+                )
             }
             _ => {}
         }
@@ -162,7 +220,11 @@ fn open_url(
 }
 
 fn path_err(spec: &StoreSpec, path: &str, e: object_store::path::Error) -> StorageError {
-    StorageError::Path { store: spec.name.clone(), path: path.to_string(), message: e.to_string() }
+    StorageError::Path {
+        store: spec.name.clone(),
+        path: path.to_string(),
+        message: e.to_string(),
+    }
 }
 
 /// The opened stores of one run, by name.
@@ -185,7 +247,9 @@ impl Stores {
     }
 
     pub fn get(&self, name: &str) -> Result<&Store, StorageError> {
-        self.stores.get(name).ok_or_else(|| StorageError::Unknown(name.to_string()))
+        self.stores
+            .get(name)
+            .ok_or_else(|| StorageError::Unknown(name.to_string()))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Store> {

@@ -15,7 +15,11 @@ fn pyarrow_and_duckdb_read_every_mart_from_the_documented_layout() {
         .current_dir(repo())
         .output()
         .unwrap();
-    assert!(out.status.success(), "demo failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "demo failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let marts = dir.join("marts");
     let manifest_path = common::manifest_files(&marts.join("_runs")).pop().unwrap();
     let script = format!(
@@ -47,16 +51,33 @@ print("quarantine", q[0])
         manifest = manifest_path.to_string_lossy()
     );
     let printed = run_python(&script);
-    assert!(printed.contains("mart_rfm") && printed.contains("mart_abc_summary"), "{printed}");
+    assert!(
+        printed.contains("mart_rfm") && printed.contains("mart_abc_summary"),
+        "{printed}"
+    );
 }
 
 #[test]
 fn duckdb_reads_a_partitioned_mart_through_its_live_folder() {
     let p = Project::from_fixture("mini");
     let text = std::fs::read_to_string(p.path("pipelines/mini.yaml")).unwrap();
-    p.write("pipelines/mini.yaml", &text.replace("  - sql: marts/mart_totals.sql\n", "  - sql: marts/mart_totals.sql\n    partition_by: [customer_id]\n"));
+    p.write(
+        "pipelines/mini.yaml",
+        &text.replace(
+            "  - sql: marts/mart_totals.sql\n",
+            "  - sql: marts/mart_totals.sql\n    partition_by: [customer_id]\n",
+        ),
+    );
     for _ in 0..2 {
-        p.run(&["run", "pipelines/mini.yaml", "--config", "config/env.yaml", "--as-of", "2026-11-22"]).expect_code(0);
+        p.run(&[
+            "run",
+            "pipelines/mini.yaml",
+            "--config",
+            "config/env.yaml",
+            "--as-of",
+            "2026-11-22",
+        ])
+        .expect_code(0);
     }
     let live = p.path("marts/mart_totals");
     let script = format!(

@@ -46,9 +46,18 @@ impl Process {
             .spawn()
             .unwrap_or_else(|e| panic!("start {name}: {e}"));
         let log = Arc::new(Mutex::new(String::new()));
-        for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>), child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>)]
-            .into_iter()
-            .flatten()
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
         {
             let log = log.clone();
             std::thread::spawn(move || {
@@ -59,7 +68,11 @@ impl Process {
                 }
             });
         }
-        Self { name: name.to_string(), child, log }
+        Self {
+            name: name.to_string(),
+            child,
+            log,
+        }
     }
 
     fn log(&self) -> String {
@@ -75,7 +88,12 @@ impl Process {
                 std::thread::sleep(Duration::from_millis(200));
                 return status.code().unwrap_or(-1);
             }
-            assert!(started.elapsed() < timeout, "{} did not finish within {timeout:?}:\n{}", self.name, self.log());
+            assert!(
+                started.elapsed() < timeout,
+                "{} did not finish within {timeout:?}:\n{}",
+                self.name,
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -99,7 +117,11 @@ fn free_port() -> u16 {
     static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap();
     loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         if !given.contains(&port) {
             given.push(port);
             return port;
@@ -115,7 +137,9 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.").then(|| body.to_string()).filter(|_| head.contains(" 200"))
+    head.starts_with("HTTP/1.")
+        .then(|| body.to_string())
+        .filter(|_| head.contains(" 200"))
 }
 
 /// A scheduler and executors of the binary on free ports.
@@ -132,8 +156,17 @@ impl Cluster {
         let port = free_port();
         let config = config.to_string_lossy().into_owned();
         let bind = format!("127.0.0.1:{port}");
-        let scheduler = Process::spawn("scheduler", &["scheduler", "--bind", &bind, "--config", &config], vars);
-        let mut cluster = Self { port, scheduler, executors: Vec::new(), _work: work };
+        let scheduler = Process::spawn(
+            "scheduler",
+            &["scheduler", "--bind", &bind, "--config", &config],
+            vars,
+        );
+        let mut cluster = Self {
+            port,
+            scheduler,
+            executors: Vec::new(),
+            _work: work,
+        };
         for i in 0..executors {
             let (flight, grpc) = (free_port(), free_port());
             let dir = cluster._work.path().join(format!("executor-{i}"));
@@ -156,7 +189,9 @@ impl Cluster {
             ]
             .map(str::to_string);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            cluster.executors.push(Process::spawn(&format!("executor {i}"), &args, vars));
+            cluster
+                .executors
+                .push(Process::spawn(&format!("executor {i}"), &args, vars));
         }
         cluster.wait_for_executors(executors);
         cluster
@@ -179,7 +214,11 @@ impl Cluster {
                 started.elapsed() < Duration::from_secs(60),
                 "{n} executors did not register within 60 s\n--- scheduler\n{}\n--- executors\n{}",
                 self.scheduler.log(),
-                self.executors.iter().map(Process::log).collect::<Vec<_>>().join("\n---\n")
+                self.executors
+                    .iter()
+                    .map(Process::log)
+                    .collect::<Vec<_>>()
+                    .join("\n---\n")
             );
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -187,7 +226,10 @@ impl Cluster {
 
     /// Everything the cluster's processes logged.
     fn logs(&self) -> String {
-        std::iter::once(&self.scheduler).chain(&self.executors).map(|p| format!("--- {}\n{}", p.name, p.log())).collect()
+        std::iter::once(&self.scheduler)
+            .chain(&self.executors)
+            .map(|p| format!("--- {}\n{}", p.name, p.log()))
+            .collect()
     }
 }
 
@@ -207,14 +249,30 @@ impl Setup {
         let mut vars = HashMap::new();
         vars.insert("TEST_S3_ENDPOINT".to_string(), servers().s3.clone());
         vars.insert("TEST_AWS_KEY_ID".to_string(), "testing-key-id".to_string());
-        vars.insert("TEST_AWS_SECRET".to_string(), "s3-secret-that-must-not-leak".to_string());
+        vars.insert(
+            "TEST_AWS_SECRET".to_string(),
+            "s3-secret-that-must-not-leak".to_string(),
+        );
         let exports = dir.path().join("exports");
         let out = Command::new(binary())
-            .args(["generate", "--customers", &customers.to_string(), "--seed", "7", "--as-of", AS_OF, "--out"])
+            .args([
+                "generate",
+                "--customers",
+                &customers.to_string(),
+                "--seed",
+                "7",
+                "--as-of",
+                AS_OF,
+                "--out",
+            ])
             .arg(&exports)
             .output()
             .unwrap();
-        assert!(out.status.success(), "generate: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "generate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Self { dir, bucket, vars }
     }
 
@@ -224,7 +282,13 @@ impl Setup {
 
     /// An environment file: exports in the local folder every process of this machine
     /// reads, marts in a local folder or in the bucket, the engine, and the hash key.
-    fn env_file(&self, name: &str, marts_on_s3: bool, execution: &str, hash_key: Option<&str>) -> PathBuf {
+    fn env_file(
+        &self,
+        name: &str,
+        marts_on_s3: bool,
+        execution: &str,
+        hash_key: Option<&str>,
+    ) -> PathBuf {
         let marts = if marts_on_s3 {
             format!(
                 "    url: s3://{}/marts\n    options:\n      aws_endpoint: ${{TEST_S3_ENDPOINT}}\n      aws_allow_http: \"true\"\n      aws_region: us-east-1\n      aws_access_key_id: ${{TEST_AWS_KEY_ID}}\n      aws_secret_access_key: ${{TEST_AWS_SECRET}}\n      aws_copy_if_not_exists: multipart\n",
@@ -233,7 +297,9 @@ impl Setup {
         } else {
             format!("    url: {}\n", self.path("local-marts").display())
         };
-        let privacy = hash_key.map(|k| format!("privacy:\n  hash_key: {k}\n")).unwrap_or_default();
+        let privacy = hash_key
+            .map(|k| format!("privacy:\n  hash_key: {k}\n"))
+            .unwrap_or_default();
         let text = format!(
             "stores:\n  exports:\n    url: {}\n  marts:\n{marts}execution:\n  memory_limit: 2GiB\n  target_partitions: 2\n  spill_dir: {}\n{execution}{privacy}",
             self.path("exports").display(),
@@ -246,7 +312,14 @@ impl Setup {
 
     fn run(&self, config: &Path, extra: &[&str]) -> Process {
         let config = config.to_string_lossy().into_owned();
-        let mut args = vec!["run", "pipelines/customer_marts.yaml", "--config", &config, "--as-of", AS_OF];
+        let mut args = vec![
+            "run",
+            "pipelines/customer_marts.yaml",
+            "--config",
+            &config,
+            "--as-of",
+            AS_OF,
+        ];
         args.extend_from_slice(extra);
         Process::spawn("run", &args, &self.vars)
     }
@@ -270,16 +343,29 @@ impl Setup {
         let _ = std::fs::remove_dir_all(&local);
         std::fs::create_dir_all(&local).unwrap();
         let store = self.s3();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         runtime.block_on(async {
             let prefix = object_store::path::Path::from("marts");
             let objects: Vec<_> = store.list(Some(&prefix)).try_collect().await.unwrap();
             for meta in objects {
-                let rel = meta.location.as_ref().trim_start_matches("marts/").to_string();
+                let rel = meta
+                    .location
+                    .as_ref()
+                    .trim_start_matches("marts/")
+                    .to_string();
                 if rel.starts_with('_') {
                     continue;
                 }
-                let bytes = store.get(&meta.location).await.unwrap().bytes().await.unwrap();
+                let bytes = store
+                    .get(&meta.location)
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap();
                 let path = local.join(&rel);
                 std::fs::create_dir_all(path.parent().unwrap()).unwrap();
                 std::fs::write(path, bytes).unwrap();
@@ -291,17 +377,26 @@ impl Setup {
     /// Object names under `prefix` of the bucket.
     fn objects(&self, prefix: &str) -> Vec<String> {
         let store = self.s3();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         runtime.block_on(async {
             let prefix = object_store::path::Path::from(prefix);
             let objects: Vec<_> = store.list(Some(&prefix)).try_collect().await.unwrap();
-            objects.into_iter().map(|m| m.location.to_string()).collect()
+            objects
+                .into_iter()
+                .map(|m| m.location.to_string())
+                .collect()
         })
     }
 
     fn manifest(&self, run_id: &str) -> serde_json::Value {
         let store = self.s3();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         runtime.block_on(async {
             let path = object_store::path::Path::from(format!("marts/_runs/{run_id}.json"));
             let bytes = store.get(&path).await.unwrap().bytes().await.unwrap();
@@ -311,8 +406,15 @@ impl Setup {
 }
 
 fn run_id_of(log: &str) -> String {
-    let at = log.find("run_id=").unwrap_or_else(|| panic!("no run id in\n{log}"));
-    log[at + 7..].split(|c: char| c.is_whitespace() || c == ',').next().unwrap().trim_matches('"').to_string()
+    let at = log
+        .find("run_id=")
+        .unwrap_or_else(|| panic!("no run id in\n{log}"));
+    log[at + 7..]
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .next()
+        .unwrap()
+        .trim_matches('"')
+        .to_string()
 }
 
 #[test]
@@ -321,59 +423,129 @@ fn the_pipeline_on_a_cluster_gives_the_local_engines_marts_and_survives_a_lost_e
     // The local engine's marts: the reference.
     let local_env = setup.env_file("local", false, "", Some(HASH_KEY));
     let mut local = setup.run(&local_env, &[]);
-    assert_eq!(local.wait(Duration::from_secs(600)), 0, "local run:\n{}", local.log());
+    assert_eq!(
+        local.wait(Duration::from_secs(600)),
+        0,
+        "local run:\n{}",
+        local.log()
+    );
     let expected = common::mart_contents(&setup.path("local-marts"));
     assert!(expected.len() >= 10, "local marts: {expected:?}");
 
     // The cluster, configured from one environment file; the client names the engine.
     let cluster_env = setup.env_file("cluster", true, "", Some(HASH_KEY));
     let cluster = Cluster::start(&cluster_env, 2, &setup.vars);
-    let mut run = setup.run(&cluster_env, &["--engine", "ballista", "--scheduler", &cluster.url()]);
+    let mut run = setup.run(
+        &cluster_env,
+        &["--engine", "ballista", "--scheduler", &cluster.url()],
+    );
     let code = run.wait(Duration::from_secs(900));
     assert_eq!(code, 0, "cluster run:\n{}\n{}", run.log(), cluster.logs());
     let got = common::mart_contents(&setup.download_marts("cluster-marts"));
     let differences = common::mart_differences(&expected, &got);
-    assert!(differences.is_empty(), "cluster marts differ from the local engine's:\n{}", differences.join("\n"));
+    assert!(
+        differences.is_empty(),
+        "cluster marts differ from the local engine's:\n{}",
+        differences.join("\n")
+    );
 
     // The manifest says which engine ran; the shared scratch tables are gone.
     let run_id = run_id_of(&run.log());
     let manifest = setup.manifest(&run_id);
-    assert_eq!(manifest["engine"], format!("ballista {}", cluster.url()), "{manifest}");
-    assert!(setup.objects(&format!("marts/_scratch/{run_id}")).is_empty(), "scratch left behind");
+    assert_eq!(
+        manifest["engine"],
+        format!("ballista {}", cluster.url()),
+        "{manifest}"
+    );
+    // Identity blocked, compared and scored its candidate pairs as cluster work.
+    assert!(
+        manifest
+            .to_string()
+            .contains(r#""pairs_compared_in":"engine""#),
+        "{manifest}"
+    );
+    assert!(
+        setup
+            .objects(&format!("marts/_scratch/{run_id}"))
+            .is_empty(),
+        "scratch left behind"
+    );
     // The executors really ran the tasks (both took part), and the hash key appeared in
     // no log line and no job's settings.
     for (i, e) in cluster.executors.iter().enumerate() {
         let log = e.log();
-        assert!(log.contains("Execute task") || log.contains("Received task"), "executor {i} ran no task:\n{log}");
+        assert!(
+            log.contains("Execute task") || log.contains("Received task"),
+            "executor {i} ran no task:\n{log}"
+        );
     }
-    assert!(!cluster.logs().contains(HASH_KEY) && !run.log().contains(HASH_KEY), "the hash key was logged");
-    let jobs: serde_json::Value = serde_json::from_str(&http_get(cluster.port, "/api/jobs").expect("jobs")).unwrap();
+    assert!(
+        !cluster.logs().contains(HASH_KEY) && !run.log().contains(HASH_KEY),
+        "the hash key was logged"
+    );
+    let jobs: serde_json::Value =
+        serde_json::from_str(&http_get(cluster.port, "/api/jobs").expect("jobs")).unwrap();
     let jobs = jobs.as_array().expect("job list");
-    assert!(jobs.len() > 10, "only {} jobs ran on the cluster", jobs.len());
+    assert!(
+        jobs.len() > 10,
+        "only {} jobs ran on the cluster",
+        jobs.len()
+    );
     let mut settings_read = 0;
     for job in jobs.iter().take(20) {
-        let id = job["job_id"].as_str().or_else(|| job["id"].as_str()).unwrap_or_default();
+        let id = job["job_id"]
+            .as_str()
+            .or_else(|| job["id"].as_str())
+            .unwrap_or_default();
         if let Some(config) = http_get(cluster.port, &format!("/api/job/{id}/config")) {
-            assert!(!config.contains(HASH_KEY), "job {id} carries the hash key in its settings");
+            assert!(
+                !config.contains(HASH_KEY),
+                "job {id} carries the hash key in its settings"
+            );
             settings_read += 1;
         }
     }
-    assert!(settings_read > 0, "no job's settings could be read: {jobs:?}");
-    let runs = Command::new(binary()).args(["runs", "--config"]).arg(&cluster_env).envs(&setup.vars).output().unwrap();
+    assert!(
+        settings_read > 0,
+        "no job's settings could be read: {jobs:?}"
+    );
+    let runs = Command::new(binary())
+        .args(["runs", "--config"])
+        .arg(&cluster_env)
+        .envs(&setup.vars)
+        .output()
+        .unwrap();
     let listing = String::from_utf8_lossy(&runs.stdout);
-    assert!(listing.lines().any(|l| l.contains(&run_id) && l.contains("ballista")), "{listing}");
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains(&run_id) && l.contains("ballista")),
+        "{listing}"
+    );
 
     // An executor killed in the middle of a run: the run finishes on the other executor or
     // fails naming the cause. A second run builds on the first (stable customer keys), so
     // its reference is a second local run; a failed one leaves the first run's marts live.
     let mut local_again = setup.run(&local_env, &[]);
-    assert_eq!(local_again.wait(Duration::from_secs(600)), 0, "second local run:\n{}", local_again.log());
+    assert_eq!(
+        local_again.wait(Duration::from_secs(600)),
+        0,
+        "second local run:\n{}",
+        local_again.log()
+    );
     let expected_again = common::mart_contents(&setup.path("local-marts"));
     let mut cluster = cluster;
-    let mut second = setup.run(&cluster_env, &["--engine", "ballista", "--scheduler", &cluster.url()]);
+    let mut second = setup.run(
+        &cluster_env,
+        &["--engine", "ballista", "--scheduler", &cluster.url()],
+    );
     let started = Instant::now();
     while !second.log().contains("step finished") {
-        assert!(started.elapsed() < Duration::from_secs(300), "the second run did not get to its steps:\n{}", second.log());
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the second run did not get to its steps:\n{}",
+            second.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     cluster.executors[1].kill();
@@ -384,10 +556,17 @@ fn the_pipeline_on_a_cluster_gives_the_local_engines_marts_and_survives_a_lost_e
         common::mart_differences(&expected_again, &live)
     } else {
         assert_eq!(code, 1, "{log}");
-        assert!(log.contains("run failed") && log.contains("error"), "the failure names no cause:\n{log}");
+        assert!(
+            log.contains("run failed") && log.contains("error"),
+            "the failure names no cause:\n{log}"
+        );
         common::mart_differences(&expected, &live)
     };
-    assert!(differences.is_empty(), "after the lost executor (run exit {code}) the live marts differ:\n{}", differences.join("\n"));
+    assert!(
+        differences.is_empty(),
+        "after the lost executor (run exit {code}) the live marts differ:\n{}",
+        differences.join("\n")
+    );
     eprintln!("the run that lost an executor exited with {code}");
 }
 
@@ -395,13 +574,25 @@ fn the_pipeline_on_a_cluster_gives_the_local_engines_marts_and_survives_a_lost_e
 fn a_scheduler_that_does_not_answer_fails_the_run_naming_it() {
     let setup = Setup::new("cluster-down", 50);
     let port = free_port();
-    let env = setup.env_file("down", true, &format!("  engine: ballista\n  scheduler: df://127.0.0.1:{port}\n"), Some(HASH_KEY));
+    let env = setup.env_file(
+        "down",
+        true,
+        &format!("  engine: ballista\n  scheduler: df://127.0.0.1:{port}\n"),
+        Some(HASH_KEY),
+    );
     let mut run = setup.run(&env, &[]);
     let code = run.wait(Duration::from_secs(120));
     let log = run.log();
     assert_eq!(code, 1, "{log}");
-    assert!(log.contains(&format!("df://127.0.0.1:{port}")) && log.contains("does not answer"), "{log}");
-    assert!(setup.objects("marts").iter().all(|o| o.contains("/_runs/")), "something was published: {:?}", setup.objects("marts"));
+    assert!(
+        log.contains(&format!("df://127.0.0.1:{port}")) && log.contains("does not answer"),
+        "{log}"
+    );
+    assert!(
+        setup.objects("marts").iter().all(|o| o.contains("/_runs/")),
+        "something was published: {:?}",
+        setup.objects("marts")
+    );
 }
 
 /// A cluster run keeps its tables in the publish store, so one in this process's memory is
@@ -410,21 +601,46 @@ fn a_scheduler_that_does_not_answer_fails_the_run_naming_it() {
 fn a_cluster_run_refuses_a_publish_store_in_memory() {
     let setup = Setup::new("cluster-memory", 20);
     let port = free_port();
-    let env = setup.env_file("memory", true, &format!("  engine: ballista\n  scheduler: df://127.0.0.1:{port}\n"), Some(HASH_KEY));
+    let env = setup.env_file(
+        "memory",
+        true,
+        &format!("  engine: ballista\n  scheduler: df://127.0.0.1:{port}\n"),
+        Some(HASH_KEY),
+    );
     let text = std::fs::read_to_string(&env).unwrap();
     let marts_start = text.find("  marts:\n").unwrap();
     let marts_end = text.find("execution:").unwrap();
-    std::fs::write(&env, format!("{}  marts:\n    url: memory:///\n{}", &text[..marts_start], &text[marts_end..])).unwrap();
+    std::fs::write(
+        &env,
+        format!(
+            "{}  marts:\n    url: memory:///\n{}",
+            &text[..marts_start],
+            &text[marts_end..]
+        ),
+    )
+    .unwrap();
     let mut run = setup.run(&env, &[]);
     let code = run.wait(Duration::from_secs(120));
     let log = run.log();
     assert_eq!(code, 1, "{log}");
-    assert!(log.contains("memory://") && log.contains("cannot read") && !log.contains("does not answer"), "{log}");
+    assert!(
+        log.contains("memory://")
+            && log.contains("cannot read")
+            && !log.contains("does not answer"),
+        "{log}"
+    );
 }
 
 #[test]
 fn an_executor_without_the_hash_key_or_with_another_fails_the_run_instead_of_hashing_wrongly() {
-    for (name, executor_key, expected) in [("keyless", None, "no key configured"), ("other-key", Some("another-key-7d2e"), "differs from the client's")] {
+    for (name, executor_key, expected) in [
+        ("keyless", None, "no key configured"),
+        (
+            "other-key",
+            Some("another-key-7d2e"),
+            "differs from the client's",
+        ),
+    ] {
         let setup = Setup::new(&format!("cluster-{name}"), 80);
         let client_env = setup.env_file("client", true, "", Some(HASH_KEY));
         let executor_env = setup.env_file(name, true, "", executor_key);
@@ -433,10 +649,19 @@ fn an_executor_without_the_hash_key_or_with_another_fails_the_run_instead_of_has
         let code = run.wait(Duration::from_secs(600));
         let log = run.log();
         assert_eq!(code, 1, "{name}: {log}\n{}", cluster.logs());
-        assert!(log.contains("keyed_hash") && log.contains(expected), "{name}: {log}");
+        assert!(
+            log.contains("keyed_hash") && log.contains(expected),
+            "{name}: {log}"
+        );
         // A configuration failure: running it again would not help.
         let manifest = setup.manifest(&run_id_of(&log));
         assert_eq!(manifest["error_kind"], "config", "{name}: {manifest}");
-        assert!(!setup.objects("marts").iter().any(|o| o.ends_with("mart_customer.parquet")), "{name}: mart_customer was published");
+        assert!(
+            !setup
+                .objects("marts")
+                .iter()
+                .any(|o| o.ends_with("mart_customer.parquet")),
+            "{name}: mart_customer was published"
+        );
     }
 }

@@ -16,13 +16,26 @@ fn round(v: &str, places: i32) -> f64 {
 #[test]
 fn the_pipeline_reproduces_the_published_cdnow_fits() {
     let p = Project::from_fixture("cdnow");
-    for file in ["value/clv_summary.sql", "value/clv_summary.yml", "marts/mart_clv.sql", "marts/mart_clv.yml", "marts/mart_clv_model.yml"] {
+    for file in [
+        "value/clv_summary.sql",
+        "value/clv_summary.yml",
+        "marts/mart_clv.sql",
+        "marts/mart_clv.yml",
+        "marts/mart_clv_model.yml",
+    ] {
         let text = std::fs::read_to_string(repo().join("sql").join(file)).unwrap();
         p.write(&format!("sql/{file}"), &text);
     }
     let data = common::cdnow_dir();
-    p.write("config/env.yaml", &format!("stores:\n  lifetimes:\n    url: {}\n  marts:\n    url: marts\n", data.display()));
-    p.run(&["run", "pipelines/cdnow.yaml", "--config", "config/env.yaml"]).expect_code(0);
+    p.write(
+        "config/env.yaml",
+        &format!(
+            "stores:\n  lifetimes:\n    url: {}\n  marts:\n    url: marts\n",
+            data.display()
+        ),
+    );
+    p.run(&["run", "pipelines/cdnow.yaml", "--config", "config/env.yaml"])
+        .expect_code(0);
 
     let model = &read_parquet_rows(&p.path("marts/mart_clv_model.parquet"))[0];
     assert_eq!(model["customers"], "2357");
@@ -31,7 +44,11 @@ fn the_pipeline_reproduces_the_published_cdnow_fits() {
     assert_eq!(round(&model["alpha"], 3), 4.414, "{model:?}");
     assert_eq!(round(&model["a"], 3), 0.793, "{model:?}");
     assert_eq!(round(&model["b"], 3), 2.426, "{model:?}");
-    assert_eq!(round(&model["bgnbd_log_likelihood"], 1), -9582.4, "{model:?}");
+    assert_eq!(
+        round(&model["bgnbd_log_likelihood"], 1),
+        -9582.4,
+        "{model:?}"
+    );
     assert_eq!(round(&model["p"], 2), 6.25, "{model:?}");
     assert_eq!(round(&model["q"], 2), 3.74, "{model:?}");
     assert_eq!(round(&model["gamma"], 2), 15.44, "{model:?}");
@@ -45,14 +62,25 @@ fn the_pipeline_reproduces_the_published_cdnow_fits() {
         assert!((0.0..=1.0).contains(&p_alive), "{c:?}");
         assert!(clv >= 0.0, "{c:?}");
         if c["frequency"] == "0.0" {
-            assert_eq!(p_alive, 1.0, "no repeat purchase: alive by the model's definition");
+            assert_eq!(
+                p_alive, 1.0,
+                "no repeat purchase: alive by the model's definition"
+            );
         }
     }
 
     // The fit's diagnostics are in the run manifest.
-    let manifest = common::manifest_files(&p.path("marts/_runs")).pop().unwrap();
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
-    let step = manifest["steps"].as_array().unwrap().iter().find(|s| s["name"] == "mart_clv_model").unwrap();
+    let manifest = common::manifest_files(&p.path("marts/_runs"))
+        .pop()
+        .unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+    let step = manifest["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "mart_clv_model")
+        .unwrap();
     assert_eq!(step["details"]["bgnbd"]["converged"], true);
     assert!(step["details"]["fit_ms"].as_u64().unwrap() < 5_000);
 }
@@ -62,7 +90,13 @@ fn the_pipeline_reproduces_the_published_cdnow_fits() {
 #[test]
 fn the_cdnow_fit_is_the_same_on_every_rerun() {
     let p = Project::from_fixture("cdnow");
-    for file in ["value/clv_summary.sql", "value/clv_summary.yml", "marts/mart_clv.sql", "marts/mart_clv.yml", "marts/mart_clv_model.yml"] {
+    for file in [
+        "value/clv_summary.sql",
+        "value/clv_summary.yml",
+        "marts/mart_clv.sql",
+        "marts/mart_clv.yml",
+        "marts/mart_clv_model.yml",
+    ] {
         let text = std::fs::read_to_string(repo().join("sql").join(file)).unwrap();
         p.write(&format!("sql/{file}"), &text);
     }
@@ -77,15 +111,27 @@ fn the_cdnow_fit_is_the_same_on_every_rerun() {
                 data.display()
             ),
         );
-        p.run(&["run", "pipelines/cdnow.yaml", "--config", &config]).expect_code(0);
-        let model = read_parquet_rows(&p.path(&format!("marts-{i}/mart_clv_model.parquet"))).remove(0);
+        p.run(&["run", "pipelines/cdnow.yaml", "--config", &config])
+            .expect_code(0);
+        let model =
+            read_parquet_rows(&p.path(&format!("marts-{i}/mart_clv_model.parquet"))).remove(0);
         let mut scores = read_parquet_rows(&p.path(&format!("marts-{i}/mart_clv.parquet")));
-        scores.sort_by(|a, b| a.values().collect::<Vec<_>>().cmp(&b.values().collect::<Vec<_>>()));
+        scores.sort_by(|a, b| {
+            a.values()
+                .collect::<Vec<_>>()
+                .cmp(&b.values().collect::<Vec<_>>())
+        });
         fits.push((partitions, model, scores));
     }
     let (_, first_model, first_scores) = &fits[0];
     for (partitions, model, scores) in &fits[1..] {
-        assert_eq!(model, first_model, "mart_clv_model with target_partitions {partitions}");
-        assert!(scores == first_scores, "mart_clv differs with target_partitions {partitions}");
+        assert_eq!(
+            model, first_model,
+            "mart_clv_model with target_partitions {partitions}"
+        );
+        assert!(
+            scores == first_scores,
+            "mart_clv differs with target_partitions {partitions}"
+        );
     }
 }

@@ -27,7 +27,13 @@ fn env(p: &Project, data: &Path, partitions: usize, marts: &str) -> PathBuf {
 /// `crm-marts run` of the customer-marts pipeline with `extra` arguments.
 fn run_pipeline(config: &Path, extra: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_crm-marts"))
-        .args(["run", "pipelines/customer_marts.yaml", "--as-of", "2026-11-22", "--config"])
+        .args([
+            "run",
+            "pipelines/customer_marts.yaml",
+            "--as-of",
+            "2026-11-22",
+            "--config",
+        ])
         .arg(config)
         .args(extra)
         .current_dir(repo())
@@ -38,7 +44,11 @@ fn run_pipeline(config: &Path, extra: &[&str]) -> std::process::Output {
 
 fn run(p: &Project, data: &Path, partitions: usize, marts: &str) -> PathBuf {
     let out = run_pipeline(&env(p, data, partitions, marts), &[]);
-    assert!(out.status.success(), "run with target_partitions {partitions}:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "run with target_partitions {partitions}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     data.join(marts)
 }
 
@@ -46,7 +56,16 @@ fn run(p: &Project, data: &Path, partitions: usize, marts: &str) -> PathBuf {
 fn marts_are_the_same_bit_for_bit_whatever_the_partitioning() {
     let p = Project::new();
     let data = p.path("data");
-    p.run(&["generate", "--customers", "1500", "--seed", "11", "--out", "data/exports"]).expect_code(0);
+    p.run(&[
+        "generate",
+        "--customers",
+        "1500",
+        "--seed",
+        "11",
+        "--out",
+        "data/exports",
+    ])
+    .expect_code(0);
 
     let one = mart_contents(&run(&p, &data, 1, "marts-1"));
     let eight = mart_contents(&run(&p, &data, 8, "marts-8"));
@@ -54,11 +73,26 @@ fn marts_are_the_same_bit_for_bit_whatever_the_partitioning() {
     assert!(one.len() > 20, "{:?}", one.keys());
 
     let mut differences = Vec::new();
-    for (label, other) in [("target_partitions 8", &eight), ("target_partitions 8, second run", &again)] {
-        assert_eq!(one.keys().collect::<Vec<_>>(), other.keys().collect::<Vec<_>>(), "{label}: other marts");
-        differences.extend(common::mart_differences(&one, other).into_iter().map(|d| format!("({label}) {d}")));
+    for (label, other) in [
+        ("target_partitions 8", &eight),
+        ("target_partitions 8, second run", &again),
+    ] {
+        assert_eq!(
+            one.keys().collect::<Vec<_>>(),
+            other.keys().collect::<Vec<_>>(),
+            "{label}: other marts"
+        );
+        differences.extend(
+            common::mart_differences(&one, other)
+                .into_iter()
+                .map(|d| format!("({label}) {d}")),
+        );
     }
-    assert!(differences.is_empty(), "marts differ from the run with target_partitions 1:\n{}", differences.join("\n"));
+    assert!(
+        differences.is_empty(),
+        "marts differ from the run with target_partitions 1:\n{}",
+        differences.join("\n")
+    );
 }
 
 /// Appends a copy of every `step`-th data row of an export (its header stays first): a
@@ -78,7 +112,16 @@ fn re_export(file: &Path, step: usize) -> usize {
 fn re_exported_orders_lines_returns_and_answers_change_no_mart() {
     let p = Project::new();
     let data = p.path("data");
-    p.run(&["generate", "--customers", "800", "--seed", "12", "--out", "data/exports"]).expect_code(0);
+    p.run(&[
+        "generate",
+        "--customers",
+        "800",
+        "--seed",
+        "12",
+        "--out",
+        "data/exports",
+    ])
+    .expect_code(0);
     let before = mart_contents(&run(&p, &data, 2, "marts-before"));
 
     let exports = data.join("exports");
@@ -94,11 +137,18 @@ fn re_exported_orders_lines_returns_and_answers_change_no_mart() {
     }
     let after = mart_contents(&run(&p, &data, 2, "marts-after"));
     let changed = common::mart_differences(&before, &after);
-    assert!(changed.is_empty(), "re-exported rows changed marts:\n{}", changed.join("\n"));
+    assert!(
+        changed.is_empty(),
+        "re-exported rows changed marts:\n{}",
+        changed.join("\n")
+    );
 }
 
 fn latest_manifest(marts: &Path) -> serde_json::Value {
-    let mut runs: Vec<PathBuf> = common::walk(&marts.join("_runs")).into_iter().filter(|f| f.extension().is_some_and(|e| e == "json")).collect();
+    let mut runs: Vec<PathBuf> = common::walk(&marts.join("_runs"))
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "json"))
+        .collect();
     runs.sort();
     serde_json::from_slice(&std::fs::read(runs.last().unwrap()).unwrap()).unwrap()
 }
@@ -115,7 +165,16 @@ fn current(marts: &Path, mart: &str) -> String {
 fn a_deferred_selection_reads_identity_from_the_published_map_and_gives_the_same_marts() {
     let p = Project::new();
     let data = p.path("data");
-    p.run(&["generate", "--customers", "400", "--seed", "13", "--out", "data/exports"]).expect_code(0);
+    p.run(&[
+        "generate",
+        "--customers",
+        "400",
+        "--seed",
+        "13",
+        "--out",
+        "data/exports",
+    ])
+    .expect_code(0);
     let marts = run(&p, &data, 2, "marts");
     let full = mart_contents(&marts);
     let abc_before = current(&marts, "mart_abc");
@@ -123,10 +182,24 @@ fn a_deferred_selection_reads_identity_from_the_published_map_and_gives_the_same
 
     let config = env(&p, &data, 2, "marts");
     let out = run_pipeline(&config, &["--select", "mart_rfm+", "--defer"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let manifest = latest_manifest(&marts);
-    let steps: Vec<&str> = manifest["steps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert!(!steps.contains(&"identity") && steps.contains(&"mart_rfm") && steps.contains(&"int_order_values"), "{steps:?}");
+    let steps: Vec<&str> = manifest["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        !steps.contains(&"identity")
+            && steps.contains(&"mart_rfm")
+            && steps.contains(&"int_order_values"),
+        "{steps:?}"
+    );
     let selection = &manifest["selection"];
     assert_eq!(selection["select"], serde_json::json!(["mart_rfm+"]));
     let deferred: Vec<(&str, &str)> = selection["deferred"]
@@ -135,25 +208,71 @@ fn a_deferred_selection_reads_identity_from_the_published_map_and_gives_the_same
         .iter()
         .map(|d| (d["table"].as_str().unwrap(), d["mart"].as_str().unwrap()))
         .collect();
-    assert!(deferred.contains(&("identity", "mart_identity_map")), "{deferred:?}");
-    let published: Vec<&str> = manifest["outputs"].as_array().unwrap().iter().map(|o| o["mart"].as_str().unwrap()).collect();
-    let selected: Vec<&str> = selection["selected"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
-    assert_eq!(published, selected.iter().filter(|s| s.starts_with("mart_")).copied().collect::<Vec<_>>());
-    assert!(published.contains(&"mart_rfm") && !published.contains(&"mart_abc"), "{published:?}");
-    assert_eq!(current(&marts, "mart_rfm"), manifest["run_id"].as_str().unwrap());
-    assert_eq!(current(&marts, "mart_abc"), abc_before, "a mart outside the selection was published");
+    assert!(
+        deferred.contains(&("identity", "mart_identity_map")),
+        "{deferred:?}"
+    );
+    let published: Vec<&str> = manifest["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["mart"].as_str().unwrap())
+        .collect();
+    let selected: Vec<&str> = selection["selected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        published,
+        selected
+            .iter()
+            .filter(|s| s.starts_with("mart_"))
+            .copied()
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        published.contains(&"mart_rfm") && !published.contains(&"mart_abc"),
+        "{published:?}"
+    );
+    assert_eq!(
+        current(&marts, "mart_rfm"),
+        manifest["run_id"].as_str().unwrap()
+    );
+    assert_eq!(
+        current(&marts, "mart_abc"),
+        abc_before,
+        "a mart outside the selection was published"
+    );
     assert_eq!(current(&marts, "mart_identity_map"), identity_before);
     let after = mart_contents(&marts);
     let changed = common::mart_differences(&full, &after);
-    assert!(changed.is_empty(), "the deferred run changed marts:\n{}", changed.join("\n"));
+    assert!(
+        changed.is_empty(),
+        "the deferred run changed marts:\n{}",
+        changed.join("\n")
+    );
 
     // Without --defer, what the selection reads is computed (identity included) and only
     // the selection is published.
     let out = run_pipeline(&config, &["--select", "mart_rfm"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let manifest = latest_manifest(&marts);
-    let steps: Vec<&str> = manifest["steps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert!(steps.contains(&"identity") && !steps.contains(&"mart_abc"), "{steps:?}");
+    let steps: Vec<&str> = manifest["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        steps.contains(&"identity") && !steps.contains(&"mart_abc"),
+        "{steps:?}"
+    );
     assert_eq!(manifest["outputs"].as_array().unwrap().len(), 1);
     assert_eq!(mart_contents(&marts)["mart_rfm"], full["mart_rfm"]);
 

@@ -12,9 +12,16 @@ use common::{read_parquet_rows, walk, Project};
 
 fn run(p: &Project, extra_env: &[(&str, &str)]) -> common::Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_crm-marts"));
-    cmd.args(["run", "pipelines/mini.yaml", "--config", "config/env.yaml", "--as-of", "2026-11-22"])
-        .current_dir(p.dir.path())
-        .env("CRM_MARTS_LOG", "info");
+    cmd.args([
+        "run",
+        "pipelines/mini.yaml",
+        "--config",
+        "config/env.yaml",
+        "--as-of",
+        "2026-11-22",
+    ])
+    .current_dir(p.dir.path())
+    .env("CRM_MARTS_LOG", "info");
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
@@ -22,10 +29,13 @@ fn run(p: &Project, extra_env: &[(&str, &str)]) -> common::Run {
 }
 
 fn snapshot(dir: &std::path::Path) -> Vec<(PathBuf, Vec<u8>)> {
-    walk(dir).into_iter().map(|f| {
-        let bytes = std::fs::read(&f).unwrap();
-        (f, bytes)
-    }).collect()
+    walk(dir)
+        .into_iter()
+        .map(|f| {
+            let bytes = std::fs::read(&f).unwrap();
+            (f, bytes)
+        })
+        .collect()
 }
 
 fn totals(p: &Project) -> Vec<(String, String)> {
@@ -43,11 +53,21 @@ fn truncated_and_corrupt_exports_are_quarantined_or_fail_naming_the_file() {
     csv.push_str("O9,C1,2026-0");
     p.write("exports/orders.csv", &csv);
     let out = run(&p, &[]).expect_code(0);
-    assert!(out.stderr().contains("rows quarantined"), "{}", out.stderr());
-    let quarantine: Vec<PathBuf> = walk(&p.path("marts/_quarantine")).into_iter().filter(|f| f.to_string_lossy().contains("orders")).collect();
+    assert!(
+        out.stderr().contains("rows quarantined"),
+        "{}",
+        out.stderr()
+    );
+    let quarantine: Vec<PathBuf> = walk(&p.path("marts/_quarantine"))
+        .into_iter()
+        .filter(|f| f.to_string_lossy().contains("orders"))
+        .collect();
     let latest = quarantine.iter().max().unwrap();
     let rows = read_parquet_rows(latest);
-    let cut = rows.iter().find(|r| r["record"].contains("O9")).unwrap_or_else(|| panic!("{rows:?}"));
+    let cut = rows
+        .iter()
+        .find(|r| r["record"].contains("O9"))
+        .unwrap_or_else(|| panic!("{rows:?}"));
     assert!(cut["file"].ends_with("exports/orders.csv"), "{cut:?}");
     assert_eq!(cut["line"], "9", "{cut:?}");
     assert_eq!(totals(&p), before, "the cut row is not counted");
@@ -60,13 +80,23 @@ fn truncated_and_corrupt_exports_are_quarantined_or_fail_naming_the_file() {
     );
     p.write("pipelines/mini.yaml", &text);
     p.write("sql/staging/stg_stock.sql", "SELECT * FROM stock\n");
-    let text = text.replace("  - sql: staging/stg_orders.sql\n", "  - sql: staging/stg_orders.sql\n  - sql: staging/stg_stock.sql\n");
+    let text = text.replace(
+        "  - sql: staging/stg_orders.sql\n",
+        "  - sql: staging/stg_orders.sql\n  - sql: staging/stg_stock.sql\n",
+    );
     p.write("pipelines/mini.yaml", &text);
-    p.write("exports/stock.parquet", "PAR1 this file was overwritten by a broken export job");
+    p.write(
+        "exports/stock.parquet",
+        "PAR1 this file was overwritten by a broken export job",
+    );
     let mut exports = snapshot(&p.path("exports"));
     exports.sort();
     let out = run(&p, &[]).expect_code(1);
-    assert!(out.stderr().contains("stock.parquet"), "the file is named: {}", out.stderr());
+    assert!(
+        out.stderr().contains("stock.parquet"),
+        "the file is named: {}",
+        out.stderr()
+    );
     assert_eq!(totals(&p), before, "the previous marts stay live");
 
     let mut after = snapshot(&p.path("exports"));
@@ -78,7 +108,14 @@ fn truncated_and_corrupt_exports_are_quarantined_or_fail_naming_the_file() {
 fn orders_csv(rows: usize, customers: usize) -> String {
     let mut csv = String::from("order_id,customer_id,order_date,quantity\n");
     for i in 0..rows {
-        let _ = writeln!(csv, "O{i:07},C{:05},2026-{:02}-{:02},{}", (i * 7919) % customers, 1 + i % 12, 1 + i % 28, 1 + i % 5);
+        let _ = writeln!(
+            csv,
+            "O{i:07},C{:05},2026-{:02}-{:02},{}",
+            (i * 7919) % customers,
+            1 + i % 12,
+            1 + i % 28,
+            1 + i % 5
+        );
     }
     csv
 }
@@ -106,8 +143,19 @@ fn under_a_small_memory_limit_sorts_spill_and_a_join_that_cannot_fails_naming_th
     assert_eq!(unlimited.len(), 40_000);
 
     with_limit(&p, "16MiB");
-    let out = run(&p, &[("CRM_MARTS_LOG", "info,datafusion_physical_plan::sorts=debug")]).expect_code(0);
-    assert!(out.stderr().contains("Spilling sort data"), "the sort spilled:\n{}", out.stderr());
+    let out = run(
+        &p,
+        &[(
+            "CRM_MARTS_LOG",
+            "info,datafusion_physical_plan::sorts=debug",
+        )],
+    )
+    .expect_code(0);
+    assert!(
+        out.stderr().contains("Spilling sort data"),
+        "the sort spilled:\n{}",
+        out.stderr()
+    );
     let mut limited = read_parquet_rows(&p.path("marts/mart_totals.parquet"));
     let mut expected = unlimited.clone();
     limited.sort();
@@ -119,7 +167,10 @@ fn under_a_small_memory_limit_sorts_spill_and_a_join_that_cannot_fails_naming_th
     with_limit(&p, "4MiB");
     let out = run(&p, &[]).expect_code(1);
     let err = out.stderr();
-    assert!(err.contains("Resources exhausted") && err.contains("memory pool is 4.0 MiB"), "{err}");
+    assert!(
+        err.contains("Resources exhausted") && err.contains("memory pool is 4.0 MiB"),
+        "{err}"
+    );
     assert!(err.contains("mart_totals.sql"), "{err}");
     let mut live = read_parquet_rows(&p.path("marts/mart_totals.parquet"));
     live.sort();
@@ -132,7 +183,11 @@ fn under_a_small_memory_limit_sorts_spill_and_a_join_that_cannot_fails_naming_th
         "stores:\n  exports:\n    url: exports\n  marts:\n    url: marts\nexecution:\n  memory_limit: 24MiB\n  engine_memory: 8MiB\n",
     );
     let err = run(&p, &[]).expect_code(1).stderr();
-    assert!(err.contains("loading the sources: the process reached") && err.contains("past the run's memory limit of 0.02 GiB"), "{err}");
+    assert!(
+        err.contains("loading the sources: the process reached")
+            && err.contains("past the run's memory limit of 0.02 GiB"),
+        "{err}"
+    );
     assert!(err.contains("kind=resource"), "{err}");
     let mut live = read_parquet_rows(&p.path("marts/mart_totals.parquet"));
     live.sort();
@@ -156,11 +211,25 @@ fn a_full_disk_fails_the_run_cleanly() {
     let script = format!(
         "ulimit -f 512; trap '' XFSZ; exec '{bin}' run pipelines/mini.yaml --config config/env.yaml --as-of 2026-11-22"
     );
-    let out = common::Run(Command::new("sh").args(["-c", &script]).current_dir(p.dir.path()).env("CRM_MARTS_LOG", "info").output().unwrap());
+    let out = common::Run(
+        Command::new("sh")
+            .args(["-c", &script])
+            .current_dir(p.dir.path())
+            .env("CRM_MARTS_LOG", "info")
+            .output()
+            .unwrap(),
+    );
     let out = out.expect_code(1);
-    assert!(out.stderr().to_lowercase().contains("file too large"), "{}", out.stderr());
+    assert!(
+        out.stderr().to_lowercase().contains("file too large"),
+        "{}",
+        out.stderr()
+    );
     assert_eq!(totals(&p), before, "the previous marts stay live");
-    assert!(snapshot(&p.path("exports")) == exports_now, "the exports were not touched");
+    assert!(
+        snapshot(&p.path("exports")) == exports_now,
+        "the exports were not touched"
+    );
 
     // With space again, the next run succeeds.
     run(&p, &[]).expect_code(0);

@@ -11,7 +11,10 @@ const SPEC_HEAD: &str = "name: mart_totals\ndescription: Quantity per customer.\
 
 fn mini_with(tests: &str) -> Project {
     let p = Project::from_fixture("mini");
-    p.write("sql/marts/mart_totals.yml", &format!("{SPEC_HEAD}tests:\n{tests}"));
+    p.write(
+        "sql/marts/mart_totals.yml",
+        &format!("{SPEC_HEAD}tests:\n{tests}"),
+    );
     p
 }
 
@@ -54,24 +57,68 @@ fn passing_and_failing_expectations_with_a_readable_diff() {
       - { customer_id: C9, quantity: 1 }
 "#,
     );
-    p.write("sql/tests/totals_orders.csv", "order_id,customer_id,quantity\no1,C1,3\no2,C1,4\no3,C2,1\n");
+    p.write(
+        "sql/tests/totals_orders.csv",
+        "order_id,customer_id,quantity\no1,C1,3\no2,C1,4\no3,C2,1\n",
+    );
     let run = p.run(&["test", "pipelines/mini.yaml"]).expect_code(1);
     let out = run.stdout();
-    for passed in ["sums_per_customer", "the_minimum_is_a_parameter", "from_a_csv_file"] {
-        assert!(out.contains(&format!("ok      mart_totals :: {passed}")), "{out}");
+    for passed in [
+        "sums_per_customer",
+        "the_minimum_is_a_parameter",
+        "from_a_csv_file",
+    ] {
+        assert!(
+            out.contains(&format!("ok      mart_totals :: {passed}")),
+            "{out}"
+        );
     }
-    assert!(out.contains("FAILED  mart_totals :: wrong_on_purpose (sql/marts/mart_totals.yml:29:5)"), "{out}");
-    assert!(out.contains("changed row customer_id = \"C1\": quantity: expected 6, got 5"), "{out}");
-    assert!(out.contains("missing row (expected, not produced): { customer_id: \"C9\", quantity: 1 }"), "{out}");
-    assert!(out.contains("extra row (produced, not expected): { customer_id: \"C2\", quantity: 1 }"), "{out}");
+    assert!(
+        out.contains("FAILED  mart_totals :: wrong_on_purpose (sql/marts/mart_totals.yml:29:5)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("changed row customer_id = \"C1\": quantity: expected 6, got 5"),
+        "{out}"
+    );
+    assert!(
+        out.contains("missing row (expected, not produced): { customer_id: \"C9\", quantity: 1 }"),
+        "{out}"
+    );
+    assert!(
+        out.contains("extra row (produced, not expected): { customer_id: \"C2\", quantity: 1 }"),
+        "{out}"
+    );
     assert!(out.contains("4 tests, 3 passed, 1 failed"), "{out}");
     // Without the wrong test, the run passes; --select picks models.
-    let p = mini_with(&std::fs::read_to_string(p.path("sql/marts/mart_totals.yml")).unwrap().split("tests:\n").nth(1).unwrap().split("  - name: wrong_on_purpose").next().unwrap().to_string());
-    p.write("sql/tests/totals_orders.csv", "order_id,customer_id,quantity\no1,C1,3\no2,C1,4\no3,C2,1\n");
-    let out = p.run(&["test", "pipelines/mini.yaml", "--select", "mart_totals"]).expect_code(0).stdout();
+    let p = mini_with(
+        &std::fs::read_to_string(p.path("sql/marts/mart_totals.yml"))
+            .unwrap()
+            .split("tests:\n")
+            .nth(1)
+            .unwrap()
+            .split("  - name: wrong_on_purpose")
+            .next()
+            .unwrap()
+            .to_string(),
+    );
+    p.write(
+        "sql/tests/totals_orders.csv",
+        "order_id,customer_id,quantity\no1,C1,3\no2,C1,4\no3,C2,1\n",
+    );
+    let out = p
+        .run(&["test", "pipelines/mini.yaml", "--select", "mart_totals"])
+        .expect_code(0)
+        .stdout();
     assert!(out.contains("3 tests, 3 passed, 0 failed"), "{out}");
-    let err = p.run(&["test", "pipelines/mini.yaml", "--select", "mart_totls"]).expect_code(2).stderr();
-    assert!(err.contains("mart_totls") && err.contains("no SQL model"), "{err}");
+    let err = p
+        .run(&["test", "pipelines/mini.yaml", "--select", "mart_totls"])
+        .expect_code(2)
+        .stderr();
+    assert!(
+        err.contains("mart_totls") && err.contains("no SQL model"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -109,7 +156,10 @@ fn every_mistake_in_a_test_is_located_in_the_yaml() {
       - { customer_id: C1, total: 1 }
 "#,
     );
-    let out = p.run(&["test", "pipelines/mini.yaml"]).expect_code(1).stdout();
+    let out = p
+        .run(&["test", "pipelines/mini.yaml"])
+        .expect_code(1)
+        .stdout();
     let expected = [
         "sql/marts/mart_totals.yml:4:5: test `checks_nothing` of mart_totals: it checks nothing",
         "sql/marts/mart_totals.yml:9:7: test `reads_another_table` of mart_totals: given table `orders` is not read by the model, which reads `stg_orders`",
@@ -129,18 +179,33 @@ fn every_mistake_in_a_test_is_located_in_the_yaml() {
 /// under `sql/marts/` has at least two of them.
 #[test]
 fn the_shipped_models_unit_tests_pass() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crm-marts")).arg("test").current_dir(common::repo()).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crm-marts"))
+        .arg("test")
+        .current_dir(common::repo())
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let summary = stdout.lines().last().unwrap_or_default();
-    let tests: usize = summary.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    let tests: usize = summary
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
     assert!(tests >= 60, "{stdout}");
     let marts = common::repo().join("sql/marts");
     for entry in std::fs::read_dir(&marts).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "sql") {
             let mart = path.file_stem().unwrap().to_string_lossy().into_owned();
-            let passed = stdout.lines().filter(|l| l.starts_with("ok") && l.contains(&format!(" {mart} :: "))).count();
+            let passed = stdout
+                .lines()
+                .filter(|l| l.starts_with("ok") && l.contains(&format!(" {mart} :: ")))
+                .count();
             assert!(passed >= 2, "{mart} has {passed} passing unit tests; every mart pins its definitions with at least two:\n{stdout}");
         }
     }
@@ -153,21 +218,67 @@ fn the_shipped_models_unit_tests_pass() {
 fn new_mart_writes_the_sql_the_step_and_the_yaml_from_the_plan() {
     let p = Project::from_fixture("mini");
     let pipeline = std::fs::read_to_string(p.path("pipelines/mini.yaml")).unwrap();
-    p.write("pipelines/mini.yaml", &pipeline.replace("steps:\n", "steps:\n  # staging first\n"));
-    let out = p.run(&["new", "mart", "mart_big_orders", "--pipeline", "pipelines/mini.yaml"]).expect_code(0);
-    assert!(out.stdout().contains("customer_id  string"), "{}", out.stdout());
+    p.write(
+        "pipelines/mini.yaml",
+        &pipeline.replace("steps:\n", "steps:\n  # staging first\n"),
+    );
+    let out = p
+        .run(&[
+            "new",
+            "mart",
+            "mart_big_orders",
+            "--pipeline",
+            "pipelines/mini.yaml",
+        ])
+        .expect_code(0);
+    assert!(
+        out.stdout().contains("customer_id  string"),
+        "{}",
+        out.stdout()
+    );
     let sql = std::fs::read_to_string(p.path("sql/marts/mart_big_orders.sql")).unwrap();
-    assert!(sql.contains("SELECT customer_id\nFROM mart_totals"), "{sql}");
+    assert!(
+        sql.contains("SELECT customer_id\nFROM mart_totals"),
+        "{sql}"
+    );
     let pipeline = std::fs::read_to_string(p.path("pipelines/mini.yaml")).unwrap();
     assert!(pipeline.contains("  # staging first\n"), "{pipeline}");
-    assert!(pipeline.contains("  - sql: marts/mart_totals.sql\n  - sql: marts/mart_big_orders.sql\npublish:"), "{pipeline}");
+    assert!(
+        pipeline.contains(
+            "  - sql: marts/mart_totals.sql\n  - sql: marts/mart_big_orders.sql\npublish:"
+        ),
+        "{pipeline}"
+    );
     let yml = std::fs::read_to_string(p.path("sql/marts/mart_big_orders.yml")).unwrap();
-    assert!(yml.contains("contract: enforced\ncolumns:\n  - name: customer_id\n    type: string\n"), "{yml}");
+    assert!(
+        yml.contains("contract: enforced\ncolumns:\n  - name: customer_id\n    type: string\n"),
+        "{yml}"
+    );
     p.run(&["validate", "pipelines/mini.yaml"]).expect_code(0);
     // Running it again neither adds the step twice nor overwrites the YAML.
-    let again = p.run(&["new", "mart", "mart_big_orders", "--pipeline", "pipelines/mini.yaml"]).expect_code(2);
-    assert!(again.stderr().contains("mart_big_orders.yml: exists; `--force`"), "{}", again.stderr());
-    assert_eq!(std::fs::read_to_string(p.path("pipelines/mini.yaml")).unwrap().matches("mart_big_orders").count(), 1);
+    let again = p
+        .run(&[
+            "new",
+            "mart",
+            "mart_big_orders",
+            "--pipeline",
+            "pipelines/mini.yaml",
+        ])
+        .expect_code(2);
+    assert!(
+        again
+            .stderr()
+            .contains("mart_big_orders.yml: exists; `--force`"),
+        "{}",
+        again.stderr()
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.path("pipelines/mini.yaml"))
+            .unwrap()
+            .matches("mart_big_orders")
+            .count(),
+        1
+    );
 
     // The analyst writes the query and documents a column; the YAML follows the new plan.
     p.write(
@@ -176,16 +287,45 @@ fn new_mart_writes_the_sql_the_step_and_the_yaml_from_the_plan() {
     );
     p.write(
         "sql/marts/mart_big_orders.yml",
-        &yml.replace("description: ''\n#", "description: Largest order per customer.\n#")
-            .replace("    type: string\n    description: ''\n", "    type: string\n    description: The customer.\n    checks: [not_null, unique]\n"),
+        &yml.replace(
+            "description: ''\n#",
+            "description: Largest order per customer.\n#",
+        )
+        .replace(
+            "    type: string\n    description: ''\n",
+            "    type: string\n    description: The customer.\n    checks: [not_null, unique]\n",
+        ),
     );
-    p.run(&["new", "mart", "mart_big_orders", "--pipeline", "pipelines/mini.yaml", "--force"]).expect_code(0);
+    p.run(&[
+        "new",
+        "mart",
+        "mart_big_orders",
+        "--pipeline",
+        "pipelines/mini.yaml",
+        "--force",
+    ])
+    .expect_code(0);
     let yml = std::fs::read_to_string(p.path("sql/marts/mart_big_orders.yml")).unwrap();
-    assert!(yml.starts_with("name: mart_big_orders\ndescription: Largest order per customer.\n"), "{yml}");
+    assert!(
+        yml.starts_with("name: mart_big_orders\ndescription: Largest order per customer.\n"),
+        "{yml}"
+    );
     assert!(yml.contains("  - name: customer_id\n    type: string\n    description: The customer.\n    checks:\n      - not_null\n      - unique\n"), "{yml}");
-    assert!(yml.contains("  - name: largest_quantity\n    type: bigint\n") && yml.contains("  - name: orders\n    type: bigint\n"), "{yml}");
+    assert!(
+        yml.contains("  - name: largest_quantity\n    type: bigint\n")
+            && yml.contains("  - name: orders\n    type: bigint\n"),
+        "{yml}"
+    );
     p.run(&["validate", "pipelines/mini.yaml"]).expect_code(0);
-    p.run(&["run", "pipelines/mini.yaml", "--config", "config/env.yaml", "--as-of", "2026-11-22"]).expect_code(0);
+    p.run(&[
+        "run",
+        "pipelines/mini.yaml",
+        "--config",
+        "config/env.yaml",
+        "--as-of",
+        "2026-11-22",
+    ])
+    .expect_code(0);
     assert!(p.path("marts/mart_big_orders.parquet").exists());
 }
 
@@ -202,51 +342,125 @@ fn docs_site_has_every_table_the_graph_and_column_lineage() {
         .current_dir(common::repo())
         .output()
         .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let pipeline = crm_marts::config::Pipeline::load(&common::repo().join("pipelines/customer_marts.yaml"), None).unwrap();
-    let tables: Vec<String> =
-        pipeline.sources.iter().map(|s| s.name.clone()).chain(pipeline.steps.iter().map(|s| s.name.clone())).collect();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let pipeline = crm_marts::config::Pipeline::load(
+        &common::repo().join("pipelines/customer_marts.yaml"),
+        None,
+    )
+    .unwrap();
+    let tables: Vec<String> = pipeline
+        .sources
+        .iter()
+        .map(|s| s.name.clone())
+        .chain(pipeline.steps.iter().map(|s| s.name.clone()))
+        .collect();
     let index = std::fs::read_to_string(out.join("index.html")).unwrap();
-    assert_eq!(index.matches("<rect ").count(), tables.len(), "one graph node per table");
+    assert_eq!(
+        index.matches("<rect ").count(),
+        tables.len(),
+        "one graph node per table"
+    );
     for t in &tables {
         assert!(out.join(format!("t/{t}.html")).exists(), "no page for {t}");
-        assert!(index.contains(&format!("href=\"t/{t}.html\"")), "{t} not linked from the index");
+        assert!(
+            index.contains(&format!("href=\"t/{t}.html\"")),
+            "{t} not linked from the index"
+        );
     }
     for page in common::walk(&out) {
         let text = std::fs::read_to_string(&page).unwrap();
         for external in ["src=\"http", "href=\"http", "url(http", "@import"] {
-            assert!(!text.contains(external), "{} loads something from the network ({external})", page.display());
+            assert!(
+                !text.contains(external),
+                "{} loads something from the network ({external})",
+                page.display()
+            );
         }
     }
     let rfm = std::fs::read_to_string(out.join("t/mart_rfm.html")).unwrap();
-    assert!(rfm.contains("<code>recency_days</code></td><td><code>int</code>"), "{rfm}");
+    assert!(
+        rfm.contains("<code>recency_days</code></td><td><code>int</code>"),
+        "{rfm}"
+    );
     assert!(rfm.contains("FROM int_order_values"), "the SQL is shown");
     // A `>` in the SQL is escaped, not markup.
-    assert!(!rfm.contains("AS INT) > CAST") && rfm.contains("AS INT) &gt; CAST"), "SQL is not escaped");
+    assert!(
+        !rfm.contains("AS INT) > CAST") && rfm.contains("AS INT) &gt; CAST"),
+        "SQL is not escaped"
+    );
 
-    let lineage: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("lineage.json")).unwrap()).unwrap();
+    let lineage: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("lineage.json")).unwrap()).unwrap();
     let names = |v: &serde_json::Value| -> Vec<String> {
-        v.as_array().unwrap().iter().map(|r| format!("{}.{}", r["table"].as_str().unwrap(), r["column"].as_str().unwrap())).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}.{}",
+                    r["table"].as_str().unwrap(),
+                    r["column"].as_str().unwrap()
+                )
+            })
+            .collect()
     };
     let monetary = &lineage["mart_rfm"]["monetary"];
-    assert_eq!(names(&monetary["direct"]), ["int_order_values.net_amount", "int_order_values.order_date"]);
+    assert_eq!(
+        names(&monetary["direct"]),
+        ["int_order_values.net_amount", "int_order_values.order_date"]
+    );
     let sources = names(&monetary["sources"]);
-    for c in ["erp_order_lines.quantity", "erp_order_lines.unit_price", "erp_order_lines.discount_amount"] {
+    for c in [
+        "erp_order_lines.quantity",
+        "erp_order_lines.unit_price",
+        "erp_order_lines.discount_amount",
+    ] {
         assert!(sources.contains(&c.to_string()), "{sources:?}");
     }
-    assert_eq!(names(&lineage["mart_rfm"]["customer_key"]["sources"]), ["identity.customer_key"]);
-    assert_eq!(names(&lineage["mart_customer_360"]["frequency"]["direct"]), ["mart_rfm.frequency"]);
+    assert_eq!(
+        names(&lineage["mart_rfm"]["customer_key"]["sources"]),
+        ["identity.customer_key"]
+    );
+    assert_eq!(
+        names(&lineage["mart_customer_360"]["frequency"]["direct"]),
+        ["mart_rfm.frequency"]
+    );
 
     // A real browser renders the graph and a table page without console errors; the
     // screenshots are kept under target/screenshots for a person to look at.
     let shots = common::repo().join("target/screenshots");
-    for (page, shot) in [("index.html", "docs-index.png"), ("t/mart_rfm.html", "docs-mart_rfm.png")] {
+    for (page, shot) in [
+        ("index.html", "docs-index.png"),
+        ("t/mart_rfm.html", "docs-mart_rfm.png"),
+    ] {
         let (dom, log) = common::render(&out.join(page), &shots.join(shot));
-        assert!(!log.contains(":CONSOLE") && !log.contains("Uncaught"), "console errors on {page}:\n{log}");
-        assert!(std::fs::metadata(shots.join(shot)).unwrap().len() > 10_000, "{shot} is blank");
+        assert!(
+            !log.contains(":CONSOLE") && !log.contains("Uncaught"),
+            "console errors on {page}:\n{log}"
+        );
+        assert!(
+            std::fs::metadata(shots.join(shot)).unwrap().len() > 10_000,
+            "{shot} is blank"
+        );
         if page == "index.html" {
-            let graph = dom.split("<svg id=\"graph\"").nth(1).expect("the graph is in the DOM");
-            assert_eq!(graph.split("</svg>").next().unwrap().matches("<rect").count(), tables.len(), "graph nodes rendered");
+            let graph = dom
+                .split("<svg id=\"graph\"")
+                .nth(1)
+                .expect("the graph is in the DOM");
+            assert_eq!(
+                graph
+                    .split("</svg>")
+                    .next()
+                    .unwrap()
+                    .matches("<rect")
+                    .count(),
+                tables.len(),
+                "graph nodes rendered"
+            );
         } else {
             assert!(dom.contains("<table class=\"columns\">"), "{dom}");
         }

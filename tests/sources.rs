@@ -39,13 +39,19 @@ steps:
   - sql: marts/mart_events.sql
 publish: { store: marts }
 "#,
-        &[("marts/mart_events.sql", "SELECT id, at, ok FROM events ORDER BY id\n")],
+        &[(
+            "marts/mart_events.sql",
+            "SELECT id, at, ok FROM events ORDER BY id\n",
+        )],
     );
     p.write(
         "exports/app/2026-11-01.ndjson",
         "{\"id\": 1, \"at\": \"2026-03-29T02:30:00+02:00\", \"ok\": true}\n{\"id\": \"x\"}\n\n{not json\n",
     );
-    p.write("exports/app/2026-11-02.ndjson", "{\"id\": 2, \"ok\": \"no\"}\n{\"at\": \"2026-01-01T00:00:00Z\"}\n");
+    p.write(
+        "exports/app/2026-11-02.ndjson",
+        "{\"id\": 2, \"ok\": \"no\"}\n{\"at\": \"2026-01-01T00:00:00Z\"}\n",
+    );
     p.write("exports/app/_SUCCESS", "");
     run(&p).expect_code(0);
     let rows = read_parquet_rows(&p.path("marts/mart_events.parquet"));
@@ -55,12 +61,32 @@ publish: { store: marts }
     let q = common::walk(&p.path("marts/_quarantine"));
     let mut bad: Vec<(String, String)> = read_parquet_rows(&q[0])
         .iter()
-        .map(|r| (format!("{}:{}", r["file"].rsplit('/').next().unwrap(), r["line"]), r["reason"].clone()))
+        .map(|r| {
+            (
+                format!("{}:{}", r["file"].rsplit('/').next().unwrap(), r["line"]),
+                r["reason"].clone(),
+            )
+        })
         .collect();
     bad.sort();
-    assert_eq!(bad[0], ("2026-11-01.ndjson:2".into(), "column `id`: \"x\" is not an integer".into()));
-    assert!(bad[1].0 == "2026-11-01.ndjson:4" && bad[1].1.starts_with("invalid JSON"), "{bad:?}");
-    assert_eq!(bad[2], ("2026-11-02.ndjson:2".into(), "required column `id` is empty".into()));
+    assert_eq!(
+        bad[0],
+        (
+            "2026-11-01.ndjson:2".into(),
+            "column `id`: \"x\" is not an integer".into()
+        )
+    );
+    assert!(
+        bad[1].0 == "2026-11-01.ndjson:4" && bad[1].1.starts_with("invalid JSON"),
+        "{bad:?}"
+    );
+    assert_eq!(
+        bad[2],
+        (
+            "2026-11-02.ndjson:2".into(),
+            "required column `id` is empty".into()
+        )
+    );
 }
 
 #[test]
@@ -95,22 +121,46 @@ publish: { store: marts }
             ("seeds/regions.csv", "region,name\nN,North\nS,South\n"),
         ],
     );
-    p.write("exports/sales/2026/part-1.csv", "region,amount\nN,10.5\nS,1\n");
+    p.write(
+        "exports/sales/2026/part-1.csv",
+        "region,amount\nN,10.5\nS,1\n",
+    );
     p.write("exports/sales/2027/part-2.csv", "region,amount\nN,2\n");
     p.write("exports/sales/2027/other.csv", "region,amount\nN,1000\n");
     run(&p).expect_code(0);
-    let mut rows: Vec<(String, String)> =
-        read_parquet_rows(&p.path("marts/mart_sales.parquet")).iter().map(|r| (r["name"].clone(), r["amount"].clone())).collect();
+    let mut rows: Vec<(String, String)> = read_parquet_rows(&p.path("marts/mart_sales.parquet"))
+        .iter()
+        .map(|r| (r["name"].clone(), r["amount"].clone()))
+        .collect();
     rows.sort();
-    assert_eq!(rows, vec![("North".into(), "12.5".into()), ("South".into(), "1.0".into())]);
-    assert_eq!(read_parquet_rows(&p.path("marts/mart_previous.parquet"))[0]["rows_before"], "0", "first run: empty");
+    assert_eq!(
+        rows,
+        vec![
+            ("North".into(), "12.5".into()),
+            ("South".into(), "1.0".into())
+        ]
+    );
+    assert_eq!(
+        read_parquet_rows(&p.path("marts/mart_previous.parquet"))[0]["rows_before"],
+        "0",
+        "first run: empty"
+    );
     run(&p).expect_code(0);
     let previous = &read_parquet_rows(&p.path("marts/mart_previous.parquet"))[0];
-    assert_eq!(previous["rows_before"], "2", "second run reads the first's mart");
+    assert_eq!(
+        previous["rows_before"], "2",
+        "second run reads the first's mart"
+    );
     // A declared optional column the Parquet file lacks reads as NULL; a required one fails.
     assert_eq!(previous["with_currency"], "0");
     let pipeline = std::fs::read_to_string(p.path("pipelines/p.yaml")).unwrap();
-    p.write("pipelines/p.yaml", &pipeline.replace("{ name: currency, type: string }", "{ name: currency, type: string, required: true }"));
+    p.write(
+        "pipelines/p.yaml",
+        &pipeline.replace(
+            "{ name: currency, type: string }",
+            "{ name: currency, type: string, required: true }",
+        ),
+    );
     let failed = run(&p).expect_code(1);
     assert!(failed.stderr().contains("currency"), "{}", failed.stderr());
 }
@@ -140,17 +190,35 @@ publish: { store: marts }
     );
     p.write("exports/tx.txt", " 00004 0001 19970101  2   29.33\n 00004 0001 19970118  2   29.73\n 00021 0002 19970101  3   63.34\n 00022 0003 1997010x  1   1.00\n");
     run(&p).expect_code(0);
-    let mut rows: Vec<(String, String, String)> = read_parquet_rows(&p.path("marts/mart_tx.parquet"))
-        .iter()
-        .map(|r| (r["customer"].clone(), r["first_day"].clone(), r["amount"].clone()))
-        .collect();
+    let mut rows: Vec<(String, String, String)> =
+        read_parquet_rows(&p.path("marts/mart_tx.parquet"))
+            .iter()
+            .map(|r| {
+                (
+                    r["customer"].clone(),
+                    r["first_day"].clone(),
+                    r["amount"].clone(),
+                )
+            })
+            .collect();
     rows.sort();
-    assert_eq!(rows, vec![("00004".into(), "1997-01-01".into(), "59.06".into()), ("00021".into(), "1997-01-01".into(), "63.34".into())]);
+    assert_eq!(
+        rows,
+        vec![
+            ("00004".into(), "1997-01-01".into(), "59.06".into()),
+            ("00021".into(), "1997-01-01".into(), "63.34".into())
+        ]
+    );
 }
 
 #[test]
 fn a_header_without_a_declared_column_is_named_in_every_csv_dialect() {
-    for (csv, sep) in [("{ delimiter: whitespace, header: true }", "  "), ("{ delimiter: \";\" }", ";"), ("{ delimiter: \",\" }", ","), ("{ delimiter: \"\\t\" }", "\t")] {
+    for (csv, sep) in [
+        ("{ delimiter: whitespace, header: true }", "  "),
+        ("{ delimiter: \";\" }", ";"),
+        ("{ delimiter: \",\" }", ","),
+        ("{ delimiter: \"\\t\" }", "\t"),
+    ] {
         let p = project(
             &format!(
                 r#"name: p
@@ -168,9 +236,15 @@ steps:
 publish: {{ store: marts }}
 "#
             ),
-            &[("marts/mart_tx.sql", "SELECT customer_id, purchase_date FROM tx\n")],
+            &[(
+                "marts/mart_tx.sql",
+                "SELECT customer_id, purchase_date FROM tx\n",
+            )],
         );
-        p.write("exports/tx.txt", &format!("customer_id{sep}date\n7{sep}2026-01-02\n"));
+        p.write(
+            "exports/tx.txt",
+            &format!("customer_id{sep}date\n7{sep}2026-01-02\n"),
+        );
         let failed = run(&p).expect_code(1);
         let err = failed.stderr();
         assert!(
@@ -198,15 +272,42 @@ steps:
   - sql: marts/mart_orders.sql
 publish: { store: marts }
 "#;
-    let p = project(pipeline, &[("marts/mart_orders.sql", "SELECT DISTINCT order_id, line, amount FROM orders\n")]);
-    p.write("exports/orders.csv", "order_id,line,amount\nA,1,10\nA,2,5\nA,1,10\nB,1,7\nA,1,10\nB,2,1\n");
+    let p = project(
+        pipeline,
+        &[(
+            "marts/mart_orders.sql",
+            "SELECT DISTINCT order_id, line, amount FROM orders\n",
+        )],
+    );
+    p.write(
+        "exports/orders.csv",
+        "order_id,line,amount\nA,1,10\nA,2,5\nA,1,10\nB,1,7\nA,1,10\nB,2,1\n",
+    );
     run(&p).expect_code(0);
-    let manifest = common::walk(&p.path("marts/_runs")).into_iter().find(|f| f.extension().is_some_and(|e| e == "json")).unwrap();
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+    let manifest = common::walk(&p.path("marts/_runs"))
+        .into_iter()
+        .find(|f| f.extension().is_some_and(|e| e == "json"))
+        .unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
     assert_eq!(manifest["inputs"][0]["duplicate_key_rows"], 2, "{manifest}");
-    assert_eq!(read_parquet_rows(&p.path("marts/mart_orders.parquet")).len(), 4);
+    assert_eq!(
+        read_parquet_rows(&p.path("marts/mart_orders.parquet")).len(),
+        4
+    );
 
-    p.write("pipelines/p.yaml", &pipeline.replace("key: [order_id, line]", "key: [order_id, line_no]"));
-    let err = p.run(&["validate", "pipelines/p.yaml"]).expect_code(2).stderr();
-    assert!(err.contains("sources.orders.key: `line_no` is not a declared column (order_id, line, amount)"), "{err}");
+    p.write(
+        "pipelines/p.yaml",
+        &pipeline.replace("key: [order_id, line]", "key: [order_id, line_no]"),
+    );
+    let err = p
+        .run(&["validate", "pipelines/p.yaml"])
+        .expect_code(2)
+        .stderr();
+    assert!(
+        err.contains(
+            "sources.orders.key: `line_no` is not a declared column (order_id, line, amount)"
+        ),
+        "{err}"
+    );
 }

@@ -13,19 +13,40 @@ fn a_builtin_step_profiles_a_materialised_table_and_is_published() {
         "steps:\n",
         "steps:\n  - builtin: describe\n    name: orders_profile\n    publish: true\n    with: { table: stg_orders }\n",
     );
-    let text = text.replace("  - sql: staging/stg_orders.sql\n", "  - sql: staging/stg_orders.sql\n    materialize: true\n");
+    let text = text.replace(
+        "  - sql: staging/stg_orders.sql\n",
+        "  - sql: staging/stg_orders.sql\n    materialize: true\n",
+    );
     p.write("pipelines/mini.yaml", &text);
-    let run = p.run(&["run", "pipelines/mini.yaml", "--config", "config/env.yaml", "--as-of", "2026-11-22"]).expect_code(0);
+    let run = p
+        .run(&[
+            "run",
+            "pipelines/mini.yaml",
+            "--config",
+            "config/env.yaml",
+            "--as-of",
+            "2026-11-22",
+        ])
+        .expect_code(0);
     assert!(run.stdout().contains("orders_profile"), "{}", run.stdout());
 
     let rows = read_parquet_rows(&p.path("marts/orders_profile.parquet"));
-    let count = rows.iter().find(|r| r["describe"] == "count").expect("count row");
-    assert_eq!(count["quantity"], "3.0", "three good orders have a quantity: {count:?}");
+    let count = rows
+        .iter()
+        .find(|r| r["describe"] == "count")
+        .expect("count row");
+    assert_eq!(
+        count["quantity"], "3.0",
+        "three good orders have a quantity: {count:?}"
+    );
     let max = rows.iter().find(|r| r["describe"] == "max").unwrap();
     assert_eq!(max["quantity"], "4.0");
 
-    let manifest = common::manifest_files(&p.path("marts/_runs")).pop().unwrap();
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+    let manifest = common::manifest_files(&p.path("marts/_runs"))
+        .pop()
+        .unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
     let steps = manifest["steps"].as_array().unwrap();
     let names: Vec<&str> = steps.iter().map(|s| s["name"].as_str().unwrap()).collect();
     // The built-in step was declared first but reads stg_orders, so it runs after it.
@@ -46,6 +67,12 @@ fn unknown_builtin_kinds_and_bad_settings_are_config_errors() {
     p.write("pipelines/mini.yaml", &bad);
     let run = p.run(&["validate", "pipelines/mini.yaml"]).expect_code(2);
     let err = run.stderr();
-    assert!(err.contains("unknown built-in step `descibe` (known: describe, clv_fit, identity)"), "{err}");
-    assert!(err.contains("unknown field `tabel`, expected `table`"), "{err}");
+    assert!(
+        err.contains("unknown built-in step `descibe` (known: describe, clv_fit, identity)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("unknown field `tabel`, expected `table`"),
+        "{err}"
+    );
 }

@@ -43,14 +43,29 @@ pub async fn run(args: BackfillArgs<'_>) -> Result<ExitCode> {
         return Err(UsageError(format!("--from {} is after --to {}", args.from, args.to)).into());
     }
     if args.given.contains_key("as_of") {
-        return Err(UsageError("--param as_of: a backfill sets as_of to each date of --from..--to".into()).into());
+        return Err(UsageError(
+            "--param as_of: a backfill sets as_of to each date of --from..--to".into(),
+        )
+        .into());
     }
     let pipeline = Pipeline::load(args.pipeline, Some(args.env))?;
     let spec = &args.env.stores[&pipeline.publish.store];
     let store = Store::open(spec)?;
-    let done = if args.force { BTreeSet::new() } else { succeeded_dates(&store, &pipeline.name).await? };
-    let dates: Vec<NaiveDate> = args.from.iter_days().take_while(|d| *d <= args.to).collect();
-    let gaps: Vec<NaiveDate> = dates.iter().copied().filter(|d| !done.contains(d)).collect();
+    let done = if args.force {
+        BTreeSet::new()
+    } else {
+        succeeded_dates(&store, &pipeline.name).await?
+    };
+    let dates: Vec<NaiveDate> = args
+        .from
+        .iter_days()
+        .take_while(|d| *d <= args.to)
+        .collect();
+    let gaps: Vec<NaiveDate> = dates
+        .iter()
+        .copied()
+        .filter(|d| !done.contains(d))
+        .collect();
     println!(
         "backfill of `{}` from {} to {}: {} dates, {} already succeeded, {} to run",
         pipeline.name,

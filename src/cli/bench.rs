@@ -59,12 +59,21 @@ fn peak_rss() -> u64 {
 
 /// CPU seconds this process has used, all threads, user and system (Linux; 0 elsewhere).
 fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
     // Fields after the command name, which is in parentheses and may hold spaces.
-    let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the whole line, in clock ticks of 1/100 s.
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 
@@ -77,12 +86,21 @@ fn mib(b: u64) -> f64 {
 }
 
 pub async fn run(args: BenchArgs) -> Result<ExitCode> {
-    let limit = parse_bytes(&args.memory_limit).map_err(|e| super::UsageError(format!("--memory-limit: {e}")))?;
+    let limit = parse_bytes(&args.memory_limit)
+        .map_err(|e| super::UsageError(format!("--memory-limit: {e}")))?;
     let temp = args.dir.is_none();
-    let dir = args.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("crm-marts-bench-{}", std::process::id())));
+    let dir = args.dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("crm-marts-bench-{}", std::process::id()))
+    });
     let exports = dir.join("exports");
-    println!("bench: {} customers, ~{} orders each, memory limit {}", args.customers, args.orders_per_customer, args.memory_limit);
-    println!("{:<28} {:>14} {:>10} {:>14}", "stage", "rows", "seconds", "peak RSS MiB");
+    println!(
+        "bench: {} customers, ~{} orders each, memory limit {}",
+        args.customers, args.orders_per_customer, args.memory_limit
+    );
+    println!(
+        "{:<28} {:>14} {:>10} {:>14}",
+        "stage", "rows", "seconds", "peak RSS MiB"
+    );
     if !args.reuse {
         reset_peak();
         let started = Instant::now();
@@ -94,7 +112,13 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
         };
         let summary = generate_to(&options, &exports.to_string_lossy()).await?;
         let rows: u64 = summary.files.iter().map(|f| f.rows).sum();
-        println!("{:<28} {:>14} {:>10.1} {:>14.0}", "generate", rows, started.elapsed().as_secs_f64(), mib(peak_rss()));
+        println!(
+            "{:<28} {:>14} {:>10.1} {:>14.0}",
+            "generate",
+            rows,
+            started.elapsed().as_secs_f64(),
+            mib(peak_rss())
+        );
         for f in &summary.files {
             println!("  {:<26} {:>14}", f.path, f.rows);
         }
@@ -105,21 +129,35 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
     // Generated data only: a fresh random key per benchmark, never printed.
     env.execution.functions.hash_key = Some(format!("bench-{:016x}", rand::random::<u64>()));
     for (name, sub) in [("exports", "exports"), ("marts", "marts")] {
-        let spec = StoreSpec::from_location(name, &dir.join(sub).to_string_lossy()).map_err(anyhow::Error::msg)?;
+        let spec = StoreSpec::from_location(name, &dir.join(sub).to_string_lossy())
+            .map_err(anyhow::Error::msg)?;
         env.stores.insert(name.into(), spec);
     }
     let mut params = BTreeMap::new();
-    params.insert("as_of".to_string(), GenerateOptions::default().as_of.format("%Y-%m-%d").to_string());
+    params.insert(
+        "as_of".to_string(),
+        GenerateOptions::default()
+            .as_of
+            .format("%Y-%m-%d")
+            .to_string(),
+    );
     if !matches!(args.engine.as_str(), "local" | "ballista") {
-        return Err(super::UsageError(format!("--engine {:?}: expected local or ballista", args.engine)).into());
+        return Err(super::UsageError(format!(
+            "--engine {:?}: expected local or ballista",
+            args.engine
+        ))
+        .into());
     }
     if !matches!(args.peer.as_str(), "duckdb" | "none") {
-        return Err(super::UsageError(format!("--peer {:?}: expected duckdb or none", args.peer)).into());
+        return Err(
+            super::UsageError(format!("--peer {:?}: expected duckdb or none", args.peer)).into(),
+        );
     }
     reset_peak();
     let started = Instant::now();
     let cpu_before = cpu_seconds();
-    let manifest = super::run_pipeline(Path::new(&args.pipeline), &env, &params, LogFormat::Json).await?;
+    let manifest =
+        super::run_pipeline(Path::new(&args.pipeline), &env, &params, LogFormat::Json).await?;
     let total = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_before;
     if args.engine == "ballista" {
@@ -127,33 +165,87 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
     }
     let export_rows: u64 = manifest.inputs.iter().filter_map(|i| i.rows).sum();
     for input in &manifest.inputs {
-        println!("{:<28} {:>14} {:>10} {:>14}", format!("source {}", input.name), input.rows.unwrap_or(0), "", "");
+        println!(
+            "{:<28} {:>14} {:>10} {:>14}",
+            format!("source {}", input.name),
+            input.rows.unwrap_or(0),
+            "",
+            ""
+        );
     }
     let load_s = manifest.sources_duration_ms.unwrap_or(0) as f64 / 1000.0;
-    let load_peak = manifest.sources_peak_rss_bytes.map(|b| format!("{:.0}", mib(b))).unwrap_or_default();
-    println!("{:<28} {:>14} {:>10.1} {:>14}", "load sources", export_rows, load_s, load_peak);
+    let load_peak = manifest
+        .sources_peak_rss_bytes
+        .map(|b| format!("{:.0}", mib(b)))
+        .unwrap_or_default();
+    println!(
+        "{:<28} {:>14} {:>10.1} {:>14}",
+        "load sources", export_rows, load_s, load_peak
+    );
     for step in &manifest.steps {
-        let rows = step.rows.map(|r| r.to_string()).unwrap_or_else(|| "view".into());
-        let peak = step.peak_rss_bytes.map(|b| format!("{:.0}", mib(b))).unwrap_or_default();
-        println!("{:<28} {:>14} {:>10.1} {:>14}", format!("step {}", step.name), rows, step.duration_ms as f64 / 1000.0, peak);
+        let rows = step
+            .rows
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "view".into());
+        let peak = step
+            .peak_rss_bytes
+            .map(|b| format!("{:.0}", mib(b)))
+            .unwrap_or_default();
+        println!(
+            "{:<28} {:>14} {:>10.1} {:>14}",
+            format!("step {}", step.name),
+            rows,
+            step.duration_ms as f64 / 1000.0,
+            peak
+        );
     }
-    println!("{:<28} {:>14} {:>10.1} {:>14.0}", "pipeline total", "", total, mib(manifest.peak_rss_bytes().unwrap_or_else(peak_rss)));
+    println!(
+        "{:<28} {:>14} {:>10.1} {:>14.0}",
+        "pipeline total",
+        "",
+        total,
+        mib(manifest.peak_rss_bytes().unwrap_or_else(peak_rss))
+    );
     let stages = Stages::of(&manifest);
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    println!("CPU: {cpu:.1} s over {total:.1} s = {:.0} % ({cores} cores)", 100.0 * cpu / total.max(1e-9));
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!(
+        "CPU: {cpu:.1} s over {total:.1} s = {:.0} % ({cores} cores)",
+        100.0 * cpu / total.max(1e-9)
+    );
     println!();
     println!("cost per export row ({export_rows} rows):");
-    for (name, seconds) in [("load sources", load_s), ("SQL models", stages.sql), ("identity", stages.identity), ("CLV fit", stages.clv_fit), ("pipeline total", total)] {
-        println!("  {:<26} {:>10.1} s {:>10.3} us/row", name, seconds, per_row_us(seconds, export_rows));
+    for (name, seconds) in [
+        ("load sources", load_s),
+        ("SQL models", stages.sql),
+        ("identity", stages.identity),
+        ("CLV fit", stages.clv_fit),
+        ("pipeline total", total),
+    ] {
+        println!(
+            "  {:<26} {:>10.1} s {:>10.3} us/row",
+            name,
+            seconds,
+            per_row_us(seconds, export_rows)
+        );
     }
     // The run report, which every run writes: its size and the time it takes, again.
     if let Some(spec) = env.stores.get("marts") {
         let store = crm_marts::storage::Store::open(spec)?;
         let started = Instant::now();
         let html = crm_marts::report::render(&store, &manifest.run_id).await?;
-        println!("run report: {:.0} KiB, rendered in {:.2} s", html.len() as f64 / 1024.0, started.elapsed().as_secs_f64());
+        println!(
+            "run report: {:.0} KiB, rendered in {:.2} s",
+            html.len() as f64 / 1024.0,
+            started.elapsed().as_secs_f64()
+        );
     }
-    let code = if args.peer == "duckdb" { peer_bench(&args, &dir, &env, &params, &manifest, limit as u64).await? } else { ExitCode::SUCCESS };
+    let code = if args.peer == "duckdb" {
+        peer_bench(&args, &dir, &env, &params, &manifest, limit as u64).await?
+    } else {
+        ExitCode::SUCCESS
+    };
     if temp {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -161,7 +253,11 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
 }
 
 fn per_row_us(seconds: f64, rows: u64) -> f64 {
-    if rows == 0 { 0.0 } else { seconds * 1e6 / rows as f64 }
+    if rows == 0 {
+        0.0
+    } else {
+        seconds * 1e6 / rows as f64
+    }
 }
 
 /// Seconds of a run by kind of step.
@@ -173,7 +269,11 @@ struct Stages {
 
 impl Stages {
     fn of(manifest: &crm_marts::manifest::Manifest) -> Self {
-        let mut stages = Stages { sql: 0.0, identity: 0.0, clv_fit: 0.0 };
+        let mut stages = Stages {
+            sql: 0.0,
+            identity: 0.0,
+            clv_fit: 0.0,
+        };
         for step in &manifest.steps {
             let s = step.duration_ms as f64 / 1000.0;
             match step.kind.as_str() {
@@ -203,29 +303,60 @@ async fn peer_bench(
     let params = crm_marts::run::bind_params(&pipeline, given)?;
     let store_dir = |name: &str| -> Option<PathBuf> {
         let spec = env.stores.get(name)?;
-        (spec.url.scheme() == "file").then(|| spec.url.to_file_path().ok()).flatten()
+        (spec.url.scheme() == "file")
+            .then(|| spec.url.to_file_path().ok())
+            .flatten()
     };
-    let own: BTreeSet<String> =
-        crm_marts::functions::functions(&Default::default()).iter().map(|f| f.name().to_lowercase()).collect();
+    let own: BTreeSet<String> = crm_marts::functions::functions(&Default::default())
+        .iter()
+        .map(|f| f.name().to_lowercase())
+        .collect();
     let work = dir.join("duckdb");
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     // What crm-marts found empty (the previous run's marts on a first run) DuckDB gets empty.
     let empty: BTreeSet<String> = pipeline
         .sources
         .iter()
-        .filter(|s| !local.inputs.iter().any(|i| i.name == s.name && !i.files.is_empty()))
+        .filter(|s| {
+            !local
+                .inputs
+                .iter()
+                .any(|i| i.name == s.name && !i.files.is_empty())
+        })
         .map(|s| s.name.clone())
         .collect();
-    let plan = super::peer::plan(&pipeline, &params, &store_dir, &dir.join("marts"), &work, threads, limit, &own, &empty)?;
+    let plan = super::peer::plan(
+        &pipeline,
+        &params,
+        &store_dir,
+        &dir.join("marts"),
+        &work,
+        threads,
+        limit,
+        &own,
+        &empty,
+    )?;
     let python = super::peer::python()?;
     println!();
-    println!("peer: DuckDB {} on the same exports, {threads} threads, memory limit {}", super::peer::version(&python)?, args.memory_limit);
+    println!(
+        "peer: DuckDB {} on the same exports, {threads} threads, memory limit {}",
+        super::peer::version(&python)?,
+        args.memory_limit
+    );
     let peer = super::peer::run(&python, &plan, &work)?;
     println!(
         "{:<28} {:>12} {:>12} {:>9} {:>9} {:>6} {:>9} {:>9}",
         "stage", "rows", "duckdb rows", "crm s", "duckdb s", "ratio", "crm MiB", "duck MiB"
     );
-    let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}", a / b) } else { "-".into() };
+    let ratio = |a: f64, b: f64| {
+        if b > 0.0 {
+            format!("{:.2}", a / b)
+        } else {
+            "-".into()
+        }
+    };
     let opt_mib = |b: Option<u64>| b.map(|b| format!("{:.0}", mib(b))).unwrap_or_default();
     let duck_cpu: f64 = peer.iter().map(|s| s.cpu_seconds).sum();
     let duck_wall: f64 = peer.iter().map(|s| s.seconds).sum();
@@ -237,20 +368,44 @@ async fn peer_bench(
         if let Some(e) = &stage.error {
             failed.push(format!("{} {}: {e}", stage.kind, stage.name));
         }
-        let duck_rows = stage.rows.map(|r| r.to_string()).unwrap_or_else(|| if stage.error.is_some() { "error".into() } else { "view".into() });
+        let duck_rows = stage.rows.map(|r| r.to_string()).unwrap_or_else(|| {
+            if stage.error.is_some() {
+                "error".into()
+            } else {
+                "view".into()
+            }
+        });
         match stage.kind.as_str() {
             "source" => {
                 duck_load += stage.seconds;
                 let ours = local.inputs.iter().find(|i| i.name == stage.name);
-                let rows = ours.and_then(|i| i.rows).map(|r| r.to_string()).unwrap_or_default();
-                println!("{:<28} {:>12} {:>12} {:>9} {:>9.1} {:>6} {:>9} {:>9.0}", format!("source {}", stage.name), rows, duck_rows, "", stage.seconds, "", "", mib(stage.peak_rss_bytes));
+                let rows = ours
+                    .and_then(|i| i.rows)
+                    .map(|r| r.to_string())
+                    .unwrap_or_default();
+                println!(
+                    "{:<28} {:>12} {:>12} {:>9} {:>9.1} {:>6} {:>9} {:>9.0}",
+                    format!("source {}", stage.name),
+                    rows,
+                    duck_rows,
+                    "",
+                    stage.seconds,
+                    "",
+                    "",
+                    mib(stage.peak_rss_bytes)
+                );
             }
             "step" => {
                 duck_sql += stage.seconds;
-                let Some(ours) = local.steps.iter().find(|s| s.name == stage.name) else { continue };
+                let Some(ours) = local.steps.iter().find(|s| s.name == stage.name) else {
+                    continue;
+                };
                 let s = ours.duration_ms as f64 / 1000.0;
                 crm_sql += s;
-                let rows = ours.rows.map(|r| r.to_string()).unwrap_or_else(|| "view".into());
+                let rows = ours
+                    .rows
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| "view".into());
                 println!(
                     "{:<28} {:>12} {:>12} {:>9.1} {:>9.1} {:>6} {:>9} {:>9.0}",
                     format!("step {}", stage.name),
@@ -267,8 +422,24 @@ async fn peer_bench(
         }
     }
     let crm_load = local.sources_duration_ms.unwrap_or(0) as f64 / 1000.0;
-    println!("{:<28} {:>12} {:>12} {:>9.1} {:>9.1} {:>6}", "loading all sources", "", "", crm_load, duck_load, ratio(crm_load, duck_load));
-    println!("{:<28} {:>12} {:>12} {:>9.1} {:>9.1} {:>6}", "SQL models (both ran)", "", "", crm_sql, duck_sql, ratio(crm_sql, duck_sql));
+    println!(
+        "{:<28} {:>12} {:>12} {:>9.1} {:>9.1} {:>6}",
+        "loading all sources",
+        "",
+        "",
+        crm_load,
+        duck_load,
+        ratio(crm_load, duck_load)
+    );
+    println!(
+        "{:<28} {:>12} {:>12} {:>9.1} {:>9.1} {:>6}",
+        "SQL models (both ran)",
+        "",
+        "",
+        crm_sql,
+        duck_sql,
+        ratio(crm_sql, duck_sql)
+    );
     println!(
         "{:<28} {:>12} {:>12} {:>9.1} {:>9.1} {:>6}",
         "pipeline w/o identity, CLV",
@@ -278,7 +449,10 @@ async fn peer_bench(
         duck_load + duck_sql,
         ratio(crm_load + crm_sql, duck_load + duck_sql)
     );
-    println!("DuckDB CPU: {duck_cpu:.1} s over {duck_wall:.1} s = {:.0} %", 100.0 * duck_cpu / duck_wall.max(1e-9));
+    println!(
+        "DuckDB CPU: {duck_cpu:.1} s over {duck_wall:.1} s = {:.0} %",
+        100.0 * duck_cpu / duck_wall.max(1e-9)
+    );
     println!("(models that call crm-marts' own functions, and built-in steps, ran only in crm-marts; DuckDB read their published tables)");
     if !failed.is_empty() {
         eprintln!("bench: the DuckDB peer failed {} stage(s):", failed.len());
@@ -301,7 +475,9 @@ async fn cluster_bench(
 ) -> Result<ExitCode> {
     let limit = env.execution.memory_limit.unwrap_or(4 << 30);
     let executors = args.executors.max(1);
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     // The executors' environment: the stores are local folders every process here reads;
     // the key reaches them through their own environment, not their command line.
     let env_file = dir.join("cluster.yaml");
@@ -319,7 +495,13 @@ async fn cluster_bench(
             .stdout(std::process::Stdio::null())
             .spawn()
     };
-    children.push(Killed(spawn(vec!["scheduler".into(), "--bind".into(), bind.clone(), "--config".into(), env_file.display().to_string()])?));
+    children.push(Killed(spawn(vec![
+        "scheduler".into(),
+        "--bind".into(),
+        bind.clone(),
+        "--config".into(),
+        env_file.display().to_string(),
+    ])?));
     for i in 0..executors {
         let (flight, grpc) = (free_port()?, free_port()?);
         children.push(Killed(spawn(vec![
@@ -341,24 +523,59 @@ async fn cluster_bench(
         ])?));
     }
     wait_for_executors(port, executors).await?;
-    let spec = StoreSpec::from_location("marts", &dir.join("marts-ballista").to_string_lossy()).map_err(anyhow::Error::msg)?;
+    let spec = StoreSpec::from_location("marts", &dir.join("marts-ballista").to_string_lossy())
+        .map_err(anyhow::Error::msg)?;
     env.stores.insert("marts".into(), spec);
-    env.execution.engine = crm_marts::config::environment::Engine::Ballista { scheduler: format!("df://{bind}") };
+    env.execution.engine = crm_marts::config::environment::Engine::Ballista {
+        scheduler: format!("df://{bind}"),
+    };
     let started = Instant::now();
-    let cluster = super::run_pipeline(Path::new(&args.pipeline), &env, params, LogFormat::Json).await?;
+    let cluster =
+        super::run_pipeline(Path::new(&args.pipeline), &env, params, LogFormat::Json).await?;
     let cluster_total = started.elapsed().as_secs_f64();
     drop(children);
     println!();
     println!("ballista: 1 scheduler and {executors} executors on this machine, {} vcores and {:.1} GiB each", (cores / executors).max(1), (limit / executors) as f64 / (1u64 << 30) as f64);
-    println!("{:<28} {:>14} {:>10} {:>10} {:>7}", "stage", "rows", "local s", "ballista s", "ratio");
-    let ratio = |a: f64, b: f64| if a > 0.0 { format!("{:.2}", b / a) } else { "-".into() };
+    println!(
+        "{:<28} {:>14} {:>10} {:>10} {:>7}",
+        "stage", "rows", "local s", "ballista s", "ratio"
+    );
+    let ratio = |a: f64, b: f64| {
+        if a > 0.0 {
+            format!("{:.2}", b / a)
+        } else {
+            "-".into()
+        }
+    };
     for step in &local.steps {
-        let Some(other) = cluster.steps.iter().find(|s| s.name == step.name) else { continue };
-        let (a, b) = (step.duration_ms as f64 / 1000.0, other.duration_ms as f64 / 1000.0);
-        let rows = step.rows.map(|r| r.to_string()).unwrap_or_else(|| "view".into());
-        println!("{:<28} {:>14} {:>10.1} {:>10.1} {:>7}", format!("step {}", step.name), rows, a, b, ratio(a, b));
+        let Some(other) = cluster.steps.iter().find(|s| s.name == step.name) else {
+            continue;
+        };
+        let (a, b) = (
+            step.duration_ms as f64 / 1000.0,
+            other.duration_ms as f64 / 1000.0,
+        );
+        let rows = step
+            .rows
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "view".into());
+        println!(
+            "{:<28} {:>14} {:>10.1} {:>10.1} {:>7}",
+            format!("step {}", step.name),
+            rows,
+            a,
+            b,
+            ratio(a, b)
+        );
     }
-    println!("{:<28} {:>14} {:>10.1} {:>10.1} {:>7}", "pipeline total", "", local_total, cluster_total, ratio(local_total, cluster_total));
+    println!(
+        "{:<28} {:>14} {:>10.1} {:>10.1} {:>7}",
+        "pipeline total",
+        "",
+        local_total,
+        cluster_total,
+        ratio(local_total, cluster_total)
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -373,7 +590,9 @@ impl Drop for Killed {
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Polls the scheduler's REST API until `n` executors have registered.
@@ -382,10 +601,15 @@ async fn wait_for_executors(port: u16, n: usize) -> Result<()> {
     let started = Instant::now();
     loop {
         if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-            let _ = stream.write_all(b"GET /api/executors HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").await;
+            let _ = stream
+                .write_all(b"GET /api/executors HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                .await;
             let mut response = String::new();
             let _ = stream.read_to_string(&mut response).await;
-            let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+            let body = response
+                .split_once("\r\n\r\n")
+                .map(|(_, b)| b)
+                .unwrap_or_default();
             let listed: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
             if listed.as_array().is_some_and(|a| a.len() >= n) {
                 return Ok(());

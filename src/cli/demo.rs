@@ -53,7 +53,13 @@ pub async fn generate_to(options: &GenerateOptions, out: &str) -> Result<Generat
         let _ = std::fs::remove_dir_all(&temp);
     }
     let rows: u64 = summary.files.iter().map(|f| f.rows).sum();
-    tracing::info!(files = summary.files.len(), rows, elapsed_ms = started.elapsed().as_millis() as u64, out, "sample data written");
+    tracing::info!(
+        files = summary.files.len(),
+        rows,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        out,
+        "sample data written"
+    );
     Ok(summary)
 }
 
@@ -70,22 +76,42 @@ pub async fn run(dir: &Path, customers: u64, seed: u64, format: LogFormat) -> Re
             "{DEMO_PIPELINE} not found: run the demo from the project folder (where pipelines/ and sql/ are)"
         )));
     }
-    let options = GenerateOptions { customers, seed, ..Default::default() };
+    let options = GenerateOptions {
+        customers,
+        seed,
+        ..Default::default()
+    };
     let exports = dir.join("exports");
     let summary = generate_to(&options, &exports.to_string_lossy()).await?;
-    let mut env = if Path::new(DEMO_CONFIG).exists() { Environment::load(Path::new(DEMO_CONFIG))? } else { Environment::empty() };
+    let mut env = if Path::new(DEMO_CONFIG).exists() {
+        Environment::load(Path::new(DEMO_CONFIG))?
+    } else {
+        Environment::empty()
+    };
     for (name, sub) in [("exports", "exports"), ("marts", "marts")] {
         let location = dir.join(sub);
-        let spec = StoreSpec::from_location(name, &location.to_string_lossy()).map_err(anyhow::Error::msg)?;
+        let spec = StoreSpec::from_location(name, &location.to_string_lossy())
+            .map_err(anyhow::Error::msg)?;
         env.stores.insert(name.to_string(), spec);
     }
     let mut params = BTreeMap::new();
-    params.insert("as_of".to_string(), options.as_of.format("%Y-%m-%d").to_string());
+    params.insert(
+        "as_of".to_string(),
+        options.as_of.format("%Y-%m-%d").to_string(),
+    );
     let manifest = super::run_pipeline(Path::new(DEMO_PIPELINE), &env, &params, format).await?;
     let rows: u64 = summary.files.iter().map(|f| f.rows).sum();
-    println!("generated {} export files ({rows} rows) for {customers} customers in {}", summary.files.len(), exports.display());
+    println!(
+        "generated {} export files ({rows} rows) for {customers} customers in {}",
+        summary.files.len(),
+        exports.display()
+    );
     super::print_summary(&manifest);
-    println!("run manifest: {}/_runs/{}.json", dir.join("marts").display(), manifest.run_id);
+    println!(
+        "run manifest: {}/_runs/{}.json",
+        dir.join("marts").display(),
+        manifest.run_id
+    );
     println!("try: duckdb -c \"SELECT rfm_segment, count(*) FROM '{}/marts/mart_rfm.parquet' GROUP BY 1 ORDER BY 2 DESC\"", dir.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -45,8 +45,13 @@ pub struct ExplainArgs {
 
 fn record(text: &str) -> Result<(String, String)> {
     match text.split_once(':') {
-        Some((source, id)) if !source.is_empty() && !id.is_empty() => Ok((source.to_string(), id.to_string())),
-        _ => Err(super::UsageError(format!("`{text}`: expected SOURCE:ID, e.g. erp_customers:C000123")).into()),
+        Some((source, id)) if !source.is_empty() && !id.is_empty() => {
+            Ok((source.to_string(), id.to_string()))
+        }
+        _ => Err(super::UsageError(format!(
+            "`{text}`: expected SOURCE:ID, e.g. erp_customers:C000123"
+        ))
+        .into()),
     }
 }
 
@@ -61,7 +66,11 @@ struct RunFigures {
     key_b: Option<String>,
 }
 
-async fn run_figures(manifest: &serde_json::Value, store: &Store, e: &PairExplanation) -> Result<RunFigures> {
+async fn run_figures(
+    manifest: &serde_json::Value,
+    store: &Store,
+    e: &PairExplanation,
+) -> Result<RunFigures> {
     let ctx = SessionContext::new();
     store.register(&ctx);
     let mut urls = BTreeMap::new();
@@ -73,7 +82,8 @@ async fn run_figures(manifest: &serde_json::Value, store: &Store, e: &PairExplan
     let text = |s: &str| format!("'{}'", s.replace('\'', "''"));
     let mut figures = RunFigures::default();
     if let Some(url) = urls.get("mart_identity_pairs") {
-        ctx.register_parquet("pairs", url, ParquetReadOptions::default()).await?;
+        ctx.register_parquet("pairs", url, ParquetReadOptions::default())
+            .await?;
         let sql = format!(
             "SELECT CAST(match_weight AS DOUBLE), CAST(decision AS VARCHAR) FROM pairs \
              WHERE (source_a = {sa} AND record_id_a = {ia} AND source_b = {sb} AND record_id_b = {ib}) \
@@ -92,7 +102,8 @@ async fn run_figures(manifest: &serde_json::Value, store: &Store, e: &PairExplan
         }
     }
     if let Some(url) = urls.get("mart_identity_map") {
-        ctx.register_parquet("map", url, ParquetReadOptions::default()).await?;
+        ctx.register_parquet("map", url, ParquetReadOptions::default())
+            .await?;
         for (source, id, slot) in [(&e.a.0, &e.a.1, 0), (&e.b.0, &e.b.1, 1)] {
             let sql = format!(
                 "SELECT CAST(customer_key AS VARCHAR) FROM map WHERE source = {} AND source_record_id = {}",
@@ -120,48 +131,89 @@ pub async fn run(args: ExplainArgs) -> Result<ExitCode> {
     let a = record(&args.a)?;
     let b = record(&args.b)?;
     let env = super::load_environment(&args.config, &[])?;
-    let spec = env.stores.get(&args.store).ok_or_else(|| super::UsageError(format!("no store `{}` in {}", args.store, args.config.display())))?;
+    let spec = env.stores.get(&args.store).ok_or_else(|| {
+        super::UsageError(format!(
+            "no store `{}` in {}",
+            args.store,
+            args.config.display()
+        ))
+    })?;
     let store = Store::open(spec)?;
     let manifest = crm_marts::report::manifest(&store, &args.run).await?;
-    let pipeline_file = manifest["pipeline_file"].as_str().ok_or_else(|| anyhow!("run {}: the manifest names no pipeline file", args.run))?;
+    let pipeline_file = manifest["pipeline_file"]
+        .as_str()
+        .ok_or_else(|| anyhow!("run {}: the manifest names no pipeline file", args.run))?;
     let pipeline = Pipeline::load(Path::new(pipeline_file), Some(&env))?;
     let given: BTreeMap<String, String> = manifest["parameters"]
         .as_object()
         .into_iter()
         .flatten()
-        .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string()),
+            )
+        })
         .collect();
     let params = crm_marts::run::bind_params(&pipeline, &given)?;
     let identity_steps: Vec<_> = pipeline
         .steps
         .iter()
         .filter_map(|s| match &s.kind {
-            StepKind::Builtin { step, .. } => step.identity_settings().map(|settings| (s.name.clone(), settings)),
+            StepKind::Builtin { step, .. } => step
+                .identity_settings()
+                .map(|settings| (s.name.clone(), settings)),
             StepKind::Sql(_) => None,
         })
         .filter(|(name, _)| args.step.as_ref().is_none_or(|wanted| wanted == name))
         .collect();
     let (step, settings) = match identity_steps.as_slice() {
         [one] => one.clone(),
-        [] => bail!("pipeline `{}` has no identity step{}", pipeline.name, args.step.as_ref().map(|s| format!(" named `{s}`")).unwrap_or_default()),
-        _ => return Err(super::UsageError(format!("pipeline `{}` has several identity steps: name one with --step", pipeline.name)).into()),
+        [] => bail!(
+            "pipeline `{}` has no identity step{}",
+            pipeline.name,
+            args.step
+                .as_ref()
+                .map(|s| format!(" named `{s}`"))
+                .unwrap_or_default()
+        ),
+        _ => {
+            return Err(super::UsageError(format!(
+                "pipeline `{}` has several identity steps: name one with --step",
+                pipeline.name
+            ))
+            .into())
+        }
     };
     let stores = Stores::open(&env.stores).context("opening stores")?;
     eprintln!("explain: computing the inputs of `{step}` as run {} would, from the exports as they are now", args.run);
-    let computed = crm_marts::run::compute_inputs_of(&pipeline, &env.execution, &stores, params, &step)
-        .await
-        .map_err(|f| anyhow!("computing the inputs of `{step}`: {}", f.message))?;
+    let computed =
+        crm_marts::run::compute_inputs_of(&pipeline, &env.execution, &stores, params, &step)
+            .await
+            .map_err(|f| anyhow!("computing the inputs of `{step}`: {}", f.message))?;
     let (records, _) = crm_marts::identity::records::load(&computed.ctx, &settings).await?;
-    let context = crm_marts::identity::Context { stop: crm_marts::memory::Stop::current(), ..Default::default() };
+    let context = crm_marts::identity::Context {
+        stop: crm_marts::memory::Stop::current(),
+        ..Default::default()
+    };
     let explained = tokio::task::spawn_blocking(move || {
-        crm_marts::identity::explain::explain_pair(&settings, &records, &context, (&a.0, &a.1), (&b.0, &b.1))
+        crm_marts::identity::explain::explain_pair(
+            &settings,
+            &records,
+            &context,
+            (&a.0, &a.1),
+            (&b.0, &b.1),
+        )
     })
     .await?
     .map_err(|e| anyhow!(e))?;
     let figures = run_figures(&manifest, &store, &explained).await?;
     print!("{}", waterfall(&explained, &figures, &args.run));
     if let Some(file) = &args.html {
-        std::fs::write(file, html(&explained, &figures, &args.run)?).with_context(|| format!("writing {}", file.display()))?;
+        std::fs::write(file, html(&explained, &figures, &args.run)?)
+            .with_context(|| format!("writing {}", file.display()))?;
         println!("wrote the chart to {}", file.display());
     }
     Ok(ExitCode::SUCCESS)
@@ -169,8 +221,13 @@ pub async fn run(args: ExplainArgs) -> Result<ExitCode> {
 
 /// The waterfall's terms (the prior, then each comparison) and the running totals, from 0.
 fn steps(e: &PairExplanation, lambda: &str) -> (Vec<(String, f64)>, Vec<f64>) {
-    let mut steps: Vec<(String, f64)> = vec![(format!("prior ({lambda} {:.3e})", e.prior), e.prior_weight)];
-    steps.extend(e.terms.iter().map(|t| (format!("{}: {}", t.comparison, t.level), t.weight)));
+    let mut steps: Vec<(String, f64)> =
+        vec![(format!("prior ({lambda} {:.3e})", e.prior), e.prior_weight)];
+    steps.extend(
+        e.terms
+            .iter()
+            .map(|t| (format!("{}: {}", t.comparison, t.level), t.weight)),
+    );
     let mut totals = vec![0.0f64];
     for (_, w) in &steps {
         totals.push(totals.last().copied().unwrap_or(0.0) + w);
@@ -201,7 +258,11 @@ fn waterfall(e: &PairExplanation, run: &RunFigures, run_id: &str) -> String {
         .collect();
     line(format!("blocking rules: {}", blocking.join(", ")));
     if !e.deterministic.is_empty() {
-        let det: Vec<String> = e.deterministic.iter().map(|r| format!("{} ({})", r.name, if r.agrees { "agree" } else { "differ" })).collect();
+        let det: Vec<String> = e
+            .deterministic
+            .iter()
+            .map(|r| format!("{} ({})", r.name, if r.agrees { "agree" } else { "differ" }))
+            .collect();
         line(format!("deterministic rules: {}", det.join(", ")));
     }
     line(match &e.found_by {
@@ -215,8 +276,16 @@ fn waterfall(e: &PairExplanation, run: &RunFigures, run_id: &str) -> String {
     let width = 40.0;
     let scale = if hi > lo { width / (hi - lo) } else { 1.0 };
     let col = |v: f64| ((v - lo) * scale).round() as usize;
-    let label_width = steps.iter().map(|(l, _)| l.len()).max().unwrap_or(10).max(12);
-    line(format!("{:<label_width$}  {:>8}  {:>8}  {}", "", "weight", "total", "waterfall (0 at |)"));
+    let label_width = steps
+        .iter()
+        .map(|(l, _)| l.len())
+        .max()
+        .unwrap_or(10)
+        .max(12);
+    line(format!(
+        "{:<label_width$}  {:>8}  {:>8}  {}",
+        "", "weight", "total", "waterfall (0 at |)"
+    ));
     for (i, (label, w)) in steps.iter().enumerate() {
         let (from, to) = (col(totals[i]), col(totals[i + 1]));
         let zero = col(0.0);
@@ -231,26 +300,51 @@ fn waterfall(e: &PairExplanation, run: &RunFigures, run_id: &str) -> String {
             bar[zero] = '|';
         }
         let bar: String = bar.into_iter().collect();
-        line(format!("{label:<label_width$}  {w:>+8.3}  {:>8.3}  {}", totals[i + 1], bar.trim_end()));
+        line(format!(
+            "{label:<label_width$}  {w:>+8.3}  {:>8.3}  {}",
+            totals[i + 1],
+            bar.trim_end()
+        ));
     }
-    line(format!("{:<label_width$}  {:>+8.3}", "match weight", e.match_weight));
-    line(format!("probability {:.6} against the threshold {}", e.probability, e.threshold));
+    line(format!(
+        "{:<label_width$}  {:>+8.3}",
+        "match weight", e.match_weight
+    ));
+    line(format!(
+        "probability {:.6} against the threshold {}",
+        e.probability, e.threshold
+    ));
     line(format!("decision: {} ({})", e.decision, e.reason));
-    line(format!("one person in the end: {}", if e.same_person { "yes" } else { "no" }));
+    line(format!(
+        "one person in the end: {}",
+        if e.same_person { "yes" } else { "no" }
+    ));
     if let Some(w) = run.match_weight {
         let same = (w - e.match_weight).abs() < 1e-9;
         line(format!(
             "run {run_id} scored this pair {w:.3} ({}){}",
             run.decision.as_deref().unwrap_or("?"),
-            if same { "" } else { ": the exports or the configuration changed since that run" }
+            if same {
+                ""
+            } else {
+                ": the exports or the configuration changed since that run"
+            }
         ));
     }
     if let (Some(ka), Some(kb)) = (&run.key_a, &run.key_b) {
         let same = ka == kb;
         line(format!(
             "run {run_id} gave them {}{}",
-            if same { format!("one customer_key, {ka}") } else { format!("customer_keys {ka} and {kb}") },
-            if same == e.same_person { "" } else { ": the exports or the configuration changed since that run" }
+            if same {
+                format!("one customer_key, {ka}")
+            } else {
+                format!("customer_keys {ka} and {kb}")
+            },
+            if same == e.same_person {
+                ""
+            } else {
+                ": the exports or the configuration changed since that run"
+            }
         ));
     }
     out
@@ -317,17 +411,19 @@ fn html(e: &PairExplanation, run: &RunFigures, run_id: &str) -> Result<String> {
             ])
         })
         .collect();
-    Ok(env.get_template("explain.html")?.render(minijinja::context! {
-        e => e,
-        terms => terms,
-        match_weight => format!("{:.3}", e.match_weight),
-        probability => format!("{:.6}", e.probability),
-        run_weight => run.match_weight.map(|w| format!("{w:.3}")),
-        run => run,
-        run_id => run_id,
-        bars => bars,
-        zero => z,
-        height => height,
-        width => left + plot + 80.0,
-    })?)
+    Ok(env
+        .get_template("explain.html")?
+        .render(minijinja::context! {
+            e => e,
+            terms => terms,
+            match_weight => format!("{:.3}", e.match_weight),
+            probability => format!("{:.6}", e.probability),
+            run_weight => run.match_weight.map(|w| format!("{w:.3}")),
+            run => run,
+            run_id => run_id,
+            bars => bars,
+            zero => z,
+            height => height,
+            width => left + plot + 80.0,
+        })?)
 }

@@ -49,11 +49,17 @@ pub fn init(format: LogFormat, verbose: u8) {
         1 => "debug,datafusion=info",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_env("CRM_MARTS_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(SuspendingStderr);
+    let filter =
+        EnvFilter::try_from_env("CRM_MARTS_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(SuspendingStderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).with_target(false).init(),
+        LogFormat::Human => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_target(false)
+            .init(),
     }
 }
 
@@ -70,7 +76,10 @@ impl Spinner {
         let bar = BAR
             .get_or_init(|| {
                 let bar = ProgressBar::new_spinner();
-                bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}").expect("valid template"));
+                bar.set_style(
+                    ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                        .expect("valid template"),
+                );
                 bar.enable_steady_tick(Duration::from_millis(120));
                 bar
             })

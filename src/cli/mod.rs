@@ -26,7 +26,11 @@ use crm_marts::storage::Stores;
 use logging::{LogFormat, Spinner};
 
 #[derive(Debug, Parser)]
-#[command(name = "crm-marts", version, about = "Customer-analytics marts from a retailer's raw exports")]
+#[command(
+    name = "crm-marts",
+    version,
+    about = "Customer-analytics marts from a retailer's raw exports"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "human", global = true)]
@@ -277,11 +281,18 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     logging::init(cli.log_format, cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -320,16 +331,40 @@ pub struct UsageError(String);
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Run { pipeline, config, as_of, params, stores, full_refresh, engine, scheduler, select, exclude, defer } => {
+        Command::Run {
+            pipeline,
+            config,
+            as_of,
+            params,
+            stores,
+            full_refresh,
+            engine,
+            scheduler,
+            select,
+            exclude,
+            defer,
+        } => {
             let mut env = load_environment(&config, &stores)?;
             env.execution.full_refresh = full_refresh;
-            env.execution.selection = crm_marts::selection::Selection { select, exclude, defer };
+            env.execution.selection = crm_marts::selection::Selection {
+                select,
+                exclude,
+                defer,
+            };
             if engine.is_some() || scheduler.is_some() {
                 let current = env.execution.engine.clone();
-                let name = engine.as_deref().unwrap_or(if scheduler.is_some() { "ballista" } else { current.name() });
+                let name = engine.as_deref().unwrap_or(if scheduler.is_some() {
+                    "ballista"
+                } else {
+                    current.name()
+                });
                 let url = match (&scheduler, &current) {
                     (Some(url), _) => Some(url.as_str()),
-                    (None, crm_marts::config::environment::Engine::Ballista { scheduler }) if name == "ballista" => Some(scheduler.as_str()),
+                    (None, crm_marts::config::environment::Engine::Ballista { scheduler })
+                        if name == "ballista" =>
+                    {
+                        Some(scheduler.as_str())
+                    }
                     _ => None,
                 };
                 env.execution.engine = crm_marts::config::environment::Engine::parse(name, url)
@@ -343,34 +378,72 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             print_summary(&manifest);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { files, published, allow_breaking } => validate(&files, published, allow_breaking).await,
+        Command::Validate {
+            files,
+            published,
+            allow_breaking,
+        } => validate(&files, published, allow_breaking).await,
         Command::Test { pipelines, select } => test_models(&pipelines, &select).await,
-        Command::New { what: NewCommand::Mart { name, pipeline, force } } => new_mart(&pipeline, &name, force).await,
-        Command::Report { run_id, config, store, out } => {
+        Command::New {
+            what:
+                NewCommand::Mart {
+                    name,
+                    pipeline,
+                    force,
+                },
+        } => new_mart(&pipeline, &name, force).await,
+        Command::Report {
+            run_id,
+            config,
+            store,
+            out,
+        } => {
             let env = load_environment(&config, &[])?;
-            let spec = env.stores.get(&store).ok_or_else(|| UsageError(format!("no store `{store}` in {}", config.display())))?;
+            let spec = env
+                .stores
+                .get(&store)
+                .ok_or_else(|| UsageError(format!("no store `{store}` in {}", config.display())))?;
             let store = crm_marts::storage::Store::open(spec)?;
             let run_id = match run_id {
                 Some(id) => id,
-                None => crm_marts::report::latest_run(&store).await?.ok_or_else(|| UsageError(format!("no runs in {}", store.display_url)))?,
+                None => crm_marts::report::latest_run(&store)
+                    .await?
+                    .ok_or_else(|| UsageError(format!("no runs in {}", store.display_url)))?,
             };
             match out {
                 Some(file) => {
                     let html = crm_marts::report::render(&store, &run_id).await?;
-                    std::fs::write(&file, html).with_context(|| format!("writing {}", file.display()))?;
+                    std::fs::write(&file, html)
+                        .with_context(|| format!("writing {}", file.display()))?;
                     println!("wrote the report of run {run_id} to {}", file.display());
                 }
-                None => println!("wrote the report of run {run_id} to {}", crm_marts::report::write(&store, &run_id).await?),
+                None => println!(
+                    "wrote the report of run {run_id} to {}",
+                    crm_marts::report::write(&store, &run_id).await?
+                ),
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Docs { pipeline, out } => {
             let compiled = Pipeline::load(&pipeline, None)?;
             let pages = crm_marts::docs::write_site(&compiled, &out).await?;
-            println!("wrote {} files of the docs of `{}` to {} (open {})", pages.len(), compiled.name, out.display(), out.join("index.html").display());
+            println!(
+                "wrote {} files of the docs of `{}` to {} (open {})",
+                pages.len(),
+                compiled.name,
+                out.display(),
+                out.join("index.html").display()
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Generate { customers, seed, out, as_of, orders_per_customer, bad_row_rate } => {
+        Command::Generate {
+            customers,
+            seed,
+            out,
+            as_of,
+            orders_per_customer,
+            bad_row_rate,
+        } => {
             let as_of = chrono::NaiveDate::parse_from_str(&as_of, "%Y-%m-%d")
                 .map_err(|_| UsageError(format!("--as-of {as_of:?} is not a date (YYYY-MM-DD)")))?;
             let options = crm_marts::generate::GenerateOptions {
@@ -384,10 +457,22 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             demo::generate_to(&options, &out).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { dir, customers, seed } => demo::run(&dir, customers, seed, cli.log_format).await,
+        Command::Demo {
+            dir,
+            customers,
+            seed,
+        } => demo::run(&dir, customers, seed, cli.log_format).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Explain(args) => explain::run(args).await,
-        Command::Backfill { pipeline, config, from, to, force, params, stores } => {
+        Command::Backfill {
+            pipeline,
+            config,
+            from,
+            to,
+            force,
+            params,
+            stores,
+        } => {
             let env = load_environment(&config, &stores)?;
             let date = |flag: &str, text: &str| {
                 chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
@@ -407,28 +492,63 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Schedule { jobs, listen } => {
             let listen = match listen.as_str() {
                 "off" | "" => None,
-                addr => Some(addr.parse().map_err(|_| UsageError(format!("--listen {addr:?}: expected HOST:PORT or off")))?),
+                addr => Some(addr.parse().map_err(|_| {
+                    UsageError(format!("--listen {addr:?}: expected HOST:PORT or off"))
+                })?),
             };
             schedule::run(&jobs, listen, cli.log_format).await
         }
-        Command::Scheduler { bind, external_host, config } => {
+        Command::Scheduler {
+            bind,
+            external_host,
+            config,
+        } => {
             let env = optional_environment(config.as_deref())?;
-            crm_marts::cluster::scheduler(crm_marts::cluster::SchedulerOptions { bind, external_host, env }).await?;
+            crm_marts::cluster::scheduler(crm_marts::cluster::SchedulerOptions {
+                bind,
+                external_host,
+                env,
+            })
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Executor { scheduler, bind, grpc_port, external_host, work_dir, memory_limit, vcores, config } => {
+        Command::Executor {
+            scheduler,
+            bind,
+            grpc_port,
+            external_host,
+            work_dir,
+            memory_limit,
+            vcores,
+            config,
+        } => {
             let env = optional_environment(config.as_deref())?;
             let memory_limit = match memory_limit {
                 Some(text) => Some(
-                    crm_marts::config::environment::parse_bytes(&text).map_err(|e| UsageError(format!("--memory-limit {text:?}: {e}")))?,
+                    crm_marts::config::environment::parse_bytes(&text)
+                        .map_err(|e| UsageError(format!("--memory-limit {text:?}: {e}")))?,
                 ),
                 None => env.execution.memory_limit,
             };
-            let options = crm_marts::cluster::ExecutorOptions { scheduler, bind, grpc_port, external_host, work_dir, memory_limit, vcores, env };
+            let options = crm_marts::cluster::ExecutorOptions {
+                scheduler,
+                bind,
+                grpc_port,
+                external_host,
+                work_dir,
+                memory_limit,
+                vcores,
+                env,
+            };
             crm_marts::cluster::executor(options).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Runs { config, store, limit, json } => {
+        Command::Runs {
+            config,
+            store,
+            limit,
+            json,
+        } => {
             let env = load_environment(&config, &[])?;
             runs::list(&env, &store, limit, json).await
         }
@@ -447,7 +567,8 @@ fn optional_environment(config: Option<&Path>) -> Result<Environment> {
 pub fn load_environment(config: &Path, overrides: &[String]) -> Result<Environment> {
     let mut env = Environment::load(config)?;
     for (name, location) in parse_pairs(overrides, "--store")? {
-        let spec = StoreSpec::from_location(&name, &location).map_err(|e| UsageError(format!("--store {name}: {e}")))?;
+        let spec = StoreSpec::from_location(&name, &location)
+            .map_err(|e| UsageError(format!("--store {name}: {e}")))?;
         env.stores.insert(name, spec);
     }
     Ok(env)
@@ -480,18 +601,41 @@ pub async fn run_pipeline(
 
 pub fn print_summary(m: &Manifest) {
     let secs = m.duration_ms.unwrap_or(0) as f64 / 1000.0;
-    println!("run {} of `{}` succeeded in {secs:.1}s", m.run_id, m.pipeline);
+    println!(
+        "run {} of `{}` succeeded in {secs:.1}s",
+        m.run_id, m.pipeline
+    );
     if let Some(sel) = &m.selection {
-        let deferred: Vec<String> = sel.deferred.iter().map(|d| if d.table == d.mart { d.table.clone() } else { format!("{} (from {})", d.table, d.mart) }).collect();
+        let deferred: Vec<String> = sel
+            .deferred
+            .iter()
+            .map(|d| {
+                if d.table == d.mart {
+                    d.table.clone()
+                } else {
+                    format!("{} (from {})", d.table, d.mart)
+                }
+            })
+            .collect();
         println!(
             "  selection: {} step{} selected, {} run for them unpublished{}",
             sel.selected.len(),
             plural(sel.selected.len()),
             sel.upstream.len(),
-            if deferred.is_empty() { String::new() } else { format!(", read from published marts: {}", deferred.join(", ")) }
+            if deferred.is_empty() {
+                String::new()
+            } else {
+                format!(", read from published marts: {}", deferred.join(", "))
+            }
         );
     }
-    let width = m.outputs.iter().map(|o| o.mart.len()).max().unwrap_or(4).max(4);
+    let width = m
+        .outputs
+        .iter()
+        .map(|o| o.mart.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     println!("  {:<width$}  {:>10}  location", "mart", "rows");
     for o in &m.outputs {
         println!("  {:<width$}  {:>10}  {}", o.mart, o.rows, o.published_url);
@@ -508,13 +652,24 @@ pub fn print_summary(m: &Manifest) {
 async fn new_mart(pipeline: &Path, name: &str, force: bool) -> Result<ExitCode> {
     let done = crm_marts::scaffold::new_mart(pipeline, name, force).await?;
     if let Some(sql) = &done.sql_written {
-        println!("wrote {} (a first query: replace it with the mart's)", sql.display());
+        println!(
+            "wrote {} (a first query: replace it with the mart's)",
+            sql.display()
+        );
     }
     if done.step_added {
-        println!("added `- sql: marts/{name}.sql` to the steps of {}", pipeline.display());
+        println!(
+            "added `- sql: marts/{name}.sql` to the steps of {}",
+            pipeline.display()
+        );
     }
     if let Some(yml) = &done.yml_written {
-        println!("wrote {} with the {} planned column{}:", yml.display(), done.columns.len(), plural(done.columns.len()));
+        println!(
+            "wrote {} with the {} planned column{}:",
+            yml.display(),
+            done.columns.len(),
+            plural(done.columns.len())
+        );
         for (column, ty) in &done.columns {
             println!("  {column}  {ty}");
         }
@@ -550,16 +705,37 @@ async fn test_models(pipelines: &[PathBuf], select: &[String]) -> Result<ExitCod
         unknown.retain(|s| missing.contains(s));
         for result in crm_marts::model_tests::run_pipeline_tests(&pipeline, select).await {
             // A model in several pipelines is tested once.
-            if seen.insert((result.location.split(':').next().unwrap_or_default().to_string(), result.test.clone())) {
+            if seen.insert((
+                result
+                    .location
+                    .split(':')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+                result.test.clone(),
+            )) {
                 results.push(result);
             }
         }
     }
     if !unknown.is_empty() {
-        return Err(UsageError(format!("--select {}: no SQL model of that name in {}", unknown.join(", "), files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "))).into());
+        return Err(UsageError(format!(
+            "--select {}: no SQL model of that name in {}",
+            unknown.join(", "),
+            files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .into());
     }
     let passed = crm_marts::model_tests::print_report(&results, &mut std::io::stdout().lock())?;
-    Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Validates files: environments first, so pipelines can be checked against their stores.
@@ -618,11 +794,20 @@ async fn validate(paths: &[PathBuf], published: bool, allow_breaking: bool) -> R
                     }
                 };
                 let limit = std::time::Duration::from_secs(60);
-                let Ok((breaking, notes)) = tokio::time::timeout(limit, crm_marts::validate::breaking_changes(&pipeline, &ctx, &store)).await
+                let Ok((breaking, notes)) = tokio::time::timeout(
+                    limit,
+                    crm_marts::validate::breaking_changes(&pipeline, &ctx, &store),
+                )
+                .await
                 else {
                     diags.push(crm_marts::config::Diagnostic::new(
                         file,
-                        format!("--published: store `{}` ({}) did not answer within {} s", store.name, store.display_url, limit.as_secs()),
+                        format!(
+                            "--published: store `{}` ({}) did not answer within {} s",
+                            store.name,
+                            store.display_url,
+                            limit.as_secs()
+                        ),
                     ));
                     continue;
                 };
@@ -681,7 +866,14 @@ async fn validate_job(file: &Path) -> Diagnostics {
         Err(d) => return d,
     };
     if !env.stores.contains_key(&job.lock_store) {
-        diags.push(crm_marts::config::Diagnostic::new(file, format!("lock.store `{}` is not a store of {}", job.lock_store, job.config.display())));
+        diags.push(crm_marts::config::Diagnostic::new(
+            file,
+            format!(
+                "lock.store `{}` is not a store of {}",
+                job.lock_store,
+                job.config.display()
+            ),
+        ));
     }
     for p in &job.pipelines {
         match Pipeline::load(p, Some(&env)) {
@@ -689,7 +881,13 @@ async fn validate_job(file: &Path) -> Diagnostics {
                 diags.extend(crm_marts::validate::plan_pipeline(&pipeline).await);
                 for name in job.params.keys() {
                     if !pipeline.parameters.contains_key(name) {
-                        diags.push(crm_marts::config::Diagnostic::new(file, format!("params.{name}: pipeline {} has no such parameter", p.display())));
+                        diags.push(crm_marts::config::Diagnostic::new(
+                            file,
+                            format!(
+                                "params.{name}: pipeline {} has no such parameter",
+                                p.display()
+                            ),
+                        ));
                     }
                 }
             }
@@ -702,8 +900,10 @@ async fn validate_job(file: &Path) -> Diagnostics {
 /// Tells a pipeline from an environment by its top-level keys.
 fn file_kind(file: &Path) -> std::result::Result<FileKind, crm_marts::config::Diagnostic> {
     use crm_marts::config::Diagnostic;
-    let text = std::fs::read_to_string(file).map_err(|e| Diagnostic::new(file, format!("cannot read file: {e}")))?;
-    let value: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| Diagnostic::from_yaml(file, &e))?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Diagnostic::new(file, format!("cannot read file: {e}")))?;
+    let value: serde_yaml::Value =
+        serde_yaml::from_str(&text).map_err(|e| Diagnostic::from_yaml(file, &e))?;
     let has = |k: &str| value.get(k).is_some();
     if has("schedule") {
         Ok(FileKind::Job)
@@ -715,4 +915,3 @@ fn file_kind(file: &Path) -> std::result::Result<FileKind, crm_marts::config::Di
         Err(Diagnostic::new(file, "not a pipeline (sources, steps, publish), an environment (stores, execution) or a job (schedule)").at(1, 1))
     }
 }
-

@@ -21,11 +21,12 @@ use regex::Regex;
 use serde::Deserialize;
 
 use crm_marts::config::params::Params;
-use datafusion::sql::sqlparser::ast::{
-    CteAsMaterialized, DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArgumentClause, FunctionArguments, Ident,
-    JoinOperator, ObjectName, Query, SetExpr, Statement, VisitMut, VisitorMut,
-};
 use crm_marts::config::pipeline::{ColumnType, Pipeline, SourceFormat, SourceLocation, StepKind};
+use datafusion::sql::sqlparser::ast::{
+    CteAsMaterialized, DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArgumentClause,
+    FunctionArguments, Ident, JoinOperator, ObjectName, Query, SetExpr, Statement, VisitMut,
+    VisitorMut,
+};
 
 /// One stage as DuckDB ran it.
 #[derive(Debug, Deserialize)]
@@ -50,10 +51,20 @@ pub fn python() -> Result<PathBuf> {
     }
     let venv = Path::new("target").join("duckdb-peer");
     let py = venv.join("bin").join("python");
-    let ok = |py: &Path| Command::new(py).args(["-c", "import duckdb"]).status().map(|s| s.success()).unwrap_or(false);
+    let ok = |py: &Path| {
+        Command::new(py)
+            .args(["-c", "import duckdb"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
     if !ok(&py) {
         eprintln!("bench: installing DuckDB (PyPI) into {}", venv.display());
-        let status = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().context("python3 -m venv")?;
+        let status = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .context("python3 -m venv")?;
         if !status.success() {
             bail!("cannot create a virtualenv at {}", venv.display());
         }
@@ -70,7 +81,9 @@ pub fn python() -> Result<PathBuf> {
 
 /// The DuckDB version `python` imports.
 pub fn version(python: &Path) -> Result<String> {
-    let out = Command::new(python).args(["-c", "import duckdb; print(duckdb.__version__)"]).output()?;
+    let out = Command::new(python)
+        .args(["-c", "import duckdb; print(duckdb.__version__)"])
+        .output()?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
@@ -98,7 +111,10 @@ fn duckdb_type(kind: &ColumnType) -> &'static str {
 /// form: no `BIGINT UNSIGNED` and no `arrow_cast`.
 static DIALECT: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
     vec![
-        (Regex::new(r#"arrow_cast\(NULL, 'Timestamp\(Microsecond, Some\("UTC"\)\)'\)"#).unwrap(), "CAST(NULL AS TIMESTAMPTZ)"),
+        (
+            Regex::new(r#"arrow_cast\(NULL, 'Timestamp\(Microsecond, Some\("UTC"\)\)'\)"#).unwrap(),
+            "CAST(NULL AS TIMESTAMPTZ)",
+        ),
         (Regex::new(r"AS BIGINT UNSIGNED\)").unwrap(), "AS UBIGINT)"),
     ]
 });
@@ -125,7 +141,11 @@ impl VisitorMut for ToDuckDb<'_> {
         swap_right_joins(&mut query.body);
         if let Some(with) = &mut query.with {
             for cte in &mut with.cte_tables {
-                if self.materialized.iter().any(|m| m.eq_ignore_ascii_case(&cte.alias.name.value)) {
+                if self
+                    .materialized
+                    .iter()
+                    .any(|m| m.eq_ignore_ascii_case(&cte.alias.name.value))
+                {
                     cte.materialized = Some(CteAsMaterialized::Materialized);
                 }
             }
@@ -135,13 +155,18 @@ impl VisitorMut for ToDuckDb<'_> {
 
     fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         if let Expr::Function(f) = expr {
-            if let (Some(treatment), FunctionArguments::List(list)) = (f.null_treatment, &mut f.args) {
-                list.clauses.push(FunctionArgumentClause::IgnoreOrRespectNulls(treatment));
+            if let (Some(treatment), FunctionArguments::List(list)) =
+                (f.null_treatment, &mut f.args)
+            {
+                list.clauses
+                    .push(FunctionArgumentClause::IgnoreOrRespectNulls(treatment));
                 f.null_treatment = None;
             }
             let name = f.name.to_string().to_lowercase();
             let renamed = match name.as_str() {
-                "percentile_cont" if matches!(&f.args, FunctionArguments::List(l) if l.args.len() == 2) => Some("quantile_cont"),
+                "percentile_cont" if matches!(&f.args, FunctionArguments::List(l) if l.args.len() == 2) => {
+                    Some("quantile_cont")
+                }
                 // As aggregates (`first_value(x ORDER BY y)`); DuckDB's are window functions only.
                 "first_value" if f.over.is_none() => Some("first"),
                 "last_value" if f.over.is_none() => Some("last"),
@@ -155,13 +180,25 @@ impl VisitorMut for ToDuckDb<'_> {
     }
 
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
-        let Expr::Cast { expr: inner, data_type, .. } = expr else { return ControlFlow::Continue(()) };
-        let integer = matches!(data_type, DataType::Int(_) | DataType::Integer(_) | DataType::BigInt(_));
+        let Expr::Cast {
+            expr: inner,
+            data_type,
+            ..
+        } = expr
+        else {
+            return ControlFlow::Continue(());
+        };
+        let integer = matches!(
+            data_type,
+            DataType::Int(_) | DataType::Integer(_) | DataType::BigInt(_)
+        );
         let rewritten = if integer && dated(inner) == Some(Dated::Date) {
             Some(format!("({inner} - DATE '1970-01-01')"))
         } else if integer && dated(inner) == Some(Dated::Timestamp) {
             Some(format!("epoch_us({inner})"))
-        } else if matches!(data_type, DataType::Date) && matches!(inner.as_ref(), Expr::BinaryOp { .. }) {
+        } else if matches!(data_type, DataType::Date)
+            && matches!(inner.as_ref(), Expr::BinaryOp { .. })
+        {
             // A day number (the result of the rewrite above) back to a date.
             Some(format!("(DATE '1970-01-01' + CAST({inner} AS INTEGER))"))
         } else {
@@ -201,15 +238,30 @@ fn dated(expr: &Expr) -> Option<Dated> {
             DataType::Timestamp(..) => Some(Dated::Timestamp),
             _ => None,
         },
-        Expr::Cast { data_type: DataType::Date, .. } => Some(Dated::Date),
+        Expr::Cast {
+            data_type: DataType::Date,
+            ..
+        } => Some(Dated::Date),
         Expr::Function(f) => {
             let name = f.name.to_string().to_lowercase();
-            let keeps_type = ["lag", "lead", "min", "max", "first_value", "last_value", "any_value", "coalesce"].contains(&name.as_str());
+            let keeps_type = [
+                "lag",
+                "lead",
+                "min",
+                "max",
+                "first_value",
+                "last_value",
+                "any_value",
+                "coalesce",
+            ]
+            .contains(&name.as_str());
             match &f.args {
-                FunctionArguments::List(list) if keeps_type => list.args.first().and_then(|a| match a {
-                    FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => dated(e),
-                    _ => None,
-                }),
+                FunctionArguments::List(list) if keeps_type => {
+                    list.args.first().and_then(|a| match a {
+                        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => dated(e),
+                        _ => None,
+                    })
+                }
                 _ => None,
             }
         }
@@ -219,14 +271,19 @@ fn dated(expr: &Expr) -> Option<Dated> {
 
 fn parse_expr(sql: &str) -> Expr {
     use datafusion::sql::sqlparser::{dialect::GenericDialect, parser::Parser};
-    Parser::new(&GenericDialect {}).try_with_sql(sql).and_then(|mut p| p.parse_expr()).expect("a rewrite parses")
+    Parser::new(&GenericDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+        .expect("a rewrite parses")
 }
 
 fn swap_right_joins(body: &mut SetExpr) {
     match body {
         SetExpr::Select(select) => {
             for from in &mut select.from {
-                let [join] = from.joins.as_mut_slice() else { continue };
+                let [join] = from.joins.as_mut_slice() else {
+                    continue;
+                };
                 let swapped = match &join.join_operator {
                     JoinOperator::RightSemi(c) => JoinOperator::Semi(c.clone()),
                     JoinOperator::RightAnti(c) => JoinOperator::Anti(c.clone()),
@@ -261,19 +318,23 @@ pub fn duckdb_sql(sql: &str) -> String {
 /// Whether a file of `dir` matches the source's `pattern`, with the glob syntax the loader
 /// reads it with (globset).
 fn any_match(dir: &Path, pattern: &str) -> bool {
-    let Ok(matcher) = globset::Glob::new(pattern).map(|g| g.compile_matcher()) else { return false };
+    let Ok(matcher) = globset::Glob::new(pattern).map(|g| g.compile_matcher()) else {
+        return false;
+    };
     fn walk(root: &Path, dir: &Path, matcher: &globset::GlobMatcher) -> bool {
-        std::fs::read_dir(dir).map(|entries| {
-            entries.flatten().any(|e| {
-                let path = e.path();
-                if path.is_dir() {
-                    walk(root, &path, matcher)
-                } else {
-                    path.strip_prefix(root).is_ok_and(|rel| matcher.is_match(rel))
-                }
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries.flatten().any(|e| {
+                    let path = e.path();
+                    if path.is_dir() {
+                        walk(root, &path, matcher)
+                    } else {
+                        path.strip_prefix(root)
+                            .is_ok_and(|rel| matcher.is_match(rel))
+                    }
+                })
             })
-        })
-        .unwrap_or(false)
+            .unwrap_or(false)
     }
     walk(dir, dir, &matcher)
 }
@@ -282,9 +343,15 @@ fn any_match(dir: &Path, pattern: &str) -> bool {
 fn published(marts: &Path, mart: &str) -> Option<String> {
     let path = marts.join(format!("{mart}.parquet"));
     if path.is_dir() {
-        Some(format!("read_parquet({}, hive_partitioning = true)", quote(&format!("{}/**/*.parquet", path.display()))))
+        Some(format!(
+            "read_parquet({}, hive_partitioning = true)",
+            quote(&format!("{}/**/*.parquet", path.display()))
+        ))
     } else if path.exists() {
-        Some(format!("read_parquet({})", quote(&path.display().to_string())))
+        Some(format!(
+            "read_parquet({})",
+            quote(&path.display().to_string())
+        ))
     } else {
         None
     }
@@ -309,11 +376,23 @@ pub fn plan(
     for source in &pipeline.sources {
         // Dates and timestamps with their own formats are read as text and parsed with
         // each format in turn, as the loader does.
-        let formatted = |c: &crm_marts::config::pipeline::Column| !c.formats.is_empty() && !matches!(source.format, SourceFormat::Parquet);
+        let formatted = |c: &crm_marts::config::pipeline::Column| {
+            !c.formats.is_empty() && !matches!(source.format, SourceFormat::Parquet)
+        };
         let columns = source.schema.as_ref().map(|cols| {
             let fields: Vec<String> = cols
                 .iter()
-                .map(|c| format!("{}: {}", quote(&c.name), quote(if formatted(c) { "VARCHAR" } else { duckdb_type(&c.kind) })))
+                .map(|c| {
+                    format!(
+                        "{}: {}",
+                        quote(&c.name),
+                        quote(if formatted(c) {
+                            "VARCHAR"
+                        } else {
+                            duckdb_type(&c.kind)
+                        })
+                    )
+                })
                 .collect();
             format!("{{{}}}", fields.join(", "))
         });
@@ -323,15 +402,33 @@ pub fn plan(
             .flatten()
             .filter(|c| formatted(c))
             .map(|c| {
-                let tries: Vec<String> = c.formats.iter().map(|f| format!("try_strptime({}, {})", c.name, quote(f))).collect();
-                format!("CAST(coalesce({}) AS {}) AS {}", tries.join(", "), duckdb_type(&c.kind), c.name)
+                let tries: Vec<String> = c
+                    .formats
+                    .iter()
+                    .map(|f| format!("try_strptime({}, {})", c.name, quote(f)))
+                    .collect();
+                format!(
+                    "CAST(coalesce({}) AS {}) AS {}",
+                    tries.join(", "),
+                    duckdb_type(&c.kind),
+                    c.name
+                )
             })
             .collect();
-        let select = if parsed.is_empty() { "*".to_string() } else { format!("* REPLACE ({})", parsed.join(", ")) };
+        let select = if parsed.is_empty() {
+            "*".to_string()
+        } else {
+            format!("* REPLACE ({})", parsed.join(", "))
+        };
         let (file, exists) = match &source.location {
             SourceLocation::Seed(path) => (std::path::absolute(path)?, path.exists()),
             SourceLocation::Store { store, path } => {
-                let Some(dir) = store_dir(store) else { bail!("source `{}`: store `{store}` is not a local folder", source.name) };
+                let Some(dir) = store_dir(store) else {
+                    bail!(
+                        "source `{}`: store `{store}` is not a local folder",
+                        source.name
+                    )
+                };
                 let exists = any_match(&dir, path);
                 (dir.join(path), exists)
             }
@@ -341,12 +438,21 @@ pub fn plan(
             SourceFormat::Csv => {
                 let mut args = vec![
                     file.clone(),
-                    format!("delim = {}", quote(&(source.csv.delimiter as char).to_string())),
+                    format!(
+                        "delim = {}",
+                        quote(&(source.csv.delimiter as char).to_string())
+                    ),
                     format!("header = {}", source.csv.header),
                     format!("quote = {}", quote(&(source.csv.quote as char).to_string())),
                     "store_rejects = true".to_string(),
-                    format!("rejects_table = {}", quote(&format!("rejects_{}", source.name))),
-                    format!("rejects_scan = {}", quote(&format!("rejects_scan_{}", source.name))),
+                    format!(
+                        "rejects_table = {}",
+                        quote(&format!("rejects_{}", source.name))
+                    ),
+                    format!(
+                        "rejects_scan = {}",
+                        quote(&format!("rejects_scan_{}", source.name))
+                    ),
                 ];
                 if let Some(c) = &columns {
                     args.push(format!("columns = {c}"));
@@ -354,7 +460,11 @@ pub fn plan(
                 format!("read_csv({})", args.join(", "))
             }
             SourceFormat::Ndjson => {
-                let mut args = vec![file.clone(), "format = 'newline_delimited'".to_string(), "ignore_errors = true".to_string()];
+                let mut args = vec![
+                    file.clone(),
+                    "format = 'newline_delimited'".to_string(),
+                    "ignore_errors = true".to_string(),
+                ];
                 if let Some(c) = &columns {
                     args.push(format!("columns = {c}"));
                 }
@@ -363,7 +473,10 @@ pub fn plan(
             SourceFormat::Parquet => format!("read_parquet({file})"),
         };
         let statement = if exists && !empty.contains(&source.name) {
-            format!("CREATE OR REPLACE TABLE {} AS SELECT {select} FROM {read}", source.name)
+            format!(
+                "CREATE OR REPLACE TABLE {} AS SELECT {select} FROM {read}",
+                source.name
+            )
         } else if source.optional || empty.contains(&source.name) {
             let cols: Vec<String> = source
                 .schema
@@ -371,7 +484,11 @@ pub fn plan(
                 .flatten()
                 .map(|c| format!("{} {}", c.name, duckdb_type(&c.kind)))
                 .collect();
-            format!("CREATE OR REPLACE TABLE {} ({})", source.name, cols.join(", "))
+            format!(
+                "CREATE OR REPLACE TABLE {} ({})",
+                source.name,
+                cols.join(", ")
+            )
         } else {
             bail!("source `{}`: no file at {file}", source.name);
         };
@@ -379,13 +496,19 @@ pub fn plan(
     }
     // Tables DuckDB has: a model reading any other table (a built-in step's further
     // outputs) is read from what crm-marts published, as are models calling own functions.
-    let mut known: BTreeSet<String> = pipeline.sources.iter().map(|s| s.name.to_lowercase()).collect();
+    let mut known: BTreeSet<String> = pipeline
+        .sources
+        .iter()
+        .map(|s| s.name.to_lowercase())
+        .collect();
     for step in &pipeline.steps {
         let runs_here = match &step.kind {
             StepKind::Builtin { .. } => false,
             StepKind::Sql(model) => {
                 let text = model.statement.to_string().to_lowercase();
-                !own_functions.iter().any(|f| text.contains(&format!("{f}(")))
+                !own_functions
+                    .iter()
+                    .any(|f| text.contains(&format!("{f}(")))
                     && model.references.iter().all(|r| known.contains(&r.name))
             }
         };
@@ -401,7 +524,9 @@ pub fn plan(
             }
             continue;
         }
-        let StepKind::Sql(model) = &step.kind else { continue };
+        let StepKind::Sql(model) = &step.kind else {
+            continue;
+        };
         known.insert(step.name.to_lowercase());
         let bound = model.bind(params).map_err(|d| anyhow::anyhow!("{d}"))?;
         let sql = duckdb_statement(bound, &model.materialized);
@@ -410,14 +535,24 @@ pub fn plan(
             (
                 vec![
                     format!("CREATE OR REPLACE TABLE {} AS {sql}", step.name),
-                    format!("COPY {} TO {} (FORMAT parquet)", step.name, quote(&out.display().to_string())),
+                    format!(
+                        "COPY {} TO {} (FORMAT parquet)",
+                        step.name,
+                        quote(&out.display().to_string())
+                    ),
                 ],
                 Some(step.name.clone()),
             )
         } else if step.materialize {
-            (vec![format!("CREATE OR REPLACE TABLE {} AS {sql}", step.name)], Some(step.name.clone()))
+            (
+                vec![format!("CREATE OR REPLACE TABLE {} AS {sql}", step.name)],
+                Some(step.name.clone()),
+            )
         } else {
-            (vec![format!("CREATE OR REPLACE VIEW {} AS {sql}", step.name)], None)
+            (
+                vec![format!("CREATE OR REPLACE VIEW {} AS {sql}", step.name)],
+                None,
+            )
         };
         stages.push(serde_json::json!({ "kind": "step", "name": step.name, "statements": statements, "count": count }));
     }
@@ -437,7 +572,10 @@ pub fn run(python: &Path, plan: &PeerPlan, work: &Path) -> Result<Vec<PeerStage>
     let driver = work.join("peer.py");
     std::fs::write(&driver, DRIVER)?;
     // The statements as DuckDB ran them, to read or rerun by hand.
-    std::fs::write(work.join("peer-plan.json"), serde_json::to_vec_pretty(&plan.json)?)?;
+    std::fs::write(
+        work.join("peer-plan.json"),
+        serde_json::to_vec_pretty(&plan.json)?,
+    )?;
     let _ = std::fs::remove_file(work.join("peer.duckdb"));
     let mut child = Command::new(python)
         .arg(&driver)
@@ -446,14 +584,20 @@ pub fn run(python: &Path, plan: &PeerPlan, work: &Path) -> Result<Vec<PeerStage>
         .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| format!("starting {}", python.display()))?;
-    child.stdin.take().expect("piped").write_all(plan.json.to_string().as_bytes())?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(plan.json.to_string().as_bytes())?;
     let output = child.wait_with_output()?;
     if !output.status.success() {
         bail!("the DuckDB peer exited with {}", output.status);
     }
     let mut stages = Vec::new();
     for line in String::from_utf8_lossy(&output.stdout).lines() {
-        stages.push(serde_json::from_str(line).with_context(|| format!("DuckDB peer output: {line}"))?);
+        stages.push(
+            serde_json::from_str(line).with_context(|| format!("DuckDB peer output: {line}"))?,
+        );
     }
     let _ = std::fs::remove_file(work.join("peer.duckdb"));
     Ok(stages)
@@ -465,7 +609,9 @@ mod tests {
     use datafusion::sql::sqlparser::{dialect::GenericDialect, parser::Parser};
 
     fn duck(sql: &str) -> String {
-        let statement = Parser::parse_sql(&GenericDialect {}, sql).unwrap().remove(0);
+        let statement = Parser::parse_sql(&GenericDialect {}, sql)
+            .unwrap()
+            .remove(0);
         duckdb_statement(statement, &["shared".to_string()])
     }
 
@@ -483,9 +629,18 @@ mod tests {
             duck("SELECT CAST(lag(order_date) OVER (ORDER BY order_date) AS INT) FROM t"),
             "SELECT ((lag(order_date) OVER (ORDER BY order_date) - DATE '1970-01-01')) FROM t"
         );
-        assert_eq!(duck("SELECT CAST(event_time AS BIGINT) FROM t"), "SELECT (epoch_us(event_time)) FROM t");
-        assert_eq!(duck("SELECT CAST(postcode AS INT) FROM t"), "SELECT CAST(postcode AS INT) FROM t");
-        assert_eq!(duck("SELECT CAST(a - b + 1 AS BIGINT UNSIGNED) FROM t"), "SELECT CAST(a - b + 1 AS UBIGINT) FROM t");
+        assert_eq!(
+            duck("SELECT CAST(event_time AS BIGINT) FROM t"),
+            "SELECT (epoch_us(event_time)) FROM t"
+        );
+        assert_eq!(
+            duck("SELECT CAST(postcode AS INT) FROM t"),
+            "SELECT CAST(postcode AS INT) FROM t"
+        );
+        assert_eq!(
+            duck("SELECT CAST(a - b + 1 AS BIGINT UNSIGNED) FROM t"),
+            "SELECT CAST(a - b + 1 AS UBIGINT) FROM t"
+        );
         assert_eq!(
             duck("SELECT last_value(x) IGNORE NULLS OVER (ORDER BY t) FROM e"),
             "SELECT last_value(x IGNORE NULLS) OVER (ORDER BY t) FROM e"
@@ -494,7 +649,10 @@ mod tests {
             duck("SELECT c.id FROM (SELECT id FROM r) AS r RIGHT ANTI JOIN c ON c.id = r.id"),
             "SELECT c.id FROM c ANTI JOIN (SELECT id FROM r) AS r ON c.id = r.id"
         );
-        assert_eq!(duck("SELECT percentile_cont(v, 0.9) FROM t"), "SELECT quantile_cont(v, 0.9) FROM t");
+        assert_eq!(
+            duck("SELECT percentile_cont(v, 0.9) FROM t"),
+            "SELECT quantile_cont(v, 0.9) FROM t"
+        );
         assert_eq!(
             duck("SELECT first_value(c ORDER BY o), first_value(c) OVER (ORDER BY o) FROM t"),
             "SELECT first(c ORDER BY o), first_value(c) OVER (ORDER BY o) FROM t"

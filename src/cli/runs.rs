@@ -29,19 +29,30 @@ struct RunLine {
 
 fn line(m: &Value) -> RunLine {
     let text = |k: &str| m[k].as_str().unwrap_or_default().to_string();
-    let outputs = m["outputs"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let outputs = m["outputs"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     RunLine {
         run_id: text("run_id"),
         pipeline: text("pipeline"),
         status: text("status"),
-        engine: m["engine"].as_str().map(|e| e.split(' ').next().unwrap_or(e).to_string()).unwrap_or_else(|| "local".into()),
+        engine: m["engine"]
+            .as_str()
+            .map(|e| e.split(' ').next().unwrap_or(e).to_string())
+            .unwrap_or_else(|| "local".into()),
         started_at: text("started_at"),
         seconds: m["duration_ms"].as_u64().map(|ms| ms as f64 / 1000.0),
         marts: outputs.len(),
         rows: outputs.iter().filter_map(|o| o["rows"].as_u64()).sum(),
         quarantined: m["quarantined_rows"].as_u64().unwrap_or(0),
         failing_checks: m["failing_check_rows"].as_u64().unwrap_or(0),
-        error: m["errors"].as_array().and_then(|e| e.first()).and_then(Value::as_str).unwrap_or_default().to_string(),
+        error: m["errors"]
+            .as_array()
+            .and_then(|e| e.first())
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
         error_kind: text("error_kind"),
         last_seen_at: text("last_seen_at"),
     }
@@ -55,10 +66,18 @@ pub(super) async fn manifests(store: &Store, limit: usize) -> Result<Vec<Value>>
     Ok(stored.iter().map(|m| m.shown(now)).collect())
 }
 
-pub async fn list(env: &Environment, store_name: &str, limit: usize, json: bool) -> Result<ExitCode> {
+pub async fn list(
+    env: &Environment,
+    store_name: &str,
+    limit: usize,
+    json: bool,
+) -> Result<ExitCode> {
     let spec = env.stores.get(store_name).ok_or_else(|| {
         let known: Vec<&str> = env.stores.keys().map(String::as_str).collect();
-        super::UsageError(format!("--store {store_name}: no such store (stores: {})", known.join(", ")))
+        super::UsageError(format!(
+            "--store {store_name}: no such store (stores: {})",
+            known.join(", ")
+        ))
     })?;
     let store = Store::open(spec)?;
     let runs = manifests(&store, limit).await?;
@@ -84,11 +103,22 @@ pub async fn list(env: &Environment, store_name: &str, limit: usize, json: bool)
     }
     println!(
         "{:<26} {:<18} {:<10} {:<8} {:>9} {:>5} {:>12} {:>11} {:>10}  error",
-        "run", "pipeline", "status", "engine", "seconds", "marts", "rows", "quarantined", "bad checks"
+        "run",
+        "pipeline",
+        "status",
+        "engine",
+        "seconds",
+        "marts",
+        "rows",
+        "quarantined",
+        "bad checks"
     );
     for m in &runs {
         let l = line(m);
-        let seconds = l.seconds.map(|s| format!("{s:.1}")).unwrap_or_else(|| "-".into());
+        let seconds = l
+            .seconds
+            .map(|s| format!("{s:.1}"))
+            .unwrap_or_else(|| "-".into());
         let mut error = if l.status == "abandoned" {
             format!("process gone; last seen {}", l.last_seen_at)
         } else if l.error_kind.is_empty() {
@@ -101,7 +131,16 @@ pub async fn list(env: &Environment, store_name: &str, limit: usize, json: bool)
         }
         println!(
             "{:<26} {:<18} {:<10} {:<8} {:>9} {:>5} {:>12} {:>11} {:>10}  {}",
-            l.run_id, l.pipeline, l.status, l.engine, seconds, l.marts, l.rows, l.quarantined, l.failing_checks, error
+            l.run_id,
+            l.pipeline,
+            l.status,
+            l.engine,
+            seconds,
+            l.marts,
+            l.rows,
+            l.quarantined,
+            l.failing_checks,
+            error
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -69,10 +69,22 @@ struct Scheduler {
     held: Mutex<BTreeMap<String, (Store, JobLock)>>,
 }
 
-pub async fn run(paths: &[PathBuf], listen: Option<SocketAddr>, format: LogFormat) -> Result<ExitCode> {
+pub async fn run(
+    paths: &[PathBuf],
+    listen: Option<SocketAddr>,
+    format: LogFormat,
+) -> Result<ExitCode> {
     let files = job_files(paths)?;
     if files.is_empty() {
-        return Err(super::UsageError(format!("no job files (*.yaml) in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))).into());
+        return Err(super::UsageError(format!(
+            "no job files (*.yaml) in {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .into());
     }
     let mut diags = Diagnostics::default();
     let mut jobs = Vec::new();
@@ -85,15 +97,27 @@ pub async fn run(paths: &[PathBuf], listen: Option<SocketAddr>, format: LogForma
     let mut names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
     names.sort();
     if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-        diags.push(crm_marts::config::Diagnostic::new(&files[0], format!("two jobs are named `{}`", w[0])));
+        diags.push(crm_marts::config::Diagnostic::new(
+            &files[0],
+            format!("two jobs are named `{}`", w[0]),
+        ));
     }
     if !diags.is_empty() {
         return Err(crm_marts::run::RunError::Config(diags).into());
     }
-    let holder = format!("{}:{}:{}", hostname(), std::process::id(), Utc::now().timestamp_millis());
+    let holder = format!(
+        "{}:{}:{}",
+        hostname(),
+        std::process::id(),
+        Utc::now().timestamp_millis()
+    );
     let sched = Arc::new(Scheduler {
         running: jobs.iter().map(|_| AtomicBool::new(false)).collect(),
-        status: Mutex::new(jobs.iter().map(|j| (j.name.clone(), JobStatus::default())).collect()),
+        status: Mutex::new(
+            jobs.iter()
+                .map(|j| (j.name.clone(), JobStatus::default()))
+                .collect(),
+        ),
         jobs,
         holder,
         format,
@@ -102,13 +126,17 @@ pub async fn run(paths: &[PathBuf], listen: Option<SocketAddr>, format: LogForma
     });
 
     if let Some(addr) = listen {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("metrics endpoint on {addr}"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("metrics endpoint on {addr}"))?;
         let bound = listener.local_addr()?;
         tracing::info!(%bound, "metrics on http://{bound}/metrics, health on http://{bound}/health");
         tokio::spawn(serve(listener, sched.clone()));
     }
 
-    let mut cron = JobScheduler::new().await.context("starting the scheduler")?;
+    let mut cron = JobScheduler::new()
+        .await
+        .context("starting the scheduler")?;
     for idx in 0..sched.jobs.len() {
         arm(cron.clone(), sched.clone(), idx, Utc::now()).await?;
         let j = &sched.jobs[idx];
@@ -142,22 +170,35 @@ pub async fn run(paths: &[PathBuf], listen: Option<SocketAddr>, format: LogForma
             _ = int.recv() => break,
         }
     }
-    let held: Vec<(String, (Store, JobLock))> = std::mem::take(&mut *sched.held.lock().unwrap()).into_iter().collect();
+    let held: Vec<(String, (Store, JobLock))> = std::mem::take(&mut *sched.held.lock().unwrap())
+        .into_iter()
+        .collect();
     for (job, (store, lock)) in held {
         if let Err(e) = lock.release(&store).await {
             tracing::warn!(job, error = %e, "could not release the job lock; it expires by itself");
         }
     }
-    tracing::warn!("aborted: the running jobs were stopped before publishing; the previous marts stay live");
+    tracing::warn!(
+        "aborted: the running jobs were stopped before publishing; the previous marts stay live"
+    );
     Ok(ExitCode::from(130))
 }
 
 fn busy_jobs(s: &Scheduler) -> Vec<&str> {
-    s.jobs.iter().zip(&s.running).filter(|(_, r)| r.load(Ordering::SeqCst)).map(|(j, _)| j.name.as_str()).collect()
+    s.jobs
+        .iter()
+        .zip(&s.running)
+        .filter(|(_, r)| r.load(Ordering::SeqCst))
+        .map(|(j, _)| j.name.as_str())
+        .collect()
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "host".into())
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "host".into())
 }
 
 /// Arms job `idx` at its first tick after `after`.
@@ -173,7 +214,13 @@ fn arm(
             tracing::warn!(job = %job.name, "the schedule has no further tick");
             return Ok(());
         };
-        sched.status.lock().unwrap().entry(job.name.clone()).or_default().next_tick = Some(tick);
+        sched
+            .status
+            .lock()
+            .unwrap()
+            .entry(job.name.clone())
+            .or_default()
+            .next_tick = Some(tick);
         let wait = (tick - Utc::now()).to_std().unwrap_or_default();
         let s = sched.clone();
         let one_shot = CronJob::new_one_shot_at_instant_async(Instant::now() + wait, move |_id, cron| {
@@ -201,7 +248,12 @@ fn arm(
 
 impl Scheduler {
     fn record(&self, job: &str, f: impl FnOnce(&mut JobStatus)) {
-        f(self.status.lock().unwrap().entry(job.to_string()).or_default());
+        f(self
+            .status
+            .lock()
+            .unwrap()
+            .entry(job.to_string())
+            .or_default());
     }
 
     async fn tick(self: &Arc<Self>, idx: usize, tick: DateTime<Utc>) {
@@ -227,21 +279,33 @@ impl Scheduler {
     async fn tick_inner(self: &Arc<Self>, job: &Job, tick: DateTime<Utc>) -> Result<()> {
         let name = job.name.as_str();
         let env = Environment::load(&job.config)?;
-        let spec = env
-            .stores
-            .get(&job.lock_store)
-            .ok_or_else(|| anyhow::anyhow!("lock.store `{}` is not a store of {}", job.lock_store, job.config.display()))?;
+        let spec = env.stores.get(&job.lock_store).ok_or_else(|| {
+            anyhow::anyhow!(
+                "lock.store `{}` is not a store of {}",
+                job.lock_store,
+                job.config.display()
+            )
+        })?;
         let store = Store::open(spec)?;
         if !claim_tick(&store, name, tick, &self.holder).await? {
             tracing::info!(job = name, %tick, "tick claimed by another scheduler; not run here");
             return Ok(());
         }
-        match crm_marts::joblock::prune_ticks(&store, name, tick - crm_marts::joblock::TICK_CLAIMS_KEPT).await {
+        match crm_marts::joblock::prune_ticks(
+            &store,
+            name,
+            tick - crm_marts::joblock::TICK_CLAIMS_KEPT,
+        )
+        .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::debug!(job = name, removed = n, "old tick claims removed"),
-            Err(e) => tracing::warn!(job = name, error = %e, "old tick claims could not be removed"),
+            Err(e) => {
+                tracing::warn!(job = name, error = %e, "old tick claims could not be removed")
+            }
         }
-        let expires = Utc::now() + chrono::Duration::from_std(job.lock_expiry).unwrap_or(chrono::Duration::hours(7));
+        let expires = Utc::now()
+            + chrono::Duration::from_std(job.lock_expiry).unwrap_or(chrono::Duration::hours(7));
         let lock = match JobLock::acquire(&store, name, &self.holder, tick, expires).await? {
             Ok(lock) => lock,
             Err(Refused::Held(other)) => {
@@ -253,7 +317,10 @@ impl Scheduler {
                 return Ok(());
             }
         };
-        self.held.lock().unwrap().insert(name.to_string(), (store.clone(), lock.clone()));
+        self.held
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), (store.clone(), lock.clone()));
         self.record(name, |s| {
             s.running = true;
             s.last_tick = Some(tick);
@@ -262,7 +329,14 @@ impl Scheduler {
         let started = Instant::now();
         let result = tokio::time::timeout(job.timeout, self.run_pipelines(job, &env, tick)).await;
         let (status, error, rows, quarantined, abandoned, steps) = match result {
-            Ok(Ok(done)) => ("succeeded", None, done.rows, done.quarantined, done.abandoned, done.steps),
+            Ok(Ok(done)) => (
+                "succeeded",
+                None,
+                done.rows,
+                done.quarantined,
+                done.abandoned,
+                done.steps,
+            ),
             Ok(Err(e)) => ("failed", Some(format!("{e:#}")), 0, 0, 0, Vec::new()),
             Err(_) => {
                 let reason = format!("timed out after {} minutes", job.timeout.as_secs() / 60);
@@ -275,8 +349,12 @@ impl Scheduler {
         };
         let elapsed = started.elapsed();
         match &error {
-            None => tracing::info!(job = name, %tick, seconds = elapsed.as_secs_f64(), rows, "job succeeded"),
-            Some(e) => tracing::error!(job = name, %tick, seconds = elapsed.as_secs_f64(), error = %e, "job failed; the next tick runs as scheduled"),
+            None => {
+                tracing::info!(job = name, %tick, seconds = elapsed.as_secs_f64(), rows, "job succeeded")
+            }
+            Some(e) => {
+                tracing::error!(job = name, %tick, seconds = elapsed.as_secs_f64(), error = %e, "job failed; the next tick runs as scheduled")
+            }
         }
         self.record(name, |s| {
             s.running = false;
@@ -297,7 +375,12 @@ impl Scheduler {
     }
 
     /// Runs the job's pipelines in order, each with its retries.
-    async fn run_pipelines(&self, job: &Job, env: &Environment, tick: DateTime<Utc>) -> Result<JobDone> {
+    async fn run_pipelines(
+        &self,
+        job: &Job,
+        env: &Environment,
+        tick: DateTime<Utc>,
+    ) -> Result<JobDone> {
         let params = job.params_at(tick);
         let (mut rows, mut quarantined, mut abandoned) = (0, 0, 0);
         let mut steps = Vec::new();
@@ -324,7 +407,10 @@ impl Scheduler {
                         );
                         return Err(e.context(format!("pipeline {}", pipeline.display())));
                     }
-                    Err(e) if attempt < job.retry_attempts && !self.stopping.load(Ordering::SeqCst) => {
+                    Err(e)
+                        if attempt < job.retry_attempts
+                            && !self.stopping.load(Ordering::SeqCst) =>
+                    {
                         let wait = job.backoff * 2u32.saturating_pow(attempt);
                         attempt += 1;
                         tracing::warn!(
@@ -337,7 +423,12 @@ impl Scheduler {
                 }
             }
         }
-        Ok(JobDone { rows, quarantined, abandoned, steps })
+        Ok(JobDone {
+            rows,
+            quarantined,
+            abandoned,
+            steps,
+        })
     }
 }
 
@@ -362,7 +453,8 @@ fn retryable(e: &anyhow::Error) -> bool {
 fn not_retried_because(e: &anyhow::Error) -> String {
     match e.downcast_ref::<crm_marts::run::RunError>() {
         Some(run) => format!("a {} failure: a retry would fail the same way", run.kind()),
-        None => "the pipeline or its environment cannot be loaded: a retry would fail the same way".into(),
+        None => "the pipeline or its environment cannot be loaded: a retry would fail the same way"
+            .into(),
     }
 }
 
@@ -374,17 +466,32 @@ async fn serve(listener: tokio::net::TcpListener, sched: Arc<Scheduler>) {
     let app = axum::Router::new()
         .route(
             "/metrics",
-            get(|axum::extract::State(s): axum::extract::State<Arc<Scheduler>>| async move {
-                ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics(&s))
-            }),
+            get(
+                |axum::extract::State(s): axum::extract::State<Arc<Scheduler>>| async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        metrics(&s),
+                    )
+                },
+            ),
         )
         .route(
             "/health",
-            get(|axum::extract::State(s): axum::extract::State<Arc<Scheduler>>| async move {
-                ([(header::CONTENT_TYPE, "application/json")], health(&s))
-            }),
+            get(
+                |axum::extract::State(s): axum::extract::State<Arc<Scheduler>>| async move {
+                    ([(header::CONTENT_TYPE, "application/json")], health(&s))
+                },
+            ),
         )
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found: try /metrics or /health\n") })
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                "not found: try /metrics or /health\n",
+            )
+        })
         .with_state(sched);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "the metrics endpoint stopped");
@@ -404,7 +511,10 @@ fn metrics(sched: &Scheduler) -> String {
     let status = sched.status.lock().unwrap();
     let mut registry = prometheus_client::registry::Registry::with_prefix("crm_marts");
     let job = |name: &str| -> Labels { vec![("job", name.to_string())] };
-    let gauge = |registry: &mut prometheus_client::registry::Registry, name: &str, help: &str, value: &dyn Fn(&JobStatus) -> Option<i64>| {
+    let gauge = |registry: &mut prometheus_client::registry::Registry,
+                 name: &str,
+                 help: &str,
+                 value: &dyn Fn(&JobStatus) -> Option<i64>| {
         let family = Family::<Labels, Gauge>::default();
         for (name, s) in status.iter() {
             if let Some(v) = value(s) {
@@ -413,18 +523,42 @@ fn metrics(sched: &Scheduler) -> String {
         }
         registry.register(name, help, family);
     };
-    gauge(&mut registry, "job_running", "1 while a run of the job is going.", &|s| Some(i64::from(s.running)));
-    gauge(&mut registry, "job_last_run_success", "1 if the last finished run succeeded, 0 if it failed.", &|s| {
-        s.last_status.map(|st| i64::from(st == "succeeded"))
-    });
-    gauge(&mut registry, "job_last_run_finished_timestamp_seconds", "When the last run finished (Unix time).", &|s| {
-        s.last_finished.map(|t| t.timestamp())
-    });
-    gauge(&mut registry, "job_last_run_rows_written", "Rows of the marts the last run published.", &|s| {
-        s.last_status.map(|_| s.last_rows as i64)
-    });
-    gauge(&mut registry, "job_last_run_quarantined_rows", "Rows the last run quarantined.", &|s| s.last_status.map(|_| s.last_quarantined as i64));
-    gauge(&mut registry, "job_next_tick_timestamp_seconds", "When the job runs next (Unix time).", &|s| s.next_tick.map(|t| t.timestamp()));
+    gauge(
+        &mut registry,
+        "job_running",
+        "1 while a run of the job is going.",
+        &|s| Some(i64::from(s.running)),
+    );
+    gauge(
+        &mut registry,
+        "job_last_run_success",
+        "1 if the last finished run succeeded, 0 if it failed.",
+        &|s| s.last_status.map(|st| i64::from(st == "succeeded")),
+    );
+    gauge(
+        &mut registry,
+        "job_last_run_finished_timestamp_seconds",
+        "When the last run finished (Unix time).",
+        &|s| s.last_finished.map(|t| t.timestamp()),
+    );
+    gauge(
+        &mut registry,
+        "job_last_run_rows_written",
+        "Rows of the marts the last run published.",
+        &|s| s.last_status.map(|_| s.last_rows as i64),
+    );
+    gauge(
+        &mut registry,
+        "job_last_run_quarantined_rows",
+        "Rows the last run quarantined.",
+        &|s| s.last_status.map(|_| s.last_quarantined as i64),
+    );
+    gauge(
+        &mut registry,
+        "job_next_tick_timestamp_seconds",
+        "When the job runs next (Unix time).",
+        &|s| s.next_tick.map(|t| t.timestamp()),
+    );
 
     let duration = Family::<Labels, FloatGauge>::default();
     let step_seconds = Family::<Labels, FloatGauge>::default();
@@ -435,7 +569,11 @@ fn metrics(sched: &Scheduler) -> String {
             duration.get_or_create(&job(name)).set(d.as_secs_f64());
         }
         for step in &s.last_steps {
-            let labels: Labels = vec![("job", name.clone()), ("pipeline", step.pipeline.clone()), ("step", step.step.clone())];
+            let labels: Labels = vec![
+                ("job", name.clone()),
+                ("pipeline", step.pipeline.clone()),
+                ("step", step.step.clone()),
+            ];
             step_seconds.get_or_create(&labels).set(step.seconds);
             if let Some(rows) = step.rows {
                 step_rows.get_or_create(&labels).set(rows as i64);
@@ -443,12 +581,25 @@ fn metrics(sched: &Scheduler) -> String {
         }
         for outcome in ["succeeded", "failed", "skipped", "abandoned"] {
             let labels: Labels = vec![("job", name.clone()), ("outcome", outcome.to_string())];
-            runs.get_or_create(&labels).inc_by(s.runs.get(outcome).copied().unwrap_or(0));
+            runs.get_or_create(&labels)
+                .inc_by(s.runs.get(outcome).copied().unwrap_or(0));
         }
     }
-    registry.register("job_last_run_duration_seconds", "Duration of the last run.", duration);
-    registry.register("job_last_run_step_duration_seconds", "Duration of each step of the last successful run.", step_seconds);
-    registry.register("job_last_run_step_rows", "Rows each step of the last successful run wrote (tables and marts; views have none).", step_rows);
+    registry.register(
+        "job_last_run_duration_seconds",
+        "Duration of the last run.",
+        duration,
+    );
+    registry.register(
+        "job_last_run_step_duration_seconds",
+        "Duration of each step of the last successful run.",
+        step_seconds,
+    );
+    registry.register(
+        "job_last_run_step_rows",
+        "Rows each step of the last successful run wrote (tables and marts; views have none).",
+        step_rows,
+    );
     registry.register(
         "job_runs",
         "Ticks of the job by outcome (abandoned: runs whose process died, found by a later run).",
@@ -456,7 +607,8 @@ fn metrics(sched: &Scheduler) -> String {
     );
     drop(status);
     let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
+    prometheus_client::encoding::text::encode(&mut out, &registry)
+        .expect("writing to a String cannot fail");
     out
 }
 
@@ -485,5 +637,7 @@ fn health(sched: &Scheduler) -> String {
         })
         .collect();
     let stopping = sched.stopping.load(Ordering::SeqCst);
-    serde_json::json!({ "status": if stopping { "stopping" } else { "ok" }, "jobs": jobs }).to_string() + "\n"
+    serde_json::json!({ "status": if stopping { "stopping" } else { "ok" }, "jobs": jobs })
+        .to_string()
+        + "\n"
 }

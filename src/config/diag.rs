@@ -15,7 +15,12 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(file: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Self { file: file.into(), line: None, column: None, message: message.into() }
+        Self {
+            file: file.into(),
+            line: None,
+            column: None,
+            message: message.into(),
+        }
     }
 
     pub fn at(mut self, line: usize, column: usize) -> Self {
@@ -98,7 +103,11 @@ impl Diagnostics {
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        writeln!(f, "{n} configuration problem{} found:", if n == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "{n} configuration problem{} found:",
+            if n == 1 { "" } else { "s" }
+        )?;
         for d in &self.0 {
             writeln!(f, "  {d}")?;
         }
@@ -142,7 +151,13 @@ pub fn locate(text: &str, path: &[&str]) -> Option<(usize, usize)> {
         if want == 0 && indent != 0 {
             continue;
         }
-        let key = body.split(':').next().unwrap_or("").trim().trim_matches('"').trim_matches('\'');
+        let key = body
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches('"')
+            .trim_matches('\'');
         if want < path.len() && key == path[want] && body.contains(':') {
             found = Some((idx + 1, indent + 1));
             depth_indent = Some(indent);

@@ -152,10 +152,18 @@ impl fmt::Display for Engine {
 fn scheduler_url(text: &str) -> Result<String, String> {
     let expected = "expected df://host:port, e.g. df://scheduler-host:50050";
     let url = Url::parse(text).map_err(|e| format!("scheduler {text:?}: {e} ({expected})"))?;
-    if url.scheme() != "df" || url.host_str().is_none_or(str::is_empty) || url.port().is_none() || !matches!(url.path(), "" | "/") {
+    if url.scheme() != "df"
+        || url.host_str().is_none_or(str::is_empty)
+        || url.port().is_none()
+        || !matches!(url.path(), "" | "/")
+    {
         return Err(format!("scheduler {text:?}: {expected}"));
     }
-    Ok(format!("df://{}:{}", url.host_str().unwrap_or_default(), url.port().unwrap_or_default()))
+    Ok(format!(
+        "df://{}:{}",
+        url.host_str().unwrap_or_default(),
+        url.port().unwrap_or_default()
+    ))
 }
 
 /// A validated environment.
@@ -192,7 +200,9 @@ impl Default for Execution {
             memory_limit: None,
             engine_memory: None,
             spill_dir: std::env::temp_dir().join("crm-marts"),
-            target_partitions: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            target_partitions: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
             batch_size: 8192,
             functions: Default::default(),
             full_refresh: false,
@@ -234,20 +244,32 @@ impl fmt::Display for StoreSpec {
 impl StoreSpec {
     /// A store from a URL or local path, with no options.
     pub fn from_location(name: &str, location: &str) -> Result<Self, String> {
-        Ok(Self { name: name.to_string(), url: resolve_url(location)?, options: Vec::new(), retry: None })
+        Ok(Self {
+            name: name.to_string(),
+            url: resolve_url(location)?,
+            options: Vec::new(),
+            retry: None,
+        })
     }
 }
 
 impl Environment {
     /// An environment with no stores and default limits.
     pub fn empty() -> Self {
-        Self { file: None, stores: BTreeMap::new(), execution: Execution::default() }
+        Self {
+            file: None,
+            stores: BTreeMap::new(),
+            execution: Execution::default(),
+        }
     }
 
     /// Reads and compiles an environment file, reporting every problem.
     pub fn load(path: &Path) -> Result<Self, Diagnostics> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Diagnostics(vec![Diagnostic::new(path, format!("cannot read file: {e}"))])
+            Diagnostics(vec![Diagnostic::new(
+                path,
+                format!("cannot read file: {e}"),
+            )])
         })?;
         let raw: EnvironmentConfig = serde_yaml::from_str(&text)
             .map_err(|e| Diagnostics(vec![Diagnostic::from_yaml(path, &e)]))?;
@@ -270,12 +292,16 @@ pub fn compile(
             Ok(expanded) => match resolve_url(&expanded) {
                 Ok(url) => Some(url),
                 Err(e) => {
-                    diags.push(Diagnostic::new(file, format!("stores.{name}.url: {e}")).at_opt(at("url")));
+                    diags.push(
+                        Diagnostic::new(file, format!("stores.{name}.url: {e}")).at_opt(at("url")),
+                    );
                     None
                 }
             },
             Err(e) => {
-                diags.push(Diagnostic::new(file, format!("stores.{name}.url: {e}")).at_opt(at("url")));
+                diags.push(
+                    Diagnostic::new(file, format!("stores.{name}.url: {e}")).at_opt(at("url")),
+                );
                 None
             }
         };
@@ -320,7 +346,15 @@ pub fn compile(
             }
         };
         if let Some(url) = url {
-            stores.insert(name.clone(), StoreSpec { name, url, options, retry });
+            stores.insert(
+                name.clone(),
+                StoreSpec {
+                    name,
+                    url,
+                    options,
+                    retry,
+                },
+            );
         }
     }
 
@@ -382,14 +416,26 @@ pub fn compile(
             ),
         }
     }
-    let scheduler = match raw.execution.scheduler.as_deref().map(|s| expand_env(s, env)).transpose() {
+    let scheduler = match raw
+        .execution
+        .scheduler
+        .as_deref()
+        .map(|s| expand_env(s, env))
+        .transpose()
+    {
         Ok(s) => s,
         Err(e) => {
-            diags.push(Diagnostic::new(file, format!("execution.scheduler: {e}")).at_opt(locate(text, &["execution", "scheduler"])));
+            diags.push(
+                Diagnostic::new(file, format!("execution.scheduler: {e}"))
+                    .at_opt(locate(text, &["execution", "scheduler"])),
+            );
             None
         }
     };
-    match Engine::parse(raw.execution.engine.as_deref().unwrap_or("local"), scheduler.as_deref()) {
+    match Engine::parse(
+        raw.execution.engine.as_deref().unwrap_or("local"),
+        scheduler.as_deref(),
+    ) {
         Ok(engine) => execution.engine = engine,
         Err((key, e)) => {
             let at = locate(text, &["execution", key]).or_else(|| locate(text, &["execution"]));
@@ -399,15 +445,21 @@ pub fn compile(
     if let Some(key) = &raw.privacy.hash_key {
         match expand_env(key, env) {
             Ok(k) if k.is_empty() => diags.push(
-                Diagnostic::new(file, "privacy.hash_key: the key is empty").at_opt(locate(text, &["privacy", "hash_key"])),
+                Diagnostic::new(file, "privacy.hash_key: the key is empty")
+                    .at_opt(locate(text, &["privacy", "hash_key"])),
             ),
             Ok(k) => execution.functions.hash_key = Some(k),
             Err(e) => diags.push(
-                Diagnostic::new(file, format!("privacy.hash_key: {e}")).at_opt(locate(text, &["privacy", "hash_key"])),
+                Diagnostic::new(file, format!("privacy.hash_key: {e}"))
+                    .at_opt(locate(text, &["privacy", "hash_key"])),
             ),
         }
     }
-    diags.into_result(Environment { file: Some(file.to_path_buf()), stores, execution })
+    diags.into_result(Environment {
+        file: Some(file.to_path_buf()),
+        stores,
+        execution,
+    })
 }
 
 /// Expands `${VAR}` and `${VAR:-default}`; a missing variable without default is an error
@@ -418,14 +470,18 @@ pub fn expand_env(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after.find('}').ok_or_else(|| format!("unclosed `${{` in {value:?}"))?;
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed `${{` in {value:?}"))?;
         let inner = &after[..end];
         let (name, default) = match inner.split_once(":-") {
             Some((n, d)) => (n, Some(d)),
             None => (inner, None),
         };
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("`${{{inner}}}` is not a valid environment variable reference"));
+            return Err(format!(
+                "`${{{inner}}}` is not a valid environment variable reference"
+            ));
         }
         match (env(name), default) {
             (Some(v), _) => out.push_str(&v),
@@ -463,7 +519,9 @@ pub fn resolve_url(location: &str) -> Result<Url, String> {
     let abs = if path.is_absolute() {
         path.to_path_buf()
     } else {
-        std::env::current_dir().map_err(|e| format!("cannot resolve {location:?}: {e}"))?.join(path)
+        std::env::current_dir()
+            .map_err(|e| format!("cannot resolve {location:?}: {e}"))?
+            .join(path)
     };
     let abs = normalize(&abs);
     Url::from_directory_path(&abs).map_err(|_| format!("cannot turn {location:?} into a file URL"))
@@ -487,21 +545,28 @@ pub fn normalize(path: &Path) -> PathBuf {
 /// Parses sizes such as `4GiB`, `512MiB`, `2GB`, `1048576`.
 pub fn parse_bytes(text: &str) -> Result<usize, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("{text:?} is not a size (expected e.g. 4GiB, 512MiB)"))?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "kib" => 1024.0,
-        "m" | "mb" => 1e6,
-        "mib" => 1024.0 * 1024.0,
-        "g" | "gb" => 1e9,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "t" | "tb" => 1e12,
-        "tib" => 1024f64.powi(4),
-        other => return Err(format!("unknown size unit {other:?} in {text:?} (expected B, KiB, MiB, GiB, KB, MB, GB)")),
-    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (expected e.g. 4GiB, 512MiB)"))?;
+    let mult: f64 =
+        match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1.0,
+            "k" | "kb" => 1e3,
+            "kib" => 1024.0,
+            "m" | "mb" => 1e6,
+            "mib" => 1024.0 * 1024.0,
+            "g" | "gb" => 1e9,
+            "gib" => 1024.0 * 1024.0 * 1024.0,
+            "t" | "tb" => 1e12,
+            "tib" => 1024f64.powi(4),
+            other => return Err(format!(
+                "unknown size unit {other:?} in {text:?} (expected B, KiB, MiB, GiB, KB, MB, GB)"
+            )),
+        };
     Ok((n * mult) as usize)
 }
 
@@ -540,29 +605,81 @@ mod tests {
 
     #[test]
     fn the_engine_and_its_scheduler_are_checked_and_located() {
-        assert_eq!(compile_text("execution:\n  target_partitions: 2\n").unwrap().execution.engine, Engine::Local);
-        let env = compile_text("execution:\n  engine: ballista\n  scheduler: df://sched.example:50050\n").unwrap();
-        assert_eq!(env.execution.engine, Engine::Ballista { scheduler: "df://sched.example:50050".into() });
-        let err = compile_text("execution:\n  engine: ballista\n").unwrap_err().to_string();
-        assert!(err.contains("env.yaml:2:3") && err.contains("execution.engine") && err.contains("scheduler's URL"), "{err}");
-        let err = compile_text("execution:\n  engine: spark\n").unwrap_err().to_string();
+        assert_eq!(
+            compile_text("execution:\n  target_partitions: 2\n")
+                .unwrap()
+                .execution
+                .engine,
+            Engine::Local
+        );
+        let env =
+            compile_text("execution:\n  engine: ballista\n  scheduler: df://sched.example:50050\n")
+                .unwrap();
+        assert_eq!(
+            env.execution.engine,
+            Engine::Ballista {
+                scheduler: "df://sched.example:50050".into()
+            }
+        );
+        let err = compile_text("execution:\n  engine: ballista\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("env.yaml:2:3")
+                && err.contains("execution.engine")
+                && err.contains("scheduler's URL"),
+            "{err}"
+        );
+        let err = compile_text("execution:\n  engine: spark\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown engine `spark`"), "{err}");
-        let err = compile_text("execution:\n  engine: ballista\n  scheduler: http://sched:50050\n").unwrap_err().to_string();
-        assert!(err.contains("env.yaml:3:3") && err.contains("expected df://host:port"), "{err}");
-        let err = compile_text("execution:\n  scheduler: df://sched:50050\n").unwrap_err().to_string();
-        assert!(err.contains("execution.scheduler") && err.contains("only used with `engine: ballista`"), "{err}");
+        let err = compile_text("execution:\n  engine: ballista\n  scheduler: http://sched:50050\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("env.yaml:3:3") && err.contains("expected df://host:port"),
+            "{err}"
+        );
+        let err = compile_text("execution:\n  scheduler: df://sched:50050\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("execution.scheduler")
+                && err.contains("only used with `engine: ballista`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn datafusion_settings_are_checked_by_datafusion_and_located() {
-        let env = compile_text("execution:\n  datafusion:\n    datafusion.execution.spill_compression: lz4_frame\n").unwrap();
-        assert_eq!(env.execution.datafusion["datafusion.execution.spill_compression"], "lz4_frame");
+        let env = compile_text(
+            "execution:\n  datafusion:\n    datafusion.execution.spill_compression: lz4_frame\n",
+        )
+        .unwrap();
+        assert_eq!(
+            env.execution.datafusion["datafusion.execution.spill_compression"],
+            "lz4_frame"
+        );
         let ctx = crate::run::session(&env.execution, std::env::temp_dir()).unwrap();
         let options = ctx.state().config_options().clone();
-        assert_eq!(options.execution.spill_compression, datafusion::common::config::SpillCompression::Lz4Frame);
-        let err = compile_text("execution:\n  datafusion:\n    datafusion.execution.no_such_setting: 1\n").unwrap_err().to_string();
-        assert!(err.contains("datafusion.execution.no_such_setting") && err.contains(":3:"), "{err}");
-        let err = compile_text("execution:\n  datafusion:\n    datafusion.execution.batch_size: many\n").unwrap_err().to_string();
+        assert_eq!(
+            options.execution.spill_compression,
+            datafusion::common::config::SpillCompression::Lz4Frame
+        );
+        let err = compile_text(
+            "execution:\n  datafusion:\n    datafusion.execution.no_such_setting: 1\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("datafusion.execution.no_such_setting") && err.contains(":3:"),
+            "{err}"
+        );
+        let err =
+            compile_text("execution:\n  datafusion:\n    datafusion.execution.batch_size: many\n")
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("batch_size") && err.contains(":3:"), "{err}");
     }
 
@@ -572,11 +689,28 @@ mod tests {
         let retry = env.stores["m"].retry.clone().unwrap();
         assert_eq!(retry.max_retries, 3);
         assert_eq!(retry.retry_timeout, std::time::Duration::from_secs(20));
-        assert_eq!(retry.backoff.init_backoff, std::time::Duration::from_millis(100));
-        assert_eq!(retry.backoff.max_backoff, std::time::Duration::from_secs(15));
-        assert!(compile_text("stores:\n  m:\n    url: s3://b/p\n").unwrap().stores["m"].retry.is_none());
-        let err = compile_text("stores:\n  m:\n    url: s3://b/p\n    retry:\n      timeout_seconds: -1\n").unwrap_err().to_string();
-        assert!(err.contains("stores.m.retry.timeout_seconds") && err.contains(":5:"), "{err}");
+        assert_eq!(
+            retry.backoff.init_backoff,
+            std::time::Duration::from_millis(100)
+        );
+        assert_eq!(
+            retry.backoff.max_backoff,
+            std::time::Duration::from_secs(15)
+        );
+        assert!(compile_text("stores:\n  m:\n    url: s3://b/p\n")
+            .unwrap()
+            .stores["m"]
+            .retry
+            .is_none());
+        let err = compile_text(
+            "stores:\n  m:\n    url: s3://b/p\n    retry:\n      timeout_seconds: -1\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("stores.m.retry.timeout_seconds") && err.contains(":5:"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -96,10 +96,14 @@ pub fn parse_schedule(schedule: &str) -> Result<Cron, String> {
 
 impl Job {
     pub fn load(path: &Path) -> Result<Self, Diagnostics> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Diagnostics(vec![Diagnostic::new(path, format!("cannot read file: {e}"))]))?;
-        let raw: JobConfig =
-            serde_yaml::from_str(&text).map_err(|e| Diagnostics(vec![Diagnostic::from_yaml(path, &e)]))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Diagnostics(vec![Diagnostic::new(
+                path,
+                format!("cannot read file: {e}"),
+            )])
+        })?;
+        let raw: JobConfig = serde_yaml::from_str(&text)
+            .map_err(|e| Diagnostics(vec![Diagnostic::from_yaml(path, &e)]))?;
         compile(path, &text, raw)
     }
 
@@ -118,7 +122,13 @@ impl Job {
         let yesterday = today.checked_sub_days(Days::new(1)).unwrap_or(today);
         self.params
             .iter()
-            .map(|(k, v)| (k.clone(), v.replace("{today}", &today.to_string()).replace("{yesterday}", &yesterday.to_string())))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.replace("{today}", &today.to_string())
+                        .replace("{yesterday}", &yesterday.to_string()),
+                )
+            })
             .collect()
     }
 }
@@ -128,8 +138,9 @@ pub fn job_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Diagnostics> {
     let mut files = Vec::new();
     for p in paths {
         if p.is_dir() {
-            let entries = std::fs::read_dir(p)
-                .map_err(|e| Diagnostics(vec![Diagnostic::new(p, format!("cannot read folder: {e}"))]))?;
+            let entries = std::fs::read_dir(p).map_err(|e| {
+                Diagnostics(vec![Diagnostic::new(p, format!("cannot read folder: {e}"))])
+            })?;
             let mut found: Vec<PathBuf> = entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|f| f.extension().is_some_and(|x| x == "yaml" || x == "yml"))
@@ -146,12 +157,23 @@ pub fn job_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Diagnostics> {
 fn compile(file: &Path, text: &str, raw: JobConfig) -> Result<Job, Diagnostics> {
     let mut diags = Diagnostics::default();
     let at = |key: &str| locate(text, &[key]);
-    let name = raw
-        .name
-        .clone()
-        .unwrap_or_else(|| file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        diags.push(Diagnostic::new(file, format!("name {name:?}: use letters, digits, `_` or `-`")).at_opt(at("name")));
+    let name = raw.name.clone().unwrap_or_else(|| {
+        file.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        diags.push(
+            Diagnostic::new(
+                file,
+                format!("name {name:?}: use letters, digits, `_` or `-`"),
+            )
+            .at_opt(at("name")),
+        );
     }
     let cron = match parse_schedule(&raw.schedule) {
         Ok(c) => Some(c),
@@ -164,22 +186,37 @@ fn compile(file: &Path, text: &str, raw: JobConfig) -> Result<Job, Diagnostics> 
         Ok(tz) => Some(tz),
         Err(_) => {
             diags.push(
-                Diagnostic::new(file, format!("time_zone {:?} is not an IANA time zone (e.g. Europe/Copenhagen)", raw.time_zone))
-                    .at_opt(at("time_zone")),
+                Diagnostic::new(
+                    file,
+                    format!(
+                        "time_zone {:?} is not an IANA time zone (e.g. Europe/Copenhagen)",
+                        raw.time_zone
+                    ),
+                )
+                .at_opt(at("time_zone")),
             );
             None
         }
     };
     if raw.pipelines.is_empty() {
-        diags.push(Diagnostic::new(file, "pipelines: name at least one pipeline file").at_opt(at("pipelines")));
+        diags.push(
+            Diagnostic::new(file, "pipelines: name at least one pipeline file")
+                .at_opt(at("pipelines")),
+        );
     }
     for p in &raw.pipelines {
         if !p.is_file() {
-            diags.push(Diagnostic::new(file, format!("pipelines: no file {}", p.display())).at_opt(at("pipelines")));
+            diags.push(
+                Diagnostic::new(file, format!("pipelines: no file {}", p.display()))
+                    .at_opt(at("pipelines")),
+            );
         }
     }
     if !raw.config.is_file() {
-        diags.push(Diagnostic::new(file, format!("config: no file {}", raw.config.display())).at_opt(at("config")));
+        diags.push(
+            Diagnostic::new(file, format!("config: no file {}", raw.config.display()))
+                .at_opt(at("config")),
+        );
     }
     for (k, v) in &raw.params {
         let rest = v.replace("{today}", "").replace("{yesterday}", "");
@@ -192,10 +229,16 @@ fn compile(file: &Path, text: &str, raw: JobConfig) -> Result<Job, Diagnostics> 
     }
     let timeout = Duration::from_secs(60 * raw.timeout_minutes.unwrap_or(360));
     if timeout.is_zero() {
-        diags.push(Diagnostic::new(file, "timeout_minutes must be at least 1").at_opt(at("timeout_minutes")));
+        diags.push(
+            Diagnostic::new(file, "timeout_minutes must be at least 1")
+                .at_opt(at("timeout_minutes")),
+        );
     }
-    let lock_expiry =
-        raw.lock.expire_minutes.map(|m| Duration::from_secs(60 * m)).unwrap_or(timeout + Duration::from_secs(600));
+    let lock_expiry = raw
+        .lock
+        .expire_minutes
+        .map(|m| Duration::from_secs(60 * m))
+        .unwrap_or(timeout + Duration::from_secs(600));
     if lock_expiry < timeout {
         diags.push(
             Diagnostic::new(file, "lock.expire_minutes is shorter than timeout_minutes: a running job could lose its lock")
@@ -240,29 +283,60 @@ mod tests {
     fn ticks_follow_the_time_zone_across_daylight_saving_changes() {
         // 02:30 local every day: 00:30 UTC in summer time, 01:30 UTC in winter time.
         let j = job("0 30 2 * * *", "Europe/Copenhagen");
-        assert_eq!(j.next_tick(utc("2026-03-27T12:00:00Z")), Some(utc("2026-03-28T01:30:00Z")));
-        assert_eq!(j.next_tick(utc("2026-03-29T12:00:00Z")), Some(utc("2026-03-30T00:30:00Z")));
-        assert_eq!(j.next_tick(utc("2026-10-23T12:00:00Z")), Some(utc("2026-10-24T00:30:00Z")));
-        assert_eq!(j.next_tick(utc("2026-10-25T12:00:00Z")), Some(utc("2026-10-26T01:30:00Z")));
+        assert_eq!(
+            j.next_tick(utc("2026-03-27T12:00:00Z")),
+            Some(utc("2026-03-28T01:30:00Z"))
+        );
+        assert_eq!(
+            j.next_tick(utc("2026-03-29T12:00:00Z")),
+            Some(utc("2026-03-30T00:30:00Z"))
+        );
+        assert_eq!(
+            j.next_tick(utc("2026-10-23T12:00:00Z")),
+            Some(utc("2026-10-24T00:30:00Z"))
+        );
+        assert_eq!(
+            j.next_tick(utc("2026-10-25T12:00:00Z")),
+            Some(utc("2026-10-26T01:30:00Z"))
+        );
         // Five fields: minute 15 of every hour.
         let j = job("15 * * * *", "UTC");
-        assert_eq!(j.next_tick(utc("2026-11-01T10:20:00Z")), Some(utc("2026-11-01T11:15:00Z")));
+        assert_eq!(
+            j.next_tick(utc("2026-11-01T10:20:00Z")),
+            Some(utc("2026-11-01T11:15:00Z"))
+        );
     }
 
     #[test]
     fn yesterday_is_the_day_before_in_the_jobs_time_zone() {
         let j = job("0 30 0 * * *", "Europe/Copenhagen");
         // 23:30 UTC on 24 November is 00:30 on 25 November in Copenhagen.
-        assert_eq!(j.params_at(utc("2026-11-24T23:30:00Z"))["as_of"], "2026-11-24");
-        assert_eq!(job("0 30 0 * * *", "UTC").params_at(utc("2026-11-24T23:30:00Z"))["as_of"], "2026-11-23");
+        assert_eq!(
+            j.params_at(utc("2026-11-24T23:30:00Z"))["as_of"],
+            "2026-11-24"
+        );
+        assert_eq!(
+            job("0 30 0 * * *", "UTC").params_at(utc("2026-11-24T23:30:00Z"))["as_of"],
+            "2026-11-23"
+        );
     }
 
     #[test]
     fn every_problem_is_reported_with_its_line() {
         let text = "schedule: \"61 * * * *\"\ntime_zone: Mars/Olympus\nconfig: nope.yaml\npipelines: []\nparams: { as_of: \"{tomorrow}\" }\n";
         let raw: JobConfig = serde_yaml::from_str(text).unwrap();
-        let err = compile(Path::new("jobs/bad.yaml"), text, raw).unwrap_err().to_string();
-        for want in ["jobs/bad.yaml:1:", "not a cron expression", "jobs/bad.yaml:2:", "IANA", "config: no file", "at least one", "unknown placeholder"] {
+        let err = compile(Path::new("jobs/bad.yaml"), text, raw)
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "jobs/bad.yaml:1:",
+            "not a cron expression",
+            "jobs/bad.yaml:2:",
+            "IANA",
+            "config: no file",
+            "at least one",
+            "unknown placeholder",
+        ] {
             assert!(err.contains(want), "{want} in\n{err}");
         }
     }

@@ -73,11 +73,21 @@ impl<'de> Deserialize<'de> for GivenTable {
         match value {
             serde_yaml::Value::Sequence(_) => serde_yaml::from_value(value)
                 .map(GivenTable::Rows)
-                .map_err(|e| D::Error::custom(format!("given rows: each row is a mapping of column to value ({e})"))),
+                .map_err(|e| {
+                    D::Error::custom(format!(
+                        "given rows: each row is a mapping of column to value ({e})"
+                    ))
+                }),
             serde_yaml::Value::Mapping(_) => serde_yaml::from_value::<CsvFile>(value)
                 .map(|f| GivenTable::Csv(f.csv))
-                .map_err(|e| D::Error::custom(format!("a given table is a list of rows or {{ csv: FILE }} ({e})"))),
-            _ => Err(D::Error::custom("a given table is a list of rows (`[]` for an empty table) or { csv: FILE }")),
+                .map_err(|e| {
+                    D::Error::custom(format!(
+                        "a given table is a list of rows or {{ csv: FILE }} ({e})"
+                    ))
+                }),
+            _ => Err(D::Error::custom(
+                "a given table is a list of rows (`[]` for an empty table) or { csv: FILE }",
+            )),
         }
     }
 }
@@ -211,12 +221,22 @@ impl<'de> Deserialize<'de> for CheckConfig {
                 )))
             }
         };
-        let args_or_default = |v: serde_yaml::Value| if v.is_null() { serde_yaml::Value::Mapping(Default::default()) } else { v };
+        let args_or_default = |v: serde_yaml::Value| {
+            if v.is_null() {
+                serde_yaml::Value::Mapping(Default::default())
+            } else {
+                v
+            }
+        };
         let de = |e: serde_yaml::Error| D::Error::custom(format!("check `{name}`: {e}"));
         let (kind, severity) = match name.as_str() {
             "not_null" | "unique" => {
                 let a: SeverityOnly = serde_yaml::from_value(args_or_default(args)).map_err(de)?;
-                let kind = if name == "unique" { CheckKind::Unique } else { CheckKind::NotNull };
+                let kind = if name == "unique" {
+                    CheckKind::Unique
+                } else {
+                    CheckKind::NotNull
+                };
                 (kind, a.severity)
             }
             "accepted_values" => {
@@ -225,18 +245,38 @@ impl<'de> Deserialize<'de> for CheckConfig {
             }
             "relationships" => {
                 let a: RelationshipsArgs = serde_yaml::from_value(args).map_err(de)?;
-                (CheckKind::Relationships { to: a.to, field: a.field }, a.severity)
+                (
+                    CheckKind::Relationships {
+                        to: a.to,
+                        field: a.field,
+                    },
+                    a.severity,
+                )
             }
             "range" => {
                 let a: RangeArgs = serde_yaml::from_value(args).map_err(de)?;
-                (CheckKind::Range { min: a.min, max: a.max }, a.severity)
+                (
+                    CheckKind::Range {
+                        min: a.min,
+                        max: a.max,
+                    },
+                    a.severity,
+                )
             }
             "row_count" => {
                 let a: RowCountArgs = serde_yaml::from_value(args).map_err(de)?;
-                (CheckKind::RowCount { min: a.min, max: a.max }, a.severity)
+                (
+                    CheckKind::RowCount {
+                        min: a.min,
+                        max: a.max,
+                    },
+                    a.severity,
+                )
             }
             other => {
-                return Err(D::Error::custom(format!("unknown check `{other}`, expected one of {CHECK_NAMES}")))
+                return Err(D::Error::custom(format!(
+                    "unknown check `{other}`, expected one of {CHECK_NAMES}"
+                )))
             }
         };
         Ok(CheckConfig { kind, severity })
@@ -287,27 +327,45 @@ pub struct MartSpec {
 impl MartSpec {
     /// Reads `path` as the spec of `table`; problems are reported, not returned early.
     pub fn load(path: &Path, table: &str) -> Result<Self, Diagnostics> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Diagnostics(vec![Diagnostic::new(path, format!("cannot read file: {e}"))]))?;
-        let raw: MartConfig =
-            serde_yaml::from_str(&text).map_err(|e| Diagnostics(vec![Diagnostic::from_yaml(path, &e)]))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Diagnostics(vec![Diagnostic::new(
+                path,
+                format!("cannot read file: {e}"),
+            )])
+        })?;
+        let raw: MartConfig = serde_yaml::from_str(&text)
+            .map_err(|e| Diagnostics(vec![Diagnostic::from_yaml(path, &e)]))?;
         let mut diags = Diagnostics::default();
         if raw.name != table {
             diags.push(
-                Diagnostic::new(path, format!("name `{}` does not match the model `{table}`", raw.name))
-                    .at_opt(super::diag::locate(&text, &["name"])),
+                Diagnostic::new(
+                    path,
+                    format!("name `{}` does not match the model `{table}`", raw.name),
+                )
+                .at_opt(super::diag::locate(&text, &["name"])),
             );
         }
         let mut checks = Vec::new();
         for c in raw.checks {
             if !matches!(c.kind, CheckKind::RowCount { .. }) {
                 diags.push(
-                    Diagnostic::new(path, format!("check `{}` belongs to a column, not to the table", c.kind.name()))
-                        .at_opt(super::diag::locate(&text, &["checks"])),
+                    Diagnostic::new(
+                        path,
+                        format!(
+                            "check `{}` belongs to a column, not to the table",
+                            c.kind.name()
+                        ),
+                    )
+                    .at_opt(super::diag::locate(&text, &["checks"])),
                 );
                 continue;
             }
-            checks.push(Check { table: table.to_string(), column: None, kind: c.kind, severity: c.severity });
+            checks.push(Check {
+                table: table.to_string(),
+                column: None,
+                kind: c.kind,
+                severity: c.severity,
+            });
         }
         let contract = raw.contract == Some(ContractMode::Enforced);
         let mut columns = Vec::new();
@@ -317,7 +375,9 @@ impl MartSpec {
                 Some(t) => match ContractType::parse(t) {
                     Ok(t) => Some(t),
                     Err(e) => {
-                        diags.push(Diagnostic::new(path, format!("column `{}`: {e}", col.name)).at_opt(at));
+                        diags.push(
+                            Diagnostic::new(path, format!("column `{}`: {e}", col.name)).at_opt(at),
+                        );
                         None
                     }
                 },
@@ -338,7 +398,10 @@ impl MartSpec {
                 if matches!(c.kind, CheckKind::RowCount { .. }) {
                     diags.push(Diagnostic::new(
                         path,
-                        format!("check `row_count` on column `{}` belongs to the table's `checks`", col.name),
+                        format!(
+                            "check `row_count` on column `{}` belongs to the table's `checks`",
+                            col.name
+                        ),
                     ));
                     continue;
                 }
@@ -349,7 +412,12 @@ impl MartSpec {
                     severity: c.severity,
                 });
             }
-            columns.push(ColumnSpec { name: col.name, description: col.description, data_type, at });
+            columns.push(ColumnSpec {
+                name: col.name,
+                description: col.description,
+                data_type,
+                at,
+            });
         }
         diags.into_result(MartSpec {
             file: path.to_path_buf(),
@@ -371,17 +439,30 @@ fn locate_column(text: &str, column: &str) -> Option<(usize, usize)> {
     let mut inside = false;
     for (idx, raw) in text.lines().enumerate() {
         let trimmed = raw.trim_start();
-        if raw.len() == trimmed.len() && !trimmed.is_empty() && !trimmed.starts_with('#') && !trimmed.starts_with('-') {
+        if raw.len() == trimmed.len()
+            && !trimmed.is_empty()
+            && !trimmed.starts_with('#')
+            && !trimmed.starts_with('-')
+        {
             inside = trimmed.starts_with("columns:");
             continue;
         }
         if !inside {
             continue;
         }
-        let Some(rest) = trimmed.strip_prefix("- ") else { continue };
+        let Some(rest) = trimmed.strip_prefix("- ") else {
+            continue;
+        };
         let rest = rest.trim_start();
-        let Some(value) = rest.strip_prefix("name:") else { continue };
-        let value = value.split(" #").next().unwrap_or("").trim().trim_matches(|c| c == '"' || c == '\'');
+        let Some(value) = rest.strip_prefix("name:") else {
+            continue;
+        };
+        let value = value
+            .split(" #")
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches(|c| c == '"' || c == '\'');
         if value == column {
             let col = raw.len() - rest.len() + 1;
             return Some((idx + 1, col));
@@ -396,13 +477,19 @@ mod tests {
 
     #[test]
     fn checks_parse_in_both_forms() {
-        let yaml = "- not_null\n- unique: { severity: warn }\n- accepted_values: { values: [1, 2] }\n";
+        let yaml =
+            "- not_null\n- unique: { severity: warn }\n- accepted_values: { values: [1, 2] }\n";
         let checks: Vec<CheckConfig> = serde_yaml::from_str(yaml).unwrap();
         assert_eq!(checks[0].kind, CheckKind::NotNull);
         assert_eq!(checks[1].severity, Severity::Warn);
         assert_eq!(checks[2].kind.name(), "accepted_values");
-        let err = serde_yaml::from_str::<Vec<CheckConfig>>("- not_nul\n").unwrap_err().to_string();
-        assert!(err.contains("unknown check `not_nul`") && err.contains("not_null"), "{err}");
+        let err = serde_yaml::from_str::<Vec<CheckConfig>>("- not_nul\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown check `not_nul`") && err.contains("not_null"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -412,12 +499,26 @@ mod tests {
         let yaml = "name: m\ndescription: d\ncontract: enforced\ncolumns:\n  - name: a\n    description: x\n    type: bigint\n  - name: b\n    description: y\n  - name: c\n    description: z\n    type: strin\n";
         std::fs::write(&path, yaml).unwrap();
         let text = MartSpec::load(&path, "m").unwrap_err().to_string();
-        assert!(text.contains("m.yml:8:5: column `b` has no `type`"), "{text}");
-        assert!(text.contains("m.yml:10:5: column `c`: unknown type `strin`"), "{text}");
-        std::fs::write(&path, yaml.replace("    type: strin\n", "    type: double\n").replace("description: y\n", "description: y\n    type: date\n")).unwrap();
+        assert!(
+            text.contains("m.yml:8:5: column `b` has no `type`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("m.yml:10:5: column `c`: unknown type `strin`"),
+            "{text}"
+        );
+        std::fs::write(
+            &path,
+            yaml.replace("    type: strin\n", "    type: double\n")
+                .replace("description: y\n", "description: y\n    type: date\n"),
+        )
+        .unwrap();
         let spec = MartSpec::load(&path, "m").unwrap();
         assert!(spec.contract);
-        assert_eq!(spec.column("a").unwrap().data_type, Some(ContractType::BigInt));
+        assert_eq!(
+            spec.column("a").unwrap().data_type,
+            Some(ContractType::BigInt)
+        );
         assert_eq!(spec.column("c").unwrap().at, Some((11, 5)));
     }
 }

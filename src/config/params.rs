@@ -48,7 +48,10 @@ impl ParamValue {
             ParamType::Date => NaiveDate::parse_from_str(t, "%Y-%m-%d")
                 .map(ParamValue::Date)
                 .map_err(|_| format!("{text:?} is not a date (expected YYYY-MM-DD)")),
-            ParamType::Int => t.parse().map(ParamValue::Int).map_err(|_| format!("{text:?} is not an integer")),
+            ParamType::Int => t
+                .parse()
+                .map(ParamValue::Int)
+                .map_err(|_| format!("{text:?} is not an integer")),
             ParamType::Float => match t.parse::<f64>() {
                 Ok(v) if v.is_finite() => Ok(ParamValue::Float(v)),
                 _ => Err(format!("{text:?} is not a finite number")),
@@ -57,7 +60,9 @@ impl ParamValue {
             ParamType::Bool => match t.to_ascii_lowercase().as_str() {
                 "true" | "yes" | "1" => Ok(ParamValue::Bool(true)),
                 "false" | "no" | "0" => Ok(ParamValue::Bool(false)),
-                _ => Err(format!("{text:?} is not a boolean (expected true or false)")),
+                _ => Err(format!(
+                    "{text:?} is not a boolean (expected true or false)"
+                )),
             },
         }
     }
@@ -68,7 +73,10 @@ impl ParamValue {
             serde_yaml::Value::String(s) => Self::parse(kind, s),
             serde_yaml::Value::Number(n) => Self::parse(kind, &n.to_string()),
             serde_yaml::Value::Bool(b) => Self::parse(kind, &b.to_string()),
-            other => Err(format!("expected a {kind} value, found {}", yaml_kind(other))),
+            other => Err(format!(
+                "expected a {kind} value, found {}",
+                yaml_kind(other)
+            )),
         }
     }
 
@@ -136,10 +144,18 @@ pub fn render_path(template: &str, params: &Params) -> Result<String, String> {
     while let Some(start) = rest.find('{') {
         out.push_str(&rest[..start]);
         let after = &rest[start + 1..];
-        let end = after.find('}').ok_or_else(|| format!("unclosed `{{` in path {template:?}"))?;
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed `{{` in path {template:?}"))?;
         let name = &after[..end];
-        let value = params.get(name).ok_or_else(|| format!("path {template:?} names unknown parameter `{name}`"))?;
-        out.push_str(&value.path_segment().map_err(|e| format!("parameter `{name}`: {e}"))?);
+        let value = params
+            .get(name)
+            .ok_or_else(|| format!("path {template:?} names unknown parameter `{name}`"))?;
+        out.push_str(
+            &value
+                .path_segment()
+                .map_err(|e| format!("parameter `{name}`: {e}"))?,
+        );
         rest = &after[end + 1..];
     }
     out.push_str(rest);
@@ -179,9 +195,15 @@ mod tests {
     #[test]
     fn paths_stay_inside_their_prefix() {
         let mut p = Params::new();
-        p.insert("as_of".into(), ParamValue::parse(ParamType::Date, "2026-11-22").unwrap());
+        p.insert(
+            "as_of".into(),
+            ParamValue::parse(ParamType::Date, "2026-11-22").unwrap(),
+        );
         p.insert("evil".into(), ParamValue::String("../../etc".into()));
-        assert_eq!(render_path("erp/{as_of}/orders.csv", &p).unwrap(), "erp/2026-11-22/orders.csv");
+        assert_eq!(
+            render_path("erp/{as_of}/orders.csv", &p).unwrap(),
+            "erp/2026-11-22/orders.csv"
+        );
         assert!(render_path("erp/{evil}/x", &p).is_err());
         assert!(render_path("erp/{nope}/x", &p).is_err());
     }

@@ -264,7 +264,9 @@ impl ErrorBudget {
             return false;
         }
         let rows_ok = self.max_rows.map(|m| bad <= m);
-        let frac_ok = self.max_fraction.map(|f| total > 0 && (bad as f64) <= f * total as f64);
+        let frac_ok = self
+            .max_fraction
+            .map(|f| total > 0 && (bad as f64) <= f * total as f64);
         match (rows_ok, frac_ok) {
             (None, None) => true,
             (Some(a), None) => !a,
@@ -291,7 +293,10 @@ pub struct Step {
 #[derive(Debug)]
 pub enum StepKind {
     Sql(SqlModel),
-    Builtin { kind: &'static str, step: Box<dyn BuiltinStep> },
+    Builtin {
+        kind: &'static str,
+        step: Box<dyn BuiltinStep>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -322,20 +327,38 @@ pub(crate) fn closest_hint(name: &str, known: &BTreeSet<String>) -> String {
         .map(|k| (crm_text::damerau_levenshtein(name, k), k))
         .min_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(b.1)));
     match best {
-        Some((distance, k)) if distance * 3 <= name.chars().count().max(3) => format!(": did you mean `{k}`?"),
-        _ if known.len() <= 12 => format!(" (tables: {})", known.iter().cloned().collect::<Vec<_>>().join(", ")),
-        _ => format!(" (no table of the pipeline's {} sources and steps has a similar name)", known.len()),
+        Some((distance, k)) if distance * 3 <= name.chars().count().max(3) => {
+            format!(": did you mean `{k}`?")
+        }
+        _ if known.len() <= 12 => format!(
+            " (tables: {})",
+            known.iter().cloned().collect::<Vec<_>>().join(", ")
+        ),
+        _ => format!(
+            " (no table of the pipeline's {} sources and steps has a similar name)",
+            known.len()
+        ),
     }
 }
 
 impl Pipeline {
     /// Reads and compiles a pipeline. With an environment, store names are checked too.
     pub fn load(path: &Path, env: Option<&Environment>) -> Result<Self, Diagnostics> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Diagnostics(vec![Diagnostic::new(path, format!("cannot read file: {e}"))]))?;
-        let raw: PipelineConfig =
-            serde_yaml::from_str(&text).map_err(|e| Diagnostics(vec![Diagnostic::from_yaml(path, &e)]))?;
-        Compiler { file: path, text: &text, env, diags: Diagnostics::default() }.compile(raw)
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Diagnostics(vec![Diagnostic::new(
+                path,
+                format!("cannot read file: {e}"),
+            )])
+        })?;
+        let raw: PipelineConfig = serde_yaml::from_str(&text)
+            .map_err(|e| Diagnostics(vec![Diagnostic::from_yaml(path, &e)]))?;
+        Compiler {
+            file: path,
+            text: &text,
+            env,
+            diags: Diagnostics::default(),
+        }
+        .compile(raw)
     }
 }
 
@@ -356,15 +379,31 @@ impl Compiler<'_> {
         if let Some(env) = self.env {
             if !env.stores.contains_key(store) {
                 let known: Vec<&str> = env.stores.keys().map(String::as_str).collect();
-                let env_file = env.file.as_ref().map(|f| f.display().to_string()).unwrap_or_default();
-                self.error(at, format!("unknown store `{store}` (stores in {env_file}: {})", known.join(", ")));
+                let env_file = env
+                    .file
+                    .as_ref()
+                    .map(|f| f.display().to_string())
+                    .unwrap_or_default();
+                self.error(
+                    at,
+                    format!(
+                        "unknown store `{store}` (stores in {env_file}: {})",
+                        known.join(", ")
+                    ),
+                );
             }
         }
     }
 
     fn compile(mut self, raw: PipelineConfig) -> Result<Pipeline, Diagnostics> {
         let base = self.file.parent().unwrap_or(Path::new("."));
-        let sql_dir = normalize_relative(&base.join(raw.sql_dir.clone().unwrap_or_else(|| PathBuf::from("../sql"))));
+        let sql_dir = normalize_relative(
+            &base.join(
+                raw.sql_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("../sql")),
+            ),
+        );
 
         let parameters = self.parameters(&raw.parameters);
         let sources = self.sources(&raw.sources, &parameters, &sql_dir);
@@ -372,7 +411,10 @@ impl Compiler<'_> {
         self.check_store(&["publish", "store"], &raw.publish.store);
         let keep_versions = raw.publish.keep_versions.unwrap_or(5);
         if keep_versions == 0 {
-            self.error(&["publish", "keep_versions"], "publish.keep_versions: must be at least 1 (the live version)");
+            self.error(
+                &["publish", "keep_versions"],
+                "publish.keep_versions: must be at least 1 (the live version)",
+            );
         }
         let steps = self.order(steps);
         let pipeline = Pipeline {
@@ -382,28 +424,46 @@ impl Compiler<'_> {
             parameters,
             sources,
             steps,
-            publish: Publish { store: raw.publish.store, keep_versions },
+            publish: Publish {
+                store: raw.publish.store,
+                keep_versions,
+            },
         };
         self.diags.into_result(pipeline)
     }
 
-    fn parameters(&mut self, raw: &BTreeMap<String, ParameterConfig>) -> BTreeMap<String, Parameter> {
+    fn parameters(
+        &mut self,
+        raw: &BTreeMap<String, ParameterConfig>,
+    ) -> BTreeMap<String, Parameter> {
         let mut out = BTreeMap::new();
         for (name, p) in raw {
             if !is_identifier(name) {
-                self.error(&["parameters", name], format!("parameter name `{name}` must be a lower-case identifier"));
+                self.error(
+                    &["parameters", name],
+                    format!("parameter name `{name}` must be a lower-case identifier"),
+                );
             }
             let default = match &p.default {
                 None => None,
                 Some(v) => match ParamValue::from_yaml(p.kind, v) {
                     Ok(v) => Some(v),
                     Err(e) => {
-                        self.error(&["parameters", name, "default"], format!("parameters.{name}.default: {e}"));
+                        self.error(
+                            &["parameters", name, "default"],
+                            format!("parameters.{name}.default: {e}"),
+                        );
                         None
                     }
                 },
             };
-            out.insert(name.clone(), Parameter { kind: p.kind, default });
+            out.insert(
+                name.clone(),
+                Parameter {
+                    kind: p.kind,
+                    default,
+                },
+            );
         }
         out
     }
@@ -417,37 +477,65 @@ impl Compiler<'_> {
         let mut out = Vec::new();
         for (name, s) in raw {
             if !is_identifier(name) {
-                self.error(&["sources", name], format!("source name `{name}` must be a lower-case identifier (it becomes a table)"));
+                self.error(
+                    &["sources", name],
+                    format!(
+                        "source name `{name}` must be a lower-case identifier (it becomes a table)"
+                    ),
+                );
             }
             let location = match (&s.store, &s.path, &s.seed) {
                 (Some(store), Some(path), None) => {
                     self.check_store(&["sources", name, "store"], store);
                     for p in path_params(path) {
                         if !params.contains_key(&p) {
-                            self.error(&["sources", name, "path"], format!("sources.{name}.path: unknown parameter `{{{p}}}`"));
+                            self.error(
+                                &["sources", name, "path"],
+                                format!("sources.{name}.path: unknown parameter `{{{p}}}`"),
+                            );
                         }
                     }
                     if path.split('/').any(|seg| seg == "..") {
-                        self.error(&["sources", name, "path"], format!("sources.{name}.path: `..` may not leave the store"));
+                        self.error(
+                            &["sources", name, "path"],
+                            format!("sources.{name}.path: `..` may not leave the store"),
+                        );
                     }
-                    Some(SourceLocation::Store { store: store.clone(), path: path.clone() })
+                    Some(SourceLocation::Store {
+                        store: store.clone(),
+                        path: path.clone(),
+                    })
                 }
                 (None, None, Some(seed)) => {
                     let file = sql_dir.join("seeds").join(seed);
                     if !file.is_file() {
-                        self.error(&["sources", name, "seed"], format!("sources.{name}.seed: file {} not found", file.display()));
+                        self.error(
+                            &["sources", name, "seed"],
+                            format!("sources.{name}.seed: file {} not found", file.display()),
+                        );
                     }
                     Some(SourceLocation::Seed(file))
                 }
                 _ => {
-                    self.error(&["sources", name], format!("source `{name}` needs either `store` and `path`, or `seed`"));
+                    self.error(
+                        &["sources", name],
+                        format!("source `{name}` needs either `store` and `path`, or `seed`"),
+                    );
                     None
                 }
             };
             if s.csv.is_some() && s.format != SourceFormat::Csv {
-                self.error(&["sources", name, "csv"], format!("sources.{name}.csv: only for format csv"));
+                self.error(
+                    &["sources", name, "csv"],
+                    format!("sources.{name}.csv: only for format csv"),
+                );
             }
-            let mut csv = CsvOptions { delimiter: b',', whitespace: false, header: true, quote: b'"' };
+            let mut csv = CsvOptions {
+                delimiter: b',',
+                whitespace: false,
+                header: true,
+                quote: b'"',
+            };
             if let Some(c) = &s.csv {
                 match c.delimiter.as_deref() {
                     None => {}
@@ -462,7 +550,10 @@ impl Compiler<'_> {
                     if ch.is_ascii() {
                         csv.quote = ch as u8;
                     } else {
-                        self.error(&["sources", name, "csv", "quote"], format!("sources.{name}.csv.quote: must be one ASCII character"));
+                        self.error(
+                            &["sources", name, "csv", "quote"],
+                            format!("sources.{name}.csv.quote: must be one ASCII character"),
+                        );
                     }
                 }
                 csv.header = c.header.unwrap_or(true);
@@ -474,7 +565,10 @@ impl Compiler<'_> {
             }
             let schema = s.schema.as_ref().map(|cols| self.schema(name, cols));
             if schema.is_none() && s.format == SourceFormat::Csv && !csv.header {
-                self.error(&["sources", name], format!("source `{name}`: a CSV without header needs a declared schema"));
+                self.error(
+                    &["sources", name],
+                    format!("source `{name}`: a CSV without header needs a declared schema"),
+                );
             }
             let budget = match &s.error_budget {
                 Some(b) => {
@@ -483,16 +577,29 @@ impl Compiler<'_> {
                             self.error(&["sources", name, "error_budget"], format!("sources.{name}.error_budget.max_fraction: {f} is not between 0 and 1"));
                         }
                     }
-                    ErrorBudget { max_rows: b.max_rows, max_fraction: b.max_fraction }
+                    ErrorBudget {
+                        max_rows: b.max_rows,
+                        max_fraction: b.max_fraction,
+                    }
                 }
-                None => ErrorBudget { max_rows: Some(0), max_fraction: None },
+                None => ErrorBudget {
+                    max_rows: Some(0),
+                    max_fraction: None,
+                },
             };
             if s.optional && schema.is_none() {
-                self.error(&["sources", name, "optional"], format!("sources.{name}.optional: an optional source needs a declared schema"));
+                self.error(
+                    &["sources", name, "optional"],
+                    format!("sources.{name}.optional: an optional source needs a declared schema"),
+                );
             }
-            let incremental = s.incremental.as_ref().map(|i| chrono::Duration::hours(i64::from(i.late_window_hours)));
+            let incremental = s
+                .incremental
+                .as_ref()
+                .map(|i| chrono::Duration::hours(i64::from(i.late_window_hours)));
             if incremental.is_some() {
-                let staged = schema.is_some() && matches!(s.format, SourceFormat::Csv | SourceFormat::Ndjson);
+                let staged = schema.is_some()
+                    && matches!(s.format, SourceFormat::Csv | SourceFormat::Ndjson);
                 let in_store = matches!(location, Some(SourceLocation::Store { .. }));
                 if !staged || !in_store {
                     self.error(
@@ -506,15 +613,34 @@ impl Compiler<'_> {
                 for k in &key {
                     if !columns.iter().any(|c| &c.name == k) {
                         let declared: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-                        self.error(&["sources", name, "key"], format!("sources.{name}.key: `{k}` is not a declared column ({})", declared.join(", ")));
+                        self.error(
+                            &["sources", name, "key"],
+                            format!(
+                                "sources.{name}.key: `{k}` is not a declared column ({})",
+                                declared.join(", ")
+                            ),
+                        );
                     }
                 }
             }
             if s.key.as_ref().is_some_and(Vec::is_empty) {
-                self.error(&["sources", name, "key"], format!("sources.{name}.key: name at least one column"));
+                self.error(
+                    &["sources", name, "key"],
+                    format!("sources.{name}.key: name at least one column"),
+                );
             }
             if let Some(location) = location {
-                out.push(Source { name: name.clone(), location, format: s.format, csv, schema, budget, optional: s.optional, incremental, key });
+                out.push(Source {
+                    name: name.clone(),
+                    location,
+                    format: s.format,
+                    csv,
+                    schema,
+                    budget,
+                    optional: s.optional,
+                    incremental,
+                    key,
+                });
             }
         }
         out
@@ -525,13 +651,24 @@ impl Compiler<'_> {
         let mut out = Vec::new();
         for c in cols {
             if !seen.insert(c.name.clone()) {
-                self.error(&["sources", source, "schema"], format!("sources.{source}.schema: column `{}` declared twice", c.name));
+                self.error(
+                    &["sources", source, "schema"],
+                    format!(
+                        "sources.{source}.schema: column `{}` declared twice",
+                        c.name
+                    ),
+                );
             }
             let dated = matches!(c.kind, ColumnType::Date | ColumnType::Timestamp);
             if !dated && !c.formats.is_empty() {
                 self.error(&["sources", source, "schema"], format!("sources.{source}.schema.{}: `formats` is only for date and timestamp columns", c.name));
             }
-            out.push(Column { name: c.name.clone(), kind: c.kind, required: c.required, formats: c.formats.clone() });
+            out.push(Column {
+                name: c.name.clone(),
+                kind: c.kind,
+                required: c.required,
+                formats: c.formats.clone(),
+            });
         }
         out
     }
@@ -552,7 +689,10 @@ impl Compiler<'_> {
             let where_ = format!("steps[{idx}]");
             let reported = self.diags.len();
             let intended = match (&s.sql, &s.builtin) {
-                (Some(sql), None) => Path::new(sql).file_stem().and_then(|n| n.to_str()).map(str::to_string),
+                (Some(sql), None) => Path::new(sql)
+                    .file_stem()
+                    .and_then(|n| n.to_str())
+                    .map(str::to_string),
                 (None, Some(_)) => s.name.clone(),
                 _ => None,
             };
@@ -560,7 +700,10 @@ impl Compiler<'_> {
                 (Some(sql), None) => self.sql_step(&where_, sql, s, params, sql_dir),
                 (None, Some(kind)) => self.builtin_step(&where_, kind, s, sql_dir),
                 _ => {
-                    self.error(&["steps"], format!("{where_}: a step needs exactly one of `sql` or `builtin`"));
+                    self.error(
+                        &["steps"],
+                        format!("{where_}: a step needs exactly one of `sql` or `builtin`"),
+                    );
                     None
                 }
             };
@@ -571,19 +714,27 @@ impl Compiler<'_> {
                 continue;
             };
             if !names.insert(step.name.clone()) {
-                self.error(&["steps"], format!("{where_}: more than one table named `{}`", step.name));
+                self.error(
+                    &["steps"],
+                    format!("{where_}: more than one table named `{}`", step.name),
+                );
                 continue;
             }
             for extra in &step.extra_outputs {
                 if !names.insert(extra.clone()) {
-                    self.error(&["steps"], format!("{where_}: more than one table named `{extra}`"));
+                    self.error(
+                        &["steps"],
+                        format!("{where_}: more than one table named `{extra}`"),
+                    );
                 }
             }
             out.push(step);
         }
         // A step reading a built-in step's extra table depends on that step.
-        let producer: BTreeMap<String, String> =
-            out.iter().flat_map(|s| s.extra_outputs.iter().map(|e| (e.clone(), s.name.clone()))).collect();
+        let producer: BTreeMap<String, String> = out
+            .iter()
+            .flat_map(|s| s.extra_outputs.iter().map(|e| (e.clone(), s.name.clone())))
+            .collect();
         if !producer.is_empty() {
             for step in &mut out {
                 let mut deps: Vec<String> = Vec::new();
@@ -598,7 +749,12 @@ impl Compiler<'_> {
         }
         for step in &out {
             if let Some(mart) = &step.defer_to {
-                if !out.iter().any(|o| &o.name == mart && o.publish.as_ref().is_some_and(|p| p.partition_by.is_empty())) {
+                if !out.iter().any(|o| {
+                    &o.name == mart
+                        && o.publish
+                            .as_ref()
+                            .is_some_and(|p| p.partition_by.is_empty())
+                }) {
                     self.error(
                         &["steps"],
                         format!("step `{}`: defer_to `{mart}` must name an unpartitioned published step of this pipeline", step.name),
@@ -615,15 +771,35 @@ impl Compiler<'_> {
                     continue;
                 }
                 if failed.contains_key(dep) {
-                    readers_of_failed.entry(dep.as_str()).or_default().push(step.name.as_str());
+                    readers_of_failed
+                        .entry(dep.as_str())
+                        .or_default()
+                        .push(step.name.as_str());
                     continue;
                 }
                 let position = match &step.kind {
-                    StepKind::Sql(m) => m.references.iter().find(|r| &r.name == dep).and_then(|r| r.position()),
+                    StepKind::Sql(m) => m
+                        .references
+                        .iter()
+                        .find(|r| &r.name == dep)
+                        .and_then(|r| r.position()),
                     StepKind::Builtin { .. } => None,
                 };
-                let file = step.file().map(Path::to_path_buf).unwrap_or_else(|| self.file.to_path_buf());
-                self.diags.push(Diagnostic::new(file, format!("unknown table `{dep}` in `{}`{}", step.name, closest_hint(dep, &known))).at_opt(position));
+                let file = step
+                    .file()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| self.file.to_path_buf());
+                self.diags.push(
+                    Diagnostic::new(
+                        file,
+                        format!(
+                            "unknown table `{dep}` in `{}`{}",
+                            step.name,
+                            closest_hint(dep, &known)
+                        ),
+                    )
+                    .at_opt(position),
+                );
             }
         }
         for (table, readers) in readers_of_failed {
@@ -651,7 +827,11 @@ impl Compiler<'_> {
             self.error(&["steps"], format!("{where_}: `name` and `with` are for built-in steps; a SQL step is named like its file"));
         }
         let file = sql_dir.join(sql);
-        let name = Path::new(sql).file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        let name = Path::new(sql)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
         if !is_identifier(&name) || !sql.ends_with(".sql") {
             self.error(&["steps"], format!("{where_}: `{sql}` must be a .sql file named like the table it creates (lower-case identifier)"));
             return None;
@@ -659,7 +839,10 @@ impl Compiler<'_> {
         let text = match std::fs::read_to_string(&file) {
             Ok(t) => t,
             Err(e) => {
-                self.error(&["steps"], format!("{where_}: SQL file {} cannot be read: {e}", file.display()));
+                self.error(
+                    &["steps"],
+                    format!("{where_}: SQL file {} cannot be read: {e}", file.display()),
+                );
                 return None;
             }
         };
@@ -674,7 +857,11 @@ impl Compiler<'_> {
             if !params.contains_key(&p.name) {
                 let declared = params.keys().cloned().collect::<Vec<_>>().join(", ");
                 self.diags.push(
-                    Diagnostic::new(&file, format!("unknown parameter `${}` (declared: {declared})", p.name)).at_opt(p.position()),
+                    Diagnostic::new(
+                        &file,
+                        format!("unknown parameter `${}` (declared: {declared})", p.name),
+                    )
+                    .at_opt(p.position()),
                 );
             }
         }
@@ -691,25 +878,48 @@ impl Compiler<'_> {
             }
         }
         let sink = self.sink(where_, publish, s);
-        Some(Step { name, kind: StepKind::Sql(model), depends_on, publish: sink, materialize: s.materialize,
+        Some(Step {
+            name,
+            kind: StepKind::Sql(model),
+            depends_on,
+            publish: sink,
+            materialize: s.materialize,
             spec,
             extra_outputs: Vec::new(),
             defer_to: s.defer_to.clone(),
         })
     }
 
-    fn builtin_step(&mut self, where_: &str, kind: &str, s: &StepConfig, sql_dir: &Path) -> Option<Step> {
+    fn builtin_step(
+        &mut self,
+        where_: &str,
+        kind: &str,
+        s: &StepConfig,
+        sql_dir: &Path,
+    ) -> Option<Step> {
         let Some(found) = steps::find(kind) else {
             let known: Vec<&str> = steps::kinds().iter().map(|k| k.name).collect();
-            self.error(&["steps"], format!("{where_}: unknown built-in step `{kind}` (known: {})", known.join(", ")));
+            self.error(
+                &["steps"],
+                format!(
+                    "{where_}: unknown built-in step `{kind}` (known: {})",
+                    known.join(", ")
+                ),
+            );
             return None;
         };
         let Some(name) = s.name.clone() else {
-            self.error(&["steps"], format!("{where_}: built-in step `{kind}` needs a `name` for the table it creates"));
+            self.error(
+                &["steps"],
+                format!("{where_}: built-in step `{kind}` needs a `name` for the table it creates"),
+            );
             return None;
         };
         if !is_identifier(&name) {
-            self.error(&["steps"], format!("{where_}: step name `{name}` must be a lower-case identifier"));
+            self.error(
+                &["steps"],
+                format!("{where_}: step name `{name}` must be a lower-case identifier"),
+            );
             return None;
         }
         let with = s.with.clone().unwrap_or(serde_yaml::Value::Null);
@@ -727,7 +937,10 @@ impl Compiler<'_> {
         let extra_outputs = step.extra_outputs(&name);
         Some(Step {
             name,
-            kind: StepKind::Builtin { kind: found.name, step },
+            kind: StepKind::Builtin {
+                kind: found.name,
+                step,
+            },
             depends_on,
             publish: sink,
             materialize: s.materialize,
@@ -739,9 +952,14 @@ impl Compiler<'_> {
 
     fn sink(&mut self, where_: &str, publish: bool, s: &StepConfig) -> Option<Sink> {
         if !publish && !s.partition_by.is_empty() {
-            self.error(&["steps"], format!("{where_}: `partition_by` needs a published step"));
+            self.error(
+                &["steps"],
+                format!("{where_}: `partition_by` needs a published step"),
+            );
         }
-        publish.then(|| Sink { partition_by: s.partition_by.clone() })
+        publish.then(|| Sink {
+            partition_by: s.partition_by.clone(),
+        })
     }
 
     fn spec_for(&mut self, sql_file: &Path, table: &str) -> Option<MartSpec> {
@@ -768,7 +986,10 @@ impl Compiler<'_> {
         loop {
             let ready = pending.iter().position(|s| {
                 s.as_ref().is_some_and(|s| {
-                    s.depends_on.iter().filter(|d| names.contains(*d) && *d != &s.name).all(|d| done.contains(d))
+                    s.depends_on
+                        .iter()
+                        .filter(|d| names.contains(*d) && *d != &s.name)
+                        .all(|d| done.contains(d))
                         && !s.depends_on.contains(&s.name)
                 })
             });
@@ -794,9 +1015,17 @@ impl Compiler<'_> {
                     }
                 })
                 .collect();
-            let first = stuck.iter().find(|s| Some(&s.name) == cycle.first()).and_then(|s| s.file());
-            let file = first.map(Path::to_path_buf).unwrap_or_else(|| self.file.to_path_buf());
-            self.diags.push(Diagnostic::new(file, format!("dependency cycle: {}", described.join(" -> "))));
+            let first = stuck
+                .iter()
+                .find(|s| Some(&s.name) == cycle.first())
+                .and_then(|s| s.file());
+            let file = first
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| self.file.to_path_buf());
+            self.diags.push(Diagnostic::new(
+                file,
+                format!("dependency cycle: {}", described.join(" -> ")),
+            ));
             out.extend(stuck);
         }
         out
@@ -809,7 +1038,10 @@ fn find_cycle(stuck: &[Step]) -> Vec<String> {
     let mut path: Vec<String> = vec![stuck[0].name.clone()];
     loop {
         let current = path.last().expect("non-empty").clone();
-        let step = stuck.iter().find(|s| s.name == current).expect("stuck step");
+        let step = stuck
+            .iter()
+            .find(|s| s.name == current)
+            .expect("stuck step");
         let Some(next) = step.depends_on.iter().find(|d| names.contains(d.as_str())) else {
             return path;
         };
@@ -828,7 +1060,9 @@ fn normalize_relative(path: &Path) -> PathBuf {
     for c in path.components() {
         match c {
             std::path::Component::CurDir => {}
-            std::path::Component::ParentDir if matches!(out.last(), Some(std::path::Component::Normal(_))) => {
+            std::path::Component::ParentDir
+                if matches!(out.last(), Some(std::path::Component::Normal(_))) =>
+            {
                 out.pop();
             }
             other => out.push(other),
@@ -853,10 +1087,16 @@ mod tests {
 
     #[test]
     fn budget() {
-        let b = ErrorBudget { max_rows: Some(0), max_fraction: None };
+        let b = ErrorBudget {
+            max_rows: Some(0),
+            max_fraction: None,
+        };
         assert!(!b.exceeded(0, 10));
         assert!(b.exceeded(1, 10));
-        let b = ErrorBudget { max_rows: None, max_fraction: Some(0.1) };
+        let b = ErrorBudget {
+            max_rows: None,
+            max_fraction: Some(0.1),
+        };
         assert!(!b.exceeded(1, 10));
         assert!(b.exceeded(2, 10));
     }

@@ -85,7 +85,12 @@ const ROW_GAP: usize = 6;
 const MARGIN: usize = 8;
 
 fn refs(set: &BTreeSet<ColumnRef>) -> Vec<Ref> {
-    set.iter().map(|(t, c)| Ref { table: t.clone(), column: c.clone() }).collect()
+    set.iter()
+        .map(|(t, c)| Ref {
+            table: t.clone(),
+            column: c.clone(),
+        })
+        .collect()
 }
 
 /// Everything the site shows, per table in pipeline order (sources first).
@@ -93,31 +98,55 @@ pub async fn collect(pipeline: &Pipeline) -> (Diagnostics, Vec<TableDoc>) {
     let (diags, ctx, plans) = crate::validate::plan_models(pipeline).await;
     let schema_of = |name: String| {
         let ctx = ctx.clone();
-        async move { ctx.table(name.as_str()).await.ok().map(|df| df.schema().as_arrow().clone()) }
+        async move {
+            ctx.table(name.as_str())
+                .await
+                .ok()
+                .map(|df| df.schema().as_arrow().clone())
+        }
     };
     // Lineage onto the tables each model reads, then through the graph.
     let mut direct: BTreeMap<String, Vec<(String, BTreeSet<ColumnRef>)>> = BTreeMap::new();
     for (name, plan) in &plans {
-        let columns = plan.schema().fields().iter().map(|f| f.name().clone()).zip(crate::lineage::plan_lineage(plan)).collect();
+        let columns = plan
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .zip(crate::lineage::plan_lineage(plan))
+            .collect();
         direct.insert(name.clone(), columns);
     }
     let terminal: BTreeSet<String> = pipeline
         .sources
         .iter()
         .map(|s| s.name.clone())
-        .chain(pipeline.steps.iter().filter(|s| matches!(s.kind, StepKind::Builtin { .. })).flat_map(|s| {
-            std::iter::once(s.name.clone()).chain(s.extra_outputs.iter().cloned())
-        }))
+        .chain(
+            pipeline
+                .steps
+                .iter()
+                .filter(|s| matches!(s.kind, StepKind::Builtin { .. }))
+                .flat_map(|s| {
+                    std::iter::once(s.name.clone()).chain(s.extra_outputs.iter().cloned())
+                }),
+        )
         .collect();
     let resolved = crate::lineage::to_sources(&direct, &terminal);
 
     let mut read_by: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for step in &pipeline.steps {
         for d in &step.depends_on {
-            read_by.entry(d.clone()).or_default().insert(step.name.clone());
+            read_by
+                .entry(d.clone())
+                .or_default()
+                .insert(step.name.clone());
         }
     }
-    let mut depth: BTreeMap<String, usize> = pipeline.sources.iter().map(|s| (s.name.clone(), 0)).collect();
+    let mut depth: BTreeMap<String, usize> = pipeline
+        .sources
+        .iter()
+        .map(|s| (s.name.clone(), 0))
+        .collect();
     let mut docs = Vec::new();
     for source in &pipeline.sources {
         let schema = schema_of(source.name.clone()).await;
@@ -129,7 +158,11 @@ pub async fn collect(pipeline: &Pipeline) -> (Diagnostics, Vec<TableDoc>) {
                     name: f.name().clone(),
                     data_type: crate::contract::type_name(f.data_type()),
                     description: String::new(),
-                    checks: if f.is_nullable() { vec![] } else { vec!["required".into()] },
+                    checks: if f.is_nullable() {
+                        vec![]
+                    } else {
+                        vec!["required".into()]
+                    },
                     direct: vec![],
                     sources: vec![],
                 })
@@ -142,7 +175,10 @@ pub async fn collect(pipeline: &Pipeline) -> (Diagnostics, Vec<TableDoc>) {
             description: format!("{:?} export", source.format).to_lowercase(),
             file: None,
             reads: vec![],
-            read_by: read_by.get(&source.name).map(|s| s.iter().cloned().collect()).unwrap_or_default(),
+            read_by: read_by
+                .get(&source.name)
+                .map(|s| s.iter().cloned().collect())
+                .unwrap_or_default(),
             contract: false,
             columns,
             checks: vec![],
@@ -151,7 +187,13 @@ pub async fn collect(pipeline: &Pipeline) -> (Diagnostics, Vec<TableDoc>) {
         });
     }
     for step in &pipeline.steps {
-        let d = 1 + step.depends_on.iter().filter_map(|p| depth.get(p)).copied().max().unwrap_or(0);
+        let d = 1 + step
+            .depends_on
+            .iter()
+            .filter_map(|p| depth.get(p))
+            .copied()
+            .max()
+            .unwrap_or(0);
         depth.insert(step.name.clone(), d);
         let kind = match (&step.kind, &step.publish) {
             (StepKind::Builtin { .. }, _) => "builtin",
@@ -162,43 +204,93 @@ pub async fn collect(pipeline: &Pipeline) -> (Diagnostics, Vec<TableDoc>) {
         let schema = schema_of(step.name.clone()).await;
         let spec = step.spec.as_ref();
         let planned: Vec<(String, String)> = match &schema {
-            Some(s) => s.fields().iter().map(|f| (f.name().clone(), crate::contract::type_name(f.data_type()))).collect(),
+            Some(s) => s
+                .fields()
+                .iter()
+                .map(|f| (f.name().clone(), crate::contract::type_name(f.data_type())))
+                .collect(),
             None => spec
-                .map(|sp| sp.columns.iter().map(|c| (c.name.clone(), c.data_type.as_ref().map(|t| t.to_string()).unwrap_or_default())).collect())
+                .map(|sp| {
+                    sp.columns
+                        .iter()
+                        .map(|c| {
+                            (
+                                c.name.clone(),
+                                c.data_type
+                                    .as_ref()
+                                    .map(|t| t.to_string())
+                                    .unwrap_or_default(),
+                            )
+                        })
+                        .collect()
+                })
                 .unwrap_or_default(),
         };
         let lineage_direct = direct.get(&step.name);
         let lineage_sources = resolved.get(&step.name);
         let find = |l: Option<&Vec<(String, BTreeSet<ColumnRef>)>>, c: &str| {
-            l.and_then(|cols| cols.iter().find(|(n, _)| n == c)).map(|(_, s)| refs(s)).unwrap_or_default()
+            l.and_then(|cols| cols.iter().find(|(n, _)| n == c))
+                .map(|(_, s)| refs(s))
+                .unwrap_or_default()
         };
         let columns = planned
             .iter()
             .map(|(name, ty)| ColumnDoc {
                 name: name.clone(),
                 data_type: ty.clone(),
-                description: spec.and_then(|s| s.column(name)).map(|c| c.description.clone()).unwrap_or_default(),
+                description: spec
+                    .and_then(|s| s.column(name))
+                    .map(|c| c.description.clone())
+                    .unwrap_or_default(),
                 checks: spec
-                    .map(|s| s.checks.iter().filter(|c| c.column.as_deref() == Some(name.as_str())).map(|c| c.kind.to_string()).collect())
+                    .map(|s| {
+                        s.checks
+                            .iter()
+                            .filter(|c| c.column.as_deref() == Some(name.as_str()))
+                            .map(|c| c.kind.to_string())
+                            .collect()
+                    })
                     .unwrap_or_default(),
                 direct: find(lineage_direct, name),
                 sources: find(lineage_sources, name),
             })
             .collect();
         let (file, sql) = match &step.kind {
-            StepKind::Sql(model) => (Some(model.file.display().to_string()), std::fs::read_to_string(&model.file).ok()),
-            StepKind::Builtin { kind, .. } => (Some(format!("built-in step `{kind}` in {}", pipeline.file.display())), None),
+            StepKind::Sql(model) => (
+                Some(model.file.display().to_string()),
+                std::fs::read_to_string(&model.file).ok(),
+            ),
+            StepKind::Builtin { kind, .. } => (
+                Some(format!(
+                    "built-in step `{kind}` in {}",
+                    pipeline.file.display()
+                )),
+                None,
+            ),
         };
         docs.push(TableDoc {
             name: step.name.clone(),
             kind: kind.into(),
-            description: spec.map(|s| s.description.trim().to_string()).unwrap_or_default(),
+            description: spec
+                .map(|s| s.description.trim().to_string())
+                .unwrap_or_default(),
             file,
             reads: step.depends_on.clone(),
-            read_by: read_by.get(&step.name).map(|s| s.iter().cloned().collect()).unwrap_or_default(),
+            read_by: read_by
+                .get(&step.name)
+                .map(|s| s.iter().cloned().collect())
+                .unwrap_or_default(),
             contract: spec.is_some_and(|s| s.contract),
             columns,
-            checks: spec.map(|s| s.checks.iter().filter(|c| c.column.is_none()).map(|c| c.kind.to_string()).collect()).unwrap_or_default(),
+            checks: spec
+                .map(|s| {
+                    s.checks
+                        .iter()
+                        .filter(|c| c.column.is_none())
+                        .map(|c| c.kind.to_string())
+                        .collect()
+                })
+                .unwrap_or_default(),
             sql,
             depth: d,
         });
@@ -213,7 +305,10 @@ fn graph(docs: &[TableDoc]) -> Graph {
     let mut nodes = Vec::new();
     for t in docs {
         let row = rows.entry(t.depth).or_default();
-        let (x, y) = (MARGIN + t.depth * (NODE_WIDTH + COLUMN_GAP), MARGIN + *row * (NODE_HEIGHT + ROW_GAP));
+        let (x, y) = (
+            MARGIN + t.depth * (NODE_WIDTH + COLUMN_GAP),
+            MARGIN + *row * (NODE_HEIGHT + ROW_GAP),
+        );
         *row += 1;
         at.insert(t.name.as_str(), (x, y));
         let fill = match t.kind.as_str() {
@@ -222,15 +317,29 @@ fn graph(docs: &[TableDoc]) -> Graph {
             "builtin" => "#e5dcf7",
             _ => "#eef1f6",
         };
-        nodes.push(GraphNode { name: t.name.clone(), kind: t.kind.clone(), fill, x, y });
+        nodes.push(GraphNode {
+            name: t.name.clone(),
+            kind: t.kind.clone(),
+            fill,
+            x,
+            y,
+        });
     }
     let mut edges = Vec::new();
     for t in docs {
-        let Some(&(x2, y2)) = at.get(t.name.as_str()) else { continue };
+        let Some(&(x2, y2)) = at.get(t.name.as_str()) else {
+            continue;
+        };
         for r in &t.reads {
             if let Some(&(x1, y1)) = at.get(r.as_str()) {
                 let (x1, y1, y2) = (x1 + NODE_WIDTH, y1 + NODE_HEIGHT / 2, y2 + NODE_HEIGHT / 2);
-                edges.push(GraphEdge { x1, y1, x2, y2, cx: (x1 + x2) / 2 });
+                edges.push(GraphEdge {
+                    x1,
+                    y1,
+                    x2,
+                    y2,
+                    cx: (x1 + x2) / 2,
+                });
             }
         }
     }
@@ -253,7 +362,8 @@ fn environment() -> minijinja::Environment<'static> {
         ("index.html", include_str!("templates/index.html")),
         ("table.html", include_str!("templates/table.html")),
     ] {
-        env.add_template(name, source).expect("the templates are valid");
+        env.add_template(name, source)
+            .expect("the templates are valid");
     }
     env
 }
@@ -264,8 +374,15 @@ pub async fn write_site(pipeline: &Pipeline, out: &Path) -> Result<Vec<PathBuf>,
     if !diags.is_empty() {
         return Err(diags);
     }
-    let io = |path: &Path, e: std::io::Error| Diagnostics(vec![Diagnostic::new(path, format!("cannot write: {e}"))]);
-    let render = |e: minijinja::Error| Diagnostics(vec![Diagnostic::new(&pipeline.file, format!("rendering the docs: {e:#}"))]);
+    let io = |path: &Path, e: std::io::Error| {
+        Diagnostics(vec![Diagnostic::new(path, format!("cannot write: {e}"))])
+    };
+    let render = |e: minijinja::Error| {
+        Diagnostics(vec![Diagnostic::new(
+            &pipeline.file,
+            format!("rendering the docs: {e:#}"),
+        )])
+    };
     std::fs::create_dir_all(out.join("t")).map_err(|e| io(out, e))?;
     let env = environment();
     let name = pipeline.name.clone();
@@ -293,7 +410,9 @@ pub async fn write_site(pipeline: &Pipeline, out: &Path) -> Result<Vec<PathBuf>,
     for t in &docs {
         let page = env
             .get_template("table.html")
-            .and_then(|tpl| tpl.render(minijinja::context! { pipeline => name, root => "../", t => t }))
+            .and_then(|tpl| {
+                tpl.render(minijinja::context! { pipeline => name, root => "../", t => t })
+            })
             .map_err(render)?;
         let path = out.join("t").join(format!("{}.html", t.name));
         std::fs::write(&path, page).map_err(|e| io(&path, e))?;
@@ -312,7 +431,11 @@ pub async fn write_site(pipeline: &Pipeline, out: &Path) -> Result<Vec<PathBuf>,
         })
         .collect();
     let path = out.join("lineage.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&lineage).expect("serialisable")).map_err(|e| io(&path, e))?;
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(&lineage).expect("serialisable"),
+    )
+    .map_err(|e| io(&path, e))?;
     written.push(path);
     Ok(written)
 }

@@ -16,7 +16,9 @@ use datafusion::arrow::array::{Array, ArrayRef, Float64Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::error::Result;
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
 
 use crate::value::{clv, BgNbd, ClvOptions, GammaGamma, Summary};
 
@@ -71,7 +73,14 @@ impl ScalarUDFImpl for NumericFn {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let columns: Vec<Float64Array> = arrays
             .iter()
-            .map(|a| cast(a, &DataType::Float64).map(|c| c.as_any().downcast_ref::<Float64Array>().expect("Float64").clone()))
+            .map(|a| {
+                cast(a, &DataType::Float64).map(|c| {
+                    c.as_any()
+                        .downcast_ref::<Float64Array>()
+                        .expect("Float64")
+                        .clone()
+                })
+            })
             .collect::<std::result::Result<_, _>>()?;
         let rows = args.number_rows;
         let mut values = vec![0.0; columns.len()];
@@ -92,7 +101,12 @@ impl ScalarUDFImpl for NumericFn {
 }
 
 fn model(v: &[f64]) -> BgNbd {
-    BgNbd { r: v[0], alpha: v[1], a: v[2], b: v[3] }
+    BgNbd {
+        r: v[0],
+        alpha: v[1],
+        a: v[2],
+        b: v[3],
+    }
 }
 
 fn summary(v: &[f64]) -> Summary {
@@ -102,13 +116,29 @@ fn summary(v: &[f64]) -> Summary {
 pub fn functions() -> Vec<ScalarUDF> {
     vec![
         NumericFn::udf("bgnbd_p_alive", 7, |v| Some(model(v).p_alive(&summary(v)))),
-        NumericFn::udf("bgnbd_expected_purchases", 8, |v| Some(model(v).expected_purchases(v[7], &summary(v)))),
-        NumericFn::udf("gamma_gamma_spend", 5, |v| Some(GammaGamma { p: v[0], q: v[1], gamma: v[2] }.expected_spend(v[3], v[4]))),
+        NumericFn::udf("bgnbd_expected_purchases", 8, |v| {
+            Some(model(v).expected_purchases(v[7], &summary(v)))
+        }),
+        NumericFn::udf("gamma_gamma_spend", 5, |v| {
+            Some(
+                GammaGamma {
+                    p: v[0],
+                    q: v[1],
+                    gamma: v[2],
+                }
+                .expected_spend(v[3], v[4]),
+            )
+        }),
         NumericFn::udf("bgnbd_clv", 12, |v| {
             if !(v[9].is_finite() && v[9] >= 0.0 && v[9] <= 10_000.0) {
                 return None;
             }
-            let options = ClvOptions { periods: v[9] as u32, period_length: v[10], discount_rate: v[11], margin: v[8] };
+            let options = ClvOptions {
+                periods: v[9] as u32,
+                period_length: v[10],
+                discount_rate: v[11],
+                margin: v[8],
+            };
             clv(&model(v), &summary(v), v[7], &options).ok()
         }),
     ]
@@ -133,8 +163,20 @@ mod tests {
                    bgnbd_p_alive(0.243, 4.414, 0.793, 2.426, 0, 0, 38.86), \
                    bgnbd_p_alive(0.243, 4.414, 0.793, 2.426, NULL, 0, 38.86)";
         let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-        let v = |i: usize| batches[0].column(i).as_any().downcast_ref::<Float64Array>().unwrap().clone();
-        let model = crate::value::BgNbd { r: 0.243, alpha: 4.414, a: 0.793, b: 2.426 };
+        let v = |i: usize| {
+            batches[0]
+                .column(i)
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .unwrap()
+                .clone()
+        };
+        let model = crate::value::BgNbd {
+            r: 0.243,
+            alpha: 4.414,
+            a: 0.793,
+            b: 2.426,
+        };
         let s = crate::value::Summary::new(2.0, 30.43, 38.86);
         assert!((v(0).value(0) - model.p_alive(&s)).abs() < 1e-12);
         assert!((v(1).value(0) - model.expected_purchases(39.0, &s)).abs() < 1e-12);

@@ -10,11 +10,19 @@ use datafusion::logical_expr::ScalarUDF;
 use super::text::{Body, TextFn};
 
 pub fn udf() -> ScalarUDF {
-    TextFn::udf("double_metaphone", 1, Body::Text(|t| non_empty(crm_text::double_metaphone(t[0]).0)))
+    TextFn::udf(
+        "double_metaphone",
+        1,
+        Body::Text(|t| non_empty(crm_text::double_metaphone(t[0]).0)),
+    )
 }
 
 pub fn alt_udf() -> ScalarUDF {
-    TextFn::udf("double_metaphone_alt", 1, Body::Text(|t| non_empty(crm_text::double_metaphone(t[0]).1)))
+    TextFn::udf(
+        "double_metaphone_alt",
+        1,
+        Body::Text(|t| non_empty(crm_text::double_metaphone(t[0]).1)),
+    )
 }
 
 fn non_empty(code: String) -> Option<String> {
@@ -40,8 +48,14 @@ mod tests {
     async fn every_string_type_scalar_or_column() {
         let values = [Some("Smith"), None, Some(""), Some("Schmidt")];
         let primary = same_for_every_string_type("double_metaphone({})", &values).await;
-        assert_eq!(primary, vec![text("SM0"), null_text(), null_text(), text("XMT")]);
+        assert_eq!(
+            primary,
+            vec![text("SM0"), null_text(), null_text(), text("XMT")]
+        );
         let alternate = same_for_every_string_type("double_metaphone_alt({})", &values).await;
-        assert_eq!(alternate, vec![text("XMT"), null_text(), null_text(), text("SMT")]);
+        assert_eq!(
+            alternate,
+            vec![text("XMT"), null_text(), null_text(), text("SMT")]
+        );
     }
 }

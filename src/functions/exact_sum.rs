@@ -22,16 +22,19 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, ListArray, UInt64Array, UInt8Array,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, ListArray, UInt64Array,
+    UInt8Array,
 };
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int64Type, UInt64Type, UInt8Type};
+use datafusion::arrow::datatypes::{
+    DataType, Field, FieldRef, Float64Type, Int64Type, UInt64Type, UInt8Type,
+};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::{format_state_name, AggregateOrderSensitivity};
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, Documentation, EmitTo, Expr, GroupsAccumulator, Operator, ReversedUDAF,
-    SetMonotonicity, Signature, StatisticsArgs,
+    Accumulator, AggregateUDF, AggregateUDFImpl, Documentation, EmitTo, Expr, GroupsAccumulator,
+    Operator, ReversedUDAF, SetMonotonicity, Signature, StatisticsArgs,
 };
 
 /// The exact running sum of a set of doubles.
@@ -86,7 +89,11 @@ fn to_fixed(x: f64) -> Option<i128> {
         }
         mantissa >> down
     };
-    Some(if x.is_sign_negative() { -magnitude } else { magnitude })
+    Some(if x.is_sign_negative() {
+        -magnitude
+    } else {
+        magnitude
+    })
 }
 
 /// Adds `x` to the non-overlapping partials exactly (Shewchuk; Python's `msum`).
@@ -274,19 +281,47 @@ impl ExactAggregate {
 
     /// True when this call sums doubles; DISTINCT and other types use the built-in code.
     fn exact(&self, input: &[FieldRef], return_type: &DataType, is_distinct: bool) -> bool {
-        !is_distinct && return_type == &DataType::Float64 && input.first().is_some_and(|f| f.data_type() == &DataType::Float64)
+        !is_distinct
+            && return_type == &DataType::Float64
+            && input
+                .first()
+                .is_some_and(|f| f.data_type() == &DataType::Float64)
     }
 }
 
 /// The state of one exact sum: count, fixed part (two 64-bit halves), partials, flags.
 fn exact_state_fields(name: &str) -> Vec<FieldRef> {
     vec![
-        Arc::new(Field::new(format_state_name(name, "count"), DataType::UInt64, true)),
-        Arc::new(Field::new(format_state_name(name, "fixed_hi"), DataType::Int64, true)),
-        Arc::new(Field::new(format_state_name(name, "fixed_lo"), DataType::UInt64, true)),
-        Arc::new(Field::new_list(format_state_name(name, "partials"), Field::new_list_field(DataType::Float64, true), true)),
-        Arc::new(Field::new(format_state_name(name, "special"), DataType::UInt8, true)),
-        Arc::new(Field::new_list(format_state_name(name, "huge"), Field::new_list_field(DataType::Float64, true), true)),
+        Arc::new(Field::new(
+            format_state_name(name, "count"),
+            DataType::UInt64,
+            true,
+        )),
+        Arc::new(Field::new(
+            format_state_name(name, "fixed_hi"),
+            DataType::Int64,
+            true,
+        )),
+        Arc::new(Field::new(
+            format_state_name(name, "fixed_lo"),
+            DataType::UInt64,
+            true,
+        )),
+        Arc::new(Field::new_list(
+            format_state_name(name, "partials"),
+            Field::new_list_field(DataType::Float64, true),
+            true,
+        )),
+        Arc::new(Field::new(
+            format_state_name(name, "special"),
+            DataType::UInt8,
+            true,
+        )),
+        Arc::new(Field::new_list(
+            format_state_name(name, "huge"),
+            Field::new_list_field(DataType::Float64, true),
+            true,
+        )),
     ]
 }
 
@@ -314,13 +349,21 @@ impl AggregateUDFImpl for ExactAggregate {
     }
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         if self.exact(args.expr_fields, args.return_type(), args.is_distinct) {
-            return Ok(Box::new(ExactAccumulator { kind: self.kind, count: 0, sum: ExactF64::default() }));
+            return Ok(Box::new(ExactAccumulator {
+                kind: self.kind,
+                count: 0,
+                sum: ExactF64::default(),
+            }));
         }
         self.inner().accumulator(args)
     }
     fn create_sliding_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         if self.exact(args.expr_fields, args.return_type(), args.is_distinct) {
-            return Ok(Box::new(ExactAccumulator { kind: self.kind, count: 0, sum: ExactF64::default() }));
+            return Ok(Box::new(ExactAccumulator {
+                kind: self.kind,
+                count: 0,
+                sum: ExactF64::default(),
+            }));
         }
         self.inner().create_sliding_accumulator(args)
     }
@@ -336,7 +379,10 @@ impl AggregateUDFImpl for ExactAggregate {
         }
         self.inner().groups_accumulator_supported(args)
     }
-    fn create_groups_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
+    fn create_groups_accumulator(
+        &self,
+        args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
         if self.exact(args.expr_fields, args.return_type(), args.is_distinct) {
             return Ok(Box::new(ExactGroups::new(self.kind)));
         }
@@ -356,7 +402,8 @@ impl AggregateUDFImpl for ExactAggregate {
         lit: &Expr,
         arg_is_left: bool,
     ) -> Result<Option<Expr>> {
-        self.inner().simplify_expr_op_literal(agg_function, arg, op, lit, arg_is_left)
+        self.inner()
+            .simplify_expr_op_literal(agg_function, arg, op, lit, arg_is_left)
     }
     fn value_from_stats(&self, statistics_args: &StatisticsArgs) -> Option<ScalarValue> {
         self.inner().value_from_stats(statistics_args)
@@ -421,7 +468,9 @@ impl Accumulator for ExactAccumulator {
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        Ok(ScalarValue::Float64(finish(self.kind, self.count, &self.sum)))
+        Ok(ScalarValue::Float64(finish(
+            self.kind, self.count, &self.sum,
+        )))
     }
 
     fn size(&self) -> usize {
@@ -452,7 +501,9 @@ impl Accumulator for ExactAccumulator {
 /// One list per sum, null where it is empty.
 fn list_of<'a>(lists: impl IntoIterator<Item = &'a Vec<f64>>) -> ListArray {
     ListArray::from_iter_primitive::<Float64Type, _, _>(
-        lists.into_iter().map(|l| (!l.is_empty()).then(|| l.iter().map(|p| Some(*p)).collect::<Vec<_>>())),
+        lists
+            .into_iter()
+            .map(|l| (!l.is_empty()).then(|| l.iter().map(|p| Some(*p)).collect::<Vec<_>>())),
     )
 }
 
@@ -491,11 +542,21 @@ impl<'a> StateArrays<'a> {
             if lists.is_null(i) {
                 Vec::new()
             } else {
-                lists.value(i).as_primitive::<Float64Type>().iter().flatten().collect()
+                lists
+                    .value(i)
+                    .as_primitive::<Float64Type>()
+                    .iter()
+                    .flatten()
+                    .collect()
             }
         };
         let (partials, huge) = (values(self.partials), values(self.huge));
-        sum.merge_parts(join(self.hi.value(i), self.lo.value(i)), &partials, &huge, self.special.value(i));
+        sum.merge_parts(
+            join(self.hi.value(i), self.lo.value(i)),
+            &partials,
+            &huge,
+            self.special.value(i),
+        );
     }
 }
 
@@ -508,7 +569,11 @@ struct ExactGroups {
 
 impl ExactGroups {
     fn new(kind: Kind) -> Self {
-        Self { kind, counts: Vec::new(), sums: Vec::new() }
+        Self {
+            kind,
+            counts: Vec::new(),
+            sums: Vec::new(),
+        }
     }
 
     fn resize(&mut self, total_num_groups: usize) {
@@ -540,7 +605,11 @@ impl GroupsAccumulator for ExactGroups {
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
         let counts = emit_to.take_needed(&mut self.counts);
         let sums = emit_to.take_needed(&mut self.sums);
-        let out: Float64Array = counts.iter().zip(&sums).map(|(&c, s)| finish(self.kind, c, s)).collect();
+        let out: Float64Array = counts
+            .iter()
+            .zip(&sums)
+            .map(|(&c, s)| finish(self.kind, c, s))
+            .collect();
         Ok(Arc::new(out))
     }
 
@@ -561,7 +630,12 @@ impl GroupsAccumulator for ExactGroups {
         ])
     }
 
-    fn merge_batch(&mut self, values: &[ArrayRef], group_indices: &[usize], total_num_groups: usize) -> Result<()> {
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
         self.resize(total_num_groups);
         let state = StateArrays::new(values);
         for (i, &g) in group_indices.iter().enumerate() {
@@ -570,7 +644,11 @@ impl GroupsAccumulator for ExactGroups {
         Ok(())
     }
 
-    fn convert_to_state(&self, values: &[ArrayRef], opt_filter: Option<&BooleanArray>) -> Result<Vec<ArrayRef>> {
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
         // Each row as a state of its own, for aggregations that skip the partial phase.
         let values = values[0].as_primitive::<Float64Type>();
         let sums: Vec<(u64, ExactF64)> = (0..values.len())
@@ -584,13 +662,22 @@ impl GroupsAccumulator for ExactGroups {
             })
             .collect();
         let (counts, sums) = sums.into_iter().unzip();
-        ExactGroups { kind: self.kind, counts, sums }.state(EmitTo::All)
+        ExactGroups {
+            kind: self.kind,
+            counts,
+            sums,
+        }
+        .state(EmitTo::All)
     }
 
     fn size(&self) -> usize {
         self.counts.capacity() * std::mem::size_of::<u64>()
             + self.sums.capacity() * std::mem::size_of::<ExactF64>()
-            + self.sums.iter().map(|s| (s.partials.capacity() + s.huge.capacity()) * 8).sum::<usize>()
+            + self
+                .sums
+                .iter()
+                .map(|s| (s.partials.capacity() + s.huge.capacity()) * 8)
+                .sum::<usize>()
     }
 }
 
@@ -598,8 +685,14 @@ impl GroupsAccumulator for ExactGroups {
 pub fn functions() -> Vec<AggregateUDF> {
     use datafusion::functions_aggregate::{average::avg_udaf, sum::sum_udaf};
     vec![
-        AggregateUDF::new_from_impl(ExactAggregate { kind: Kind::Sum, builtin: sum_udaf() }),
-        AggregateUDF::new_from_impl(ExactAggregate { kind: Kind::Avg, builtin: avg_udaf() }),
+        AggregateUDF::new_from_impl(ExactAggregate {
+            kind: Kind::Sum,
+            builtin: sum_udaf(),
+        }),
+        AggregateUDF::new_from_impl(ExactAggregate {
+            kind: Kind::Avg,
+            builtin: avg_udaf(),
+        }),
     ]
 }
 
@@ -615,7 +708,9 @@ mod tests {
 
     #[test]
     fn sums_are_correctly_rounded_in_any_order() {
-        let mut values: Vec<f64> = (0..10_000).map(|i| (i as f64 * 0.37).sin() * 10f64.powi(i % 7 - 3)).collect();
+        let mut values: Vec<f64> = (0..10_000)
+            .map(|i| (i as f64 * 0.37).sin() * 10f64.powi(i % 7 - 3))
+            .collect();
         let forward = exact(&values);
         values.reverse();
         assert_eq!(exact(&values).to_bits(), forward.to_bits());
@@ -630,7 +725,10 @@ mod tests {
         assert_eq!(exact(&[0.1, 0.2, 0.3, -0.6]), 2.7755575615628914e-17);
         assert_eq!(exact(&[1e300, 1e300, -1e300]), 1e300);
         assert_eq!(exact(&[]), 0.0);
-        assert_eq!(exact(&[f64::MIN_POSITIVE / 4.0, f64::MIN_POSITIVE / 4.0]), f64::MIN_POSITIVE / 2.0);
+        assert_eq!(
+            exact(&[f64::MIN_POSITIVE / 4.0, f64::MIN_POSITIVE / 4.0]),
+            f64::MIN_POSITIVE / 2.0
+        );
     }
 
     #[test]
@@ -710,9 +808,14 @@ mod tests {
         use datafusion::prelude::{SessionConfig, SessionContext};
 
         let n = 20_000;
-        let x: Vec<f64> = (0..n).map(|i| ((i * 7919 % 10_007) as f64 - 5_000.0) * 0.013 + 1e-7 * i as f64).collect();
+        let x: Vec<f64> = (0..n)
+            .map(|i| ((i * 7919 % 10_007) as f64 - 5_000.0) * 0.013 + 1e-7 * i as f64)
+            .collect();
         let g: Vec<i64> = (0..n).map(|i| (i % 13) as i64).collect();
-        let schema = Arc::new(Schema::new(vec![Field::new("g", DataType::Int64, false), Field::new("x", DataType::Float64, true)]));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("g", DataType::Int64, false),
+            Field::new("x", DataType::Float64, true),
+        ]));
         let mut results = Vec::new();
         for (partitions, chunk) in [(1usize, n), (4, 997), (7, 3001)] {
             let batches: Vec<Vec<RecordBatch>> = (0..n)
@@ -721,24 +824,44 @@ mod tests {
                     let end = (start + chunk).min(n);
                     vec![RecordBatch::try_new(
                         schema.clone(),
-                        vec![Arc::new(Int64Array::from(g[start..end].to_vec())), Arc::new(Float64Array::from(x[start..end].to_vec()))],
+                        vec![
+                            Arc::new(Int64Array::from(g[start..end].to_vec())),
+                            Arc::new(Float64Array::from(x[start..end].to_vec())),
+                        ],
                     )
                     .unwrap()]
                 })
                 .collect();
-            let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(partitions));
+            let ctx = SessionContext::new_with_config(
+                SessionConfig::new().with_target_partitions(partitions),
+            );
             crate::functions::register_all(&ctx, &Default::default());
-            ctx.register_table("t", Arc::new(MemTable::try_new(schema.clone(), batches).unwrap())).unwrap();
+            ctx.register_table(
+                "t",
+                Arc::new(MemTable::try_new(schema.clone(), batches).unwrap()),
+            )
+            .unwrap();
             let sql = "SELECT (SELECT sum(x) FROM t) AS total, (SELECT avg(x) FROM t) AS mean, \
                        (SELECT sum(s) FROM (SELECT g, sum(x) AS s FROM t GROUP BY g)) AS grouped, \
                        (SELECT max(w) FROM (SELECT sum(x) OVER (ORDER BY g, x ROWS BETWEEN 100 PRECEDING AND CURRENT ROW) AS w FROM t)) AS sliding";
             let batch = &ctx.sql(sql).await.unwrap().collect().await.unwrap()[0];
-            let row: Vec<u64> = (0..4).map(|c| batch.column(c).as_primitive::<Float64Type>().value(0).to_bits()).collect();
+            let row: Vec<u64> = (0..4)
+                .map(|c| {
+                    batch
+                        .column(c)
+                        .as_primitive::<Float64Type>()
+                        .value(0)
+                        .to_bits()
+                })
+                .collect();
             results.push(row);
         }
         assert_eq!(results[0], results[1]);
         assert_eq!(results[0], results[2]);
         assert_eq!(results[0][0], exact(&x).to_bits());
-        assert_eq!(f64::from_bits(results[0][1]).to_bits(), (exact(&x) / n as f64).to_bits());
+        assert_eq!(
+            f64::from_bits(results[0][1]).to_bits(),
+            (exact(&x) / n as f64).to_bits()
+        );
     }
 }

@@ -18,7 +18,8 @@ use datafusion::error::Result;
 use datafusion::logical_expr::expr::WindowFunction;
 use datafusion::logical_expr::function::{PartitionEvaluatorArgs, WindowUDFFieldArgs};
 use datafusion::logical_expr::{
-    Expr, LimitEffect, LogicalPlan, PartitionEvaluator, ReversedUDWF, Signature, WindowFunctionDefinition, WindowUDF, WindowUDFImpl,
+    Expr, LimitEffect, LogicalPlan, PartitionEvaluator, ReversedUDWF, Signature,
+    WindowFunctionDefinition, WindowUDF, WindowUDFImpl,
 };
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::physical_expr::PhysicalExpr;
@@ -46,12 +47,23 @@ impl WindowUDFImpl for IgnoringNulls {
         self.inner.signature()
     }
 
-    fn expressions(&self, expr_args: datafusion::logical_expr::function::ExpressionArgs) -> Vec<Arc<dyn PhysicalExpr>> {
+    fn expressions(
+        &self,
+        expr_args: datafusion::logical_expr::function::ExpressionArgs,
+    ) -> Vec<Arc<dyn PhysicalExpr>> {
         self.inner.expressions(expr_args)
     }
 
-    fn partition_evaluator(&self, args: PartitionEvaluatorArgs) -> Result<Box<dyn PartitionEvaluator>> {
-        let args = PartitionEvaluatorArgs::new(args.input_exprs(), args.input_fields(), args.is_reversed(), true);
+    fn partition_evaluator(
+        &self,
+        args: PartitionEvaluatorArgs,
+    ) -> Result<Box<dyn PartitionEvaluator>> {
+        let args = PartitionEvaluatorArgs::new(
+            args.input_exprs(),
+            args.input_fields(),
+            args.is_reversed(),
+            true,
+        );
         self.inner.partition_evaluator_factory(args)
     }
 
@@ -124,11 +136,20 @@ impl AnalyzerRule for IgnoreNullsOnCluster {
 
 /// `expr` with its window function replaced, when it is one that ignores nulls.
 fn rewrite(expr: Expr) -> Result<Option<Expr>> {
-    let Expr::WindowFunction(call) = expr else { return Ok(None) };
+    let Expr::WindowFunction(call) = expr else {
+        return Ok(None);
+    };
     let WindowFunction { fun, params } = *call;
     match fun {
-        WindowFunctionDefinition::WindowUDF(udf) if params.null_treatment == Some(datafusion::logical_expr::expr::NullTreatment::IgnoreNulls) && WRAPPED.contains(&udf.name()) => {
-            Ok(Some(Expr::WindowFunction(Box::new(WindowFunction { fun: WindowFunctionDefinition::WindowUDF(ignoring_nulls(udf)), params }))))
+        WindowFunctionDefinition::WindowUDF(udf)
+            if params.null_treatment
+                == Some(datafusion::logical_expr::expr::NullTreatment::IgnoreNulls)
+                && WRAPPED.contains(&udf.name()) =>
+        {
+            Ok(Some(Expr::WindowFunction(Box::new(WindowFunction {
+                fun: WindowFunctionDefinition::WindowUDF(ignoring_nulls(udf)),
+                params,
+            }))))
         }
         _ => Ok(None),
     }
@@ -147,19 +168,33 @@ mod tests {
                    first_value(v) IGNORE NULLS OVER (PARTITION BY k ORDER BY t DESC ROWS UNBOUNDED PRECEDING) AS next_value \
                    FROM (VALUES (1, 1, 'a'), (1, 2, NULL), (1, 3, 'b'), (1, 4, NULL), (2, 1, NULL), (2, 2, 'c')) AS x(k, t, v) ORDER BY k, t";
         let plain = SessionContext::new();
-        let expected = datafusion::arrow::util::pretty::pretty_format_batches(&plain.sql(sql).await.unwrap().collect().await.unwrap())
-            .unwrap()
-            .to_string();
+        let expected = datafusion::arrow::util::pretty::pretty_format_batches(
+            &plain.sql(sql).await.unwrap().collect().await.unwrap(),
+        )
+        .unwrap()
+        .to_string();
         let ctx = SessionContext::new();
         for f in functions() {
             ctx.register_udwf(f.as_ref().clone());
         }
         ctx.add_analyzer_rule(Arc::new(IgnoreNullsOnCluster));
         let df = ctx.sql(sql).await.unwrap();
-        let plan = format!("{}", df.clone().into_optimized_plan().unwrap().display_indent());
-        assert!(plan.contains("last_value_ignore_nulls") && plan.contains("first_value_ignore_nulls"), "{plan}");
-        let got = datafusion::arrow::util::pretty::pretty_format_batches(&df.collect().await.unwrap()).unwrap().to_string();
+        let plan = format!(
+            "{}",
+            df.clone().into_optimized_plan().unwrap().display_indent()
+        );
+        assert!(
+            plan.contains("last_value_ignore_nulls") && plan.contains("first_value_ignore_nulls"),
+            "{plan}"
+        );
+        let got =
+            datafusion::arrow::util::pretty::pretty_format_batches(&df.collect().await.unwrap())
+                .unwrap()
+                .to_string();
         assert_eq!(got, expected);
-        assert!(expected.contains("| 1 | 2 | a       | b          |"), "{expected}");
+        assert!(
+            expected.contains("| 1 | 2 | a       | b          |"),
+            "{expected}"
+        );
     }
 }

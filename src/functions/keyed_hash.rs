@@ -16,11 +16,14 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, StringArray};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::cast::as_string_array;
-use datafusion::error::{DataFusionError, Result};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::ScalarValue;
-use datafusion::logical_expr::{lit, ColumnarValue, Expr, LogicalPlan, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{
+    lit, ColumnarValue, Expr, LogicalPlan, ScalarFunctionArgs, ScalarUDFImpl, Signature,
+    TypeSignature, Volatility,
+};
 use datafusion::optimizer::AnalyzerRule;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -35,7 +38,10 @@ impl KeyedHash {
         Self {
             key: key.filter(|k| !k.is_empty()).map(String::into_bytes),
             signature: Signature::one_of(
-                vec![TypeSignature::Exact(vec![DataType::Utf8]), TypeSignature::Exact(vec![DataType::Utf8, DataType::Utf8])],
+                vec![
+                    TypeSignature::Exact(vec![DataType::Utf8]),
+                    TypeSignature::Exact(vec![DataType::Utf8, DataType::Utf8]),
+                ],
                 Volatility::Immutable,
             ),
         }
@@ -50,7 +56,9 @@ impl KeyedHash {
 
 impl std::fmt::Debug for KeyedHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyedHash").field("key", &self.key.as_ref().map(|_| "<redacted>")).finish()
+        f.debug_struct("KeyedHash")
+            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .finish()
     }
 }
 
@@ -101,10 +109,20 @@ impl ScalarUDFImpl for KeyedHash {
         }
         let arrays = ColumnarValue::values_to_arrays(&args.args[..1])?;
         let input = as_string_array(&arrays[0])?;
-        let out: StringArray = input.iter().map(|v| v.map(|s| self.hash(&mac, s))).collect();
+        let out: StringArray = input
+            .iter()
+            .map(|v| v.map(|s| self.hash(&mac, s)))
+            .collect();
         let out: ArrayRef = Arc::new(out);
-        if args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) && out.len() == 1 {
-            return Ok(ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?));
+        if args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)))
+            && out.len() == 1
+        {
+            return Ok(ColumnarValue::Scalar(
+                datafusion::common::ScalarValue::try_from_array(&out, 0)?,
+            ));
         }
         Ok(ColumnarValue::Array(out))
     }
@@ -115,8 +133,10 @@ const FINGERPRINT_LEN: usize = 16;
 
 /// The fingerprint of `key`: the first 16 hex digits of its HMAC of a fixed text.
 pub fn fingerprint(key: &str) -> String {
-    let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.as_bytes()).expect("HMAC takes a key of any length");
-    KeyedHash::new(Some(key.to_string())).hash(&mac, FINGERPRINT_TEXT)[..FINGERPRINT_LEN].to_string()
+    let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.as_bytes())
+        .expect("HMAC takes a key of any length");
+    KeyedHash::new(Some(key.to_string())).hash(&mac, FINGERPRINT_TEXT)[..FINGERPRINT_LEN]
+        .to_string()
 }
 
 /// On a cluster, adds the client's key fingerprint to every `keyed_hash(value)` call (see
@@ -128,12 +148,16 @@ pub struct KeyCheckOnCluster {
 
 impl KeyCheckOnCluster {
     pub fn new(key: &str) -> Self {
-        Self { fingerprint: fingerprint(key) }
+        Self {
+            fingerprint: fingerprint(key),
+        }
     }
 
     fn add_fingerprint(&self, expr: Expr) -> Result<Transformed<Expr>> {
         expr.transform_up(|e| match e {
-            Expr::ScalarFunction(mut call) if call.func.name() == "keyed_hash" && call.args.len() == 1 => {
+            Expr::ScalarFunction(mut call)
+                if call.func.name() == "keyed_hash" && call.args.len() == 1 =>
+            {
                 call.args.push(lit(self.fingerprint.clone()));
                 Ok(Transformed::yes(Expr::ScalarFunction(call)))
             }
@@ -150,12 +174,18 @@ impl AnalyzerRule for KeyCheckOnCluster {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
         plan.transform_up_with_subqueries(|node| {
             // Expressions that name an output column keep the name they had.
-            let names_columns = matches!(node, LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_) | LogicalPlan::Window(_));
+            let names_columns = matches!(
+                node,
+                LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_) | LogicalPlan::Window(_)
+            );
             node.map_expressions(|e| {
-                let name = (names_columns && !matches!(e, Expr::Alias(_))).then(|| e.schema_name().to_string());
+                let name = (names_columns && !matches!(e, Expr::Alias(_)))
+                    .then(|| e.schema_name().to_string());
                 let rewritten = self.add_fingerprint(e)?;
                 match name {
-                    Some(name) if rewritten.transformed => Ok(rewritten.update_data(|e| e.alias(name))),
+                    Some(name) if rewritten.transformed => {
+                        Ok(rewritten.update_data(|e| e.alias(name)))
+                    }
                     _ => Ok(rewritten),
                 }
             })
@@ -171,24 +201,42 @@ mod tests {
 
     async fn hash_of(key: Option<&str>, sql: &str) -> Result<Vec<Option<String>>> {
         let ctx = SessionContext::new();
-        ctx.register_udf(datafusion::logical_expr::ScalarUDF::from(KeyedHash::new(key.map(String::from))));
+        ctx.register_udf(datafusion::logical_expr::ScalarUDF::from(KeyedHash::new(
+            key.map(String::from),
+        )));
         let batches = ctx.sql(sql).await?.collect().await?;
-        let col = as_string_array(batches[0].column(0))?.iter().map(|v| v.map(String::from)).collect();
+        let col = as_string_array(batches[0].column(0))?
+            .iter()
+            .map(|v| v.map(String::from))
+            .collect();
         Ok(col)
     }
 
     #[tokio::test]
     async fn matches_rfc_4231_test_case_2() {
         // RFC 4231, test case 2: key "Jefe", data "what do ya want for nothing?".
-        let got = hash_of(Some("Jefe"), "SELECT keyed_hash('what do ya want for nothing?')").await.unwrap();
-        assert_eq!(got[0].as_deref(), Some("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"));
+        let got = hash_of(
+            Some("Jefe"),
+            "SELECT keyed_hash('what do ya want for nothing?')",
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            got[0].as_deref(),
+            Some("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+        );
     }
 
     #[tokio::test]
     async fn nulls_stay_null_and_a_missing_key_is_a_clear_error() {
-        let got = hash_of(Some("k"), "SELECT keyed_hash(CAST(NULL AS VARCHAR))").await.unwrap();
+        let got = hash_of(Some("k"), "SELECT keyed_hash(CAST(NULL AS VARCHAR))")
+            .await
+            .unwrap();
         assert_eq!(got, vec![None]);
-        let err = hash_of(None, "SELECT keyed_hash('x')").await.unwrap_err().to_string();
+        let err = hash_of(None, "SELECT keyed_hash('x')")
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no key configured"), "{err}");
         assert!(!format!("{:?}", KeyedHash::new(Some("secret".into()))).contains("secret"));
     }
@@ -203,14 +251,23 @@ mod tests {
             let process_key = process_key.map(String::from);
             async move {
                 let ctx = SessionContext::new();
-                ctx.register_udf(datafusion::logical_expr::ScalarUDF::from(KeyedHash::new(process_key)));
+                ctx.register_udf(datafusion::logical_expr::ScalarUDF::from(KeyedHash::new(
+                    process_key,
+                )));
                 if check {
                     ctx.add_analyzer_rule(Arc::new(KeyCheckOnCluster::new("client-key")));
                 }
                 let df = ctx.sql(&sql).await?;
-                let names: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
+                let names: Vec<String> = df
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect();
                 let plan = format!("{}", df.clone().into_unoptimized_plan().display_indent());
-                let rows = datafusion::arrow::util::pretty::pretty_format_batches(&df.collect().await?)?.to_string();
+                let rows =
+                    datafusion::arrow::util::pretty::pretty_format_batches(&df.collect().await?)?
+                        .to_string();
                 Ok::<_, DataFusionError>((names, plan, rows))
             }
         };

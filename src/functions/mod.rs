@@ -4,6 +4,7 @@ mod clv;
 mod damerau_levenshtein;
 mod double_metaphone;
 pub mod exact_sum;
+mod identity_level;
 pub mod ignore_nulls;
 mod jaro_winkler;
 mod keyed_hash;
@@ -30,13 +31,17 @@ pub struct FunctionSettings {
 
 impl std::fmt::Debug for FunctionSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FunctionSettings").field("hash_key", &self.hash_key.as_ref().map(|_| "<redacted>")).finish()
+        f.debug_struct("FunctionSettings")
+            .field("hash_key", &self.hash_key.as_ref().map(|_| "<redacted>"))
+            .finish()
     }
 }
 
 /// Every function of crm-marts.
 pub fn functions(settings: &FunctionSettings) -> Vec<Arc<ScalarUDF>> {
-    let mut all = vec![Arc::new(ScalarUDF::from(KeyedHash::new(settings.hash_key.clone())))];
+    let mut all = vec![Arc::new(ScalarUDF::from(KeyedHash::new(
+        settings.hash_key.clone(),
+    )))];
     all.extend(clv::functions().into_iter().map(Arc::new));
     all.extend(
         [
@@ -49,6 +54,8 @@ pub fn functions(settings: &FunctionSettings) -> Vec<Arc<ScalarUDF>> {
             token_set_similarity::udf(),
             double_metaphone::udf(),
             double_metaphone::alt_udf(),
+            identity_level::udf(),
+            identity_level::probability_udf(),
         ]
         .into_iter()
         .map(Arc::new),

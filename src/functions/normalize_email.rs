@@ -7,7 +7,11 @@ use datafusion::logical_expr::ScalarUDF;
 use super::text::{Body, TextFn};
 
 pub fn udf() -> ScalarUDF {
-    TextFn::udf("normalize_email", 1, Body::Text(|t| crm_text::normalize_email(t[0])))
+    TextFn::udf(
+        "normalize_email",
+        1,
+        Body::Text(|t| crm_text::normalize_email(t[0])),
+    )
 }
 
 #[cfg(test)]
@@ -19,13 +23,29 @@ mod tests {
         let got = row("SELECT normalize_email(' Anna.Jensen+tilbud@GoogleMail.com '), normalize_email('Bo@Example.DK'), \
                        normalize_email('bo@@example.dk'), normalize_email(NULL)")
             .await;
-        assert_eq!(got, vec![text("annajensen@gmail.com"), text("bo@example.dk"), null_text(), null_text()]);
+        assert_eq!(
+            got,
+            vec![
+                text("annajensen@gmail.com"),
+                text("bo@example.dk"),
+                null_text(),
+                null_text()
+            ]
+        );
     }
 
     #[tokio::test]
     async fn every_string_type_scalar_or_column() {
         let values = [Some("A.B@gmail.com"), None, Some(""), Some("x@y.dk")];
         let got = same_for_every_string_type("normalize_email({})", &values).await;
-        assert_eq!(got, vec![text("ab@gmail.com"), null_text(), null_text(), text("x@y.dk")]);
+        assert_eq!(
+            got,
+            vec![
+                text("ab@gmail.com"),
+                null_text(),
+                null_text(),
+                text("x@y.dk")
+            ]
+        );
     }
 }

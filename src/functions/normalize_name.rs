@@ -9,7 +9,11 @@ use datafusion::logical_expr::ScalarUDF;
 use super::text::{Body, TextFn};
 
 pub fn udf() -> ScalarUDF {
-    TextFn::udf("normalize_name", 1, Body::Text(|t| crm_text::normalize_name(t[0])))
+    TextFn::udf(
+        "normalize_name",
+        1,
+        Body::Text(|t| crm_text::normalize_name(t[0])),
+    )
 }
 
 #[cfg(test)]
@@ -22,13 +26,31 @@ mod tests {
                        normalize_name('  Søren  Jørgensen-Kjær '), normalize_name('-'), normalize_name(NULL)")
             .await;
         let o = text("ostergard");
-        assert_eq!(got, vec![o.clone(), o.clone(), o, text("soren jorgensen kjar"), null_text(), null_text()]);
+        assert_eq!(
+            got,
+            vec![
+                o.clone(),
+                o.clone(),
+                o,
+                text("soren jorgensen kjar"),
+                null_text(),
+                null_text()
+            ]
+        );
     }
 
     #[tokio::test]
     async fn every_string_type_scalar_or_column() {
         let values = [Some("Jørgensen"), None, Some("Joergensen"), Some("😀")];
         let got = same_for_every_string_type("normalize_name({})", &values).await;
-        assert_eq!(got, vec![text("jorgensen"), null_text(), text("jorgensen"), null_text()]);
+        assert_eq!(
+            got,
+            vec![
+                text("jorgensen"),
+                null_text(),
+                text("jorgensen"),
+                null_text()
+            ]
+        );
     }
 }

@@ -28,7 +28,10 @@ mod tests {
                        normalize_phone('20123456'), normalize_phone('20123456', 'DK'), normalize_phone('n/a')")
             .await;
         let want = text("+4520123456");
-        assert_eq!(got, vec![want.clone(), want.clone(), want.clone(), want, null_text()]);
+        assert_eq!(
+            got,
+            vec![want.clone(), want.clone(), want.clone(), want, null_text()]
+        );
     }
 
     #[tokio::test]
@@ -37,16 +40,42 @@ mod tests {
                         (3, '20123456', NULL), (4, NULL, 'DK'), (5, '+45 20123456', 'SE')) AS t(i, n, c) ORDER BY i")
             .await;
         let got: Vec<_> = got.into_iter().map(|mut r| r.remove(0)).collect();
-        assert_eq!(got, vec![text("+46701234567"), text("+4520123456"), null_text(), null_text(), text("+4520123456")]);
+        assert_eq!(
+            got,
+            vec![
+                text("+46701234567"),
+                text("+4520123456"),
+                null_text(),
+                null_text(),
+                text("+4520123456")
+            ]
+        );
     }
 
     #[tokio::test]
     async fn every_string_type_scalar_or_column() {
         let values = [Some("0045-20123456"), None, Some(""), Some("2012345")];
         let want = vec![text("+4520123456"), null_text(), null_text(), null_text()];
-        assert_eq!(same_for_every_string_type("normalize_phone({})", &values).await, want);
-        assert_eq!(same_for_every_string_type("normalize_phone({}, arrow_cast('DK', 'Utf8View'))", &values).await, want);
-        let swapped = same_for_every_string_type("normalize_phone('070-123 45 67', {})", &[Some("SE"), None, Some("XX")]).await;
-        assert_eq!(swapped, vec![text("+46701234567"), null_text(), null_text()]);
+        assert_eq!(
+            same_for_every_string_type("normalize_phone({})", &values).await,
+            want
+        );
+        assert_eq!(
+            same_for_every_string_type(
+                "normalize_phone({}, arrow_cast('DK', 'Utf8View'))",
+                &values
+            )
+            .await,
+            want
+        );
+        let swapped = same_for_every_string_type(
+            "normalize_phone('070-123 45 67', {})",
+            &[Some("SE"), None, Some("XX")],
+        )
+        .await;
+        assert_eq!(
+            swapped,
+            vec![text("+46701234567"), null_text(), null_text()]
+        );
     }
 }

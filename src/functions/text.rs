@@ -7,13 +7,16 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, Float64Array, Int64Array, LargeStringArray, StringArray, StringViewArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, Float64Array, Int64Array, LargeStringArray, StringArray, StringViewArray,
+};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::cast::{as_large_string_array, as_string_array, as_string_view_array};
 use datafusion::common::{exec_err, ScalarValue};
 use datafusion::error::Result;
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
 };
 
 /// What a text function computes from the text of its arguments, one row at a time.
@@ -49,9 +52,17 @@ impl TextFn {
         defaults: &'static [&'static str],
         body: Body,
     ) -> ScalarUDF {
-        let arities = (required..=required + defaults.len()).map(TypeSignature::String).collect();
+        let arities = (required..=required + defaults.len())
+            .map(TypeSignature::String)
+            .collect();
         let signature = Signature::one_of(arities, Volatility::Immutable);
-        ScalarUDF::from(TextFn { name, signature, required, defaults, body })
+        ScalarUDF::from(TextFn {
+            name,
+            signature,
+            required,
+            defaults,
+            body,
+        })
     }
 }
 
@@ -93,8 +104,15 @@ impl ScalarUDFImpl for TextFn {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let mut inputs = args.args.iter().map(|a| TextArg::new(self.name, a)).collect::<Result<Vec<_>>>()?;
-        let left_out = self.defaults.get(inputs.len().saturating_sub(self.required)..).unwrap_or_default();
+        let mut inputs = args
+            .args
+            .iter()
+            .map(|a| TextArg::new(self.name, a))
+            .collect::<Result<Vec<_>>>()?;
+        let left_out = self
+            .defaults
+            .get(inputs.len().saturating_sub(self.required)..)
+            .unwrap_or_default();
         inputs.extend(left_out.iter().map(|d| TextArg::Scalar(Some(d))));
 
         let all_scalar = inputs.iter().all(|a| matches!(a, TextArg::Scalar(_)));
@@ -128,7 +146,7 @@ fn each_row<'a, T: 'a>(
 }
 
 /// One argument, read as text whatever its string type.
-enum TextArg<'a> {
+pub(super) enum TextArg<'a> {
     Scalar(Option<&'a str>),
     Utf8(&'a StringArray),
     LargeUtf8(&'a LargeStringArray),
@@ -136,7 +154,7 @@ enum TextArg<'a> {
 }
 
 impl<'a> TextArg<'a> {
-    fn new(function: &str, value: &'a ColumnarValue) -> Result<Self> {
+    pub(super) fn new(function: &str, value: &'a ColumnarValue) -> Result<Self> {
         let array = match value {
             ColumnarValue::Scalar(s) => match s.try_as_str() {
                 Some(text) => return Ok(TextArg::Scalar(text)),
@@ -152,7 +170,7 @@ impl<'a> TextArg<'a> {
         })
     }
 
-    fn get(&self, i: usize) -> Option<&'a str> {
+    pub(super) fn get(&self, i: usize) -> Option<&'a str> {
         fn at<'b>(a: &'b impl Array, i: usize, value: impl FnOnce() -> &'b str) -> Option<&'b str> {
             (!a.is_null(i)).then(value)
         }
@@ -175,11 +193,23 @@ pub(super) mod testing {
     pub(in crate::functions) async fn rows(sql: &str) -> Vec<Vec<ScalarValue>> {
         let ctx = SessionContext::new();
         crate::functions::register_all(&ctx, &Default::default());
-        let batches = ctx.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")).collect().await.unwrap();
+        let batches = ctx
+            .sql(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .collect()
+            .await
+            .unwrap();
         let mut out = Vec::new();
         for batch in batches {
             for i in 0..batch.num_rows() {
-                out.push(batch.columns().iter().map(|c| ScalarValue::try_from_array(c.as_ref(), i).unwrap()).collect());
+                out.push(
+                    batch
+                        .columns()
+                        .iter()
+                        .map(|c| ScalarValue::try_from_array(c.as_ref(), i).unwrap())
+                        .collect(),
+                );
             }
         }
         out
@@ -202,21 +232,42 @@ pub(super) mod testing {
 
     /// `sql_expr` with `{}` replaced by each literal in each string type, as a column and
     /// as a scalar: the function must give the same results for all of them.
-    pub(in crate::functions) async fn same_for_every_string_type(sql_expr: &str, values: &[Option<&str>]) -> Vec<ScalarValue> {
-        let literals: Vec<String> =
-            values.iter().map(|v| v.map_or("NULL".to_string(), |s| format!("'{}'", s.replace('\'', "''")))).collect();
-        let table = literals.iter().enumerate().map(|(i, l)| format!("({i}, {l})")).collect::<Vec<_>>().join(", ");
+    pub(in crate::functions) async fn same_for_every_string_type(
+        sql_expr: &str,
+        values: &[Option<&str>],
+    ) -> Vec<ScalarValue> {
+        let literals: Vec<String> = values
+            .iter()
+            .map(|v| {
+                v.map_or("NULL".to_string(), |s| {
+                    format!("'{}'", s.replace('\'', "''"))
+                })
+            })
+            .collect();
+        let table = literals
+            .iter()
+            .enumerate()
+            .map(|(i, l)| format!("({i}, {l})"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let mut expected: Option<Vec<ScalarValue>> = None;
         for ty in ["Utf8", "LargeUtf8", "Utf8View"] {
             let column = sql_expr.replace("{}", &format!("arrow_cast(v, '{ty}')"));
             let sql = format!("SELECT {column} FROM (VALUES {table}) AS t(i, v) ORDER BY i");
-            let got: Vec<ScalarValue> = rows(&sql).await.into_iter().map(|mut r| r.remove(0)).collect();
+            let got: Vec<ScalarValue> = rows(&sql)
+                .await
+                .into_iter()
+                .map(|mut r| r.remove(0))
+                .collect();
             let mut scalars = Vec::new();
             for l in &literals {
                 let expr = sql_expr.replace("{}", &format!("arrow_cast({l}, '{ty}')"));
                 scalars.push(row(&format!("SELECT {expr}")).await.remove(0));
             }
-            assert_eq!(got, scalars, "{sql_expr} over a {ty} column vs {ty} scalars");
+            assert_eq!(
+                got, scalars,
+                "{sql_expr} over a {ty} column vs {ty} scalars"
+            );
             match &expected {
                 Some(e) => assert_eq!(&got, e, "{sql_expr} over {ty}"),
                 None => expected = Some(got),
@@ -227,10 +278,12 @@ pub(super) mod testing {
 
     #[tokio::test]
     async fn dictionary_encoded_text_is_read_as_text() {
-        let got = rows("SELECT normalize_name(arrow_cast(v, 'Dictionary(Int32, Utf8)')), \
+        let got = rows(
+            "SELECT normalize_name(arrow_cast(v, 'Dictionary(Int32, Utf8)')), \
                         jaro_winkler(arrow_cast(v, 'Dictionary(Int32, Utf8)'), 'Søren') \
-                        FROM (VALUES (1, 'Søren'), (2, NULL)) AS t(i, v) ORDER BY i")
-            .await;
+                        FROM (VALUES (1, 'Søren'), (2, NULL)) AS t(i, v) ORDER BY i",
+        )
+        .await;
         assert_eq!(got[0], vec![text("soren"), ScalarValue::Float64(Some(1.0))]);
         assert_eq!(got[1], vec![null_text(), ScalarValue::Float64(None)]);
     }
@@ -239,7 +292,11 @@ pub(super) mod testing {
     async fn text_functions_do_not_shadow_datafusion_builtins() {
         let builtins = SessionContext::new().state().scalar_functions().clone();
         for f in crate::functions::functions(&Default::default()) {
-            assert!(!builtins.contains_key(f.name()), "{} is a DataFusion built-in", f.name());
+            assert!(
+                !builtins.contains_key(f.name()),
+                "{} is a DataFusion built-in",
+                f.name()
+            );
         }
     }
 }

@@ -9,7 +9,11 @@ use datafusion::logical_expr::ScalarUDF;
 use super::text::{Body, TextFn};
 
 pub fn udf() -> ScalarUDF {
-    TextFn::udf("token_set_similarity", 2, Body::Float(|t| Some(crm_text::token_set_similarity(t[0], t[1]))))
+    TextFn::udf(
+        "token_set_similarity",
+        2,
+        Body::Float(|t| Some(crm_text::token_set_similarity(t[0], t[1]))),
+    )
 }
 
 #[cfg(test)]
@@ -25,14 +29,30 @@ mod tests {
                        token_set_similarity('anna', NULL)")
             .await;
         assert_eq!(got[0], ScalarValue::Float64(Some(1.0)));
-        let ScalarValue::Float64(Some(typo)) = got[1] else { panic!("{got:?}") };
+        let ScalarValue::Float64(Some(typo)) = got[1] else {
+            panic!("{got:?}")
+        };
         assert!((typo - 22.0 / 23.0).abs() < 1e-12);
-        assert_eq!(got[2..], [ScalarValue::Float64(Some(0.0)), ScalarValue::Float64(None)]);
+        assert_eq!(
+            got[2..],
+            [ScalarValue::Float64(Some(0.0)), ScalarValue::Float64(None)]
+        );
     }
 
     #[tokio::test]
     async fn every_string_type_scalar_or_column() {
-        let got = same_for_every_string_type("token_set_similarity({}, 'b a')", &[Some("a b"), None, Some(" ")]).await;
-        assert_eq!(got, vec![ScalarValue::Float64(Some(1.0)), ScalarValue::Float64(None), ScalarValue::Float64(Some(0.0))]);
+        let got = same_for_every_string_type(
+            "token_set_similarity({}, 'b a')",
+            &[Some("a b"), None, Some(" ")],
+        )
+        .await;
+        assert_eq!(
+            got,
+            vec![
+                ScalarValue::Float64(Some(1.0)),
+                ScalarValue::Float64(None),
+                ScalarValue::Float64(Some(0.0))
+            ]
+        );
     }
 }

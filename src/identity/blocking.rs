@@ -85,8 +85,17 @@ pub fn agree(records: &Records, attrs: &[usize], a: usize, b: usize) -> bool {
 }
 
 /// Candidate pairs of every rule, each pair once, of the pairs `link` allows.
-pub fn candidate_pairs(records: &Records, rules: &[(String, Vec<usize>)], max_group: usize, link: LinkType) -> Blocked {
-    let mut out = Blocked { pairs: Vec::new(), rule_of: Vec::new(), stats: Vec::new() };
+pub fn candidate_pairs(
+    records: &Records,
+    rules: &[(String, Vec<usize>)],
+    max_group: usize,
+    link: LinkType,
+) -> Blocked {
+    let mut out = Blocked {
+        pairs: Vec::new(),
+        rule_of: Vec::new(),
+        stats: Vec::new(),
+    };
     let mut grouped_by: Vec<Vec<bool>> = Vec::new();
     for (r, (name, attrs)) in rules.iter().enumerate() {
         let g = group(records, attrs, max_group);
@@ -98,7 +107,8 @@ pub fn candidate_pairs(records: &Records, rules: &[(String, Vec<usize>)], max_gr
                     if !link.allows(records.source_of[a], records.source_of[b]) {
                         continue;
                     }
-                    let earlier = (0..r).any(|e| grouped_by[e][a] && agree(records, &rules[e].1, a, b));
+                    let earlier =
+                        (0..r).any(|e| grouped_by[e][a] && agree(records, &rules[e].1, a, b));
                     if !earlier {
                         out.pairs.push((a as u32, b as u32));
                         out.rule_of.push(r as u8);

@@ -74,8 +74,18 @@ impl UnionFind {
 }
 
 /// Clusters `n` records over `edges`, which must come strongest first.
-pub fn cluster(cmp: &Comparator, n: usize, edges: &[Edge], exclusive: &[usize], max_size: usize) -> Clustering {
-    let mut uf = UnionFind { parent: (0..n as u32).collect(), members: (0..n as u32).map(|r| vec![r]).collect(), capped: vec![false; n] };
+pub fn cluster(
+    cmp: &Comparator,
+    n: usize,
+    edges: &[Edge],
+    exclusive: &[usize],
+    max_size: usize,
+) -> Clustering {
+    let mut uf = UnionFind {
+        parent: (0..n as u32).collect(),
+        members: (0..n as u32).map(|r| vec![r]).collect(),
+        capped: vec![false; n],
+    };
     let mut method = vec![None; n];
     let mut probability: Vec<Option<f64>> = vec![None; n];
     let mut decisions = Vec::with_capacity(edges.len());
@@ -88,13 +98,19 @@ pub fn cluster(cmp: &Comparator, n: usize, edges: &[Edge], exclusive: &[usize], 
             uf.capped[rb as usize] = true;
             Decision::RefusedSize
         } else if !exclusive.is_empty()
-            && uf.members[ra as usize]
-                .iter()
-                .any(|&x| uf.members[rb as usize].iter().any(|&y| cmp.conflict(exclusive, x as usize, y as usize)))
+            && uf.members[ra as usize].iter().any(|&x| {
+                uf.members[rb as usize]
+                    .iter()
+                    .any(|&y| cmp.conflict(exclusive, x as usize, y as usize))
+            })
         {
             Decision::RefusedConflict
         } else {
-            let (big, small) = if uf.members[ra as usize].len() >= uf.members[rb as usize].len() { (ra, rb) } else { (rb, ra) };
+            let (big, small) = if uf.members[ra as usize].len() >= uf.members[rb as usize].len() {
+                (ra, rb)
+            } else {
+                (rb, ra)
+            };
             let moved = std::mem::take(&mut uf.members[small as usize]);
             uf.members[big as usize].extend(moved);
             uf.parent[small as usize] = big;
@@ -106,7 +122,8 @@ pub fn cluster(cmp: &Comparator, n: usize, edges: &[Edge], exclusive: &[usize], 
                 if method[r].is_none() {
                     method[r] = Some(e.method);
                 }
-                probability[r] = Some(probability[r].map_or(e.probability, |p: f64| p.max(e.probability)));
+                probability[r] =
+                    Some(probability[r].map_or(e.probability, |p: f64| p.max(e.probability)));
             }
         }
         decisions.push(decision);
@@ -127,5 +144,12 @@ pub fn cluster(cmp: &Comparator, n: usize, edges: &[Edge], exclusive: &[usize], 
             clusters.push(members);
         }
     }
-    Clustering { cluster_of, clusters, capped, method, probability, decisions }
+    Clustering {
+        cluster_of,
+        clusters,
+        capped,
+        method,
+        probability,
+        decisions,
+    }
 }

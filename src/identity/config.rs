@@ -46,6 +46,22 @@ pub struct IdentityConfig {
     /// input) or `link_only` (two records of different inputs).
     #[serde(default)]
     pub link_type: LinkType,
+    /// Where candidate pairs are blocked, compared and scored: `client` (in this process,
+    /// the fastest on one machine), `engine` (as query-engine work, which distributes on a
+    /// cluster and spills on one machine), or `auto` (the engine on a cluster, this process
+    /// otherwise). The results are the same.
+    #[serde(default)]
+    pub compare_on: CompareOn,
+}
+
+/// Where the identity step compares its candidate pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CompareOn {
+    #[default]
+    Auto,
+    Client,
+    Engine,
 }
 
 /// Which record pairs are compared, linked and counted in the prior.
@@ -71,7 +87,10 @@ impl LinkType {
     /// The number of record pairs of this link type, for inputs of `sizes` records: the
     /// denominator of the prior.
     pub fn possible_pairs(self, sizes: &[u64]) -> f64 {
-        let within: f64 = sizes.iter().map(|&n| n as f64 * n.saturating_sub(1) as f64 / 2.0).sum();
+        let within: f64 = sizes
+            .iter()
+            .map(|&n| n as f64 * n.saturating_sub(1) as f64 / 2.0)
+            .sum();
         let n: f64 = sizes.iter().map(|&n| n as f64).sum();
         let all = n * (n - 1.0).max(0.0) / 2.0;
         match self {
@@ -282,7 +301,8 @@ impl Level {
     }
 
     fn parse(v: &serde_yaml::Value) -> Result<Level, String> {
-        let expected = "a level is `exact`, `metaphone` or one of {jaro_winkler: 0..1}, {levenshtein: N}, \
+        let expected =
+            "a level is `exact`, `metaphone` or one of {jaro_winkler: 0..1}, {levenshtein: N}, \
                         {damerau_levenshtein: N}, {token_set: 0..1}, {swapped: attribute}";
         if let Some(s) = v.as_str() {
             return match s {
@@ -297,16 +317,24 @@ impl Level {
         let (k, val) = map.iter().next().expect("one entry");
         let key = k.as_str().unwrap_or_default();
         let threshold = || {
-            val.as_f64().filter(|t| (0.0..=1.0).contains(t)).ok_or_else(|| format!("`{key}` needs a number in 0..1"))
+            val.as_f64()
+                .filter(|t| (0.0..=1.0).contains(t))
+                .ok_or_else(|| format!("`{key}` needs a number in 0..1"))
         };
-        let edits = || val.as_u64().map(|n| n as usize).ok_or_else(|| format!("`{key}` needs a whole number of edits"));
+        let edits = || {
+            val.as_u64()
+                .map(|n| n as usize)
+                .ok_or_else(|| format!("`{key}` needs a whole number of edits"))
+        };
         match key {
             "jaro_winkler" => Ok(Level::JaroWinkler(threshold()?)),
             "token_set" => Ok(Level::TokenSet(threshold()?)),
             "levenshtein" => Ok(Level::Levenshtein(edits()?)),
             "damerau_levenshtein" => Ok(Level::DamerauLevenshtein(edits()?)),
             "swapped" => Ok(Level::Swapped(
-                val.as_str().ok_or_else(|| "`swapped` needs an attribute name".to_string())?.to_string(),
+                val.as_str()
+                    .ok_or_else(|| "`swapped` needs an attribute name".to_string())?
+                    .to_string(),
             )),
             other => Err(format!("unknown level `{other}`: {expected}")),
         }
@@ -359,7 +387,8 @@ pub struct Settings {
 
 fn is_identifier(s: &str) -> bool {
     !s.is_empty()
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && !s.starts_with(|c: char| c.is_ascii_digit())
 }
 
@@ -390,20 +419,29 @@ impl IdentityConfig {
         let index = |a: &str, what: &str, problems: &mut Vec<String>| -> Option<usize> {
             let found = attributes.iter().position(|x| x == a);
             if found.is_none() {
-                problems.push(format!("{what} names attribute `{a}`, which no input maps (attributes: {})", attributes.join(", ")));
+                problems.push(format!(
+                    "{what} names attribute `{a}`, which no input maps (attributes: {})",
+                    attributes.join(", ")
+                ));
             }
             found
         };
         let mut comparisons = Vec::new();
         for c in &self.comparisons {
-            let attribute = index(&c.attribute, &format!("comparison `{}`", c.name), &mut problems);
+            let attribute = index(
+                &c.attribute,
+                &format!("comparison `{}`", c.name),
+                &mut problems,
+            );
             let mut levels = Vec::new();
             let mut swapped_with = Vec::new();
             for l in &c.levels {
                 match Level::parse(l) {
                     Ok(level) => {
                         swapped_with.push(match &level {
-                            Level::Swapped(o) => index(o, &format!("comparison `{}`", c.name), &mut problems),
+                            Level::Swapped(o) => {
+                                index(o, &format!("comparison `{}`", c.name), &mut problems)
+                            }
                             _ => None,
                         });
                         levels.push(level);
@@ -430,25 +468,41 @@ impl IdentityConfig {
                 });
             }
         }
-        let rules = |list: Vec<(Option<String>, &Vec<String>)>, what: &str, problems: &mut Vec<String>| {
-            let mut out = Vec::new();
-            for (name, attrs) in list {
-                if attrs.is_empty() {
-                    problems.push(format!("a {what} rule names no attribute"));
-                    continue;
+        let rules =
+            |list: Vec<(Option<String>, &Vec<String>)>, what: &str, problems: &mut Vec<String>| {
+                let mut out = Vec::new();
+                for (name, attrs) in list {
+                    if attrs.is_empty() {
+                        problems.push(format!("a {what} rule names no attribute"));
+                        continue;
+                    }
+                    let idx: Vec<usize> = attrs
+                        .iter()
+                        .filter_map(|a| index(a, &format!("{what} rule"), problems))
+                        .collect();
+                    if idx.len() == attrs.len() {
+                        out.push((name.unwrap_or_else(|| attrs.join("+")), idx));
+                    }
                 }
-                let idx: Vec<usize> = attrs.iter().filter_map(|a| index(a, &format!("{what} rule"), problems)).collect();
-                if idx.len() == attrs.len() {
-                    out.push((name.unwrap_or_else(|| attrs.join("+")), idx));
-                }
-            }
-            out
-        };
-        let deterministic =
-            rules(self.deterministic.iter().map(|d| (d.name.clone(), &d.attributes)).collect(), "deterministic", &mut problems);
-        let blocking = rules(self.blocking.iter().map(|b| (None, b)).collect(), "blocking", &mut problems);
+                out
+            };
+        let deterministic = rules(
+            self.deterministic
+                .iter()
+                .map(|d| (d.name.clone(), &d.attributes))
+                .collect(),
+            "deterministic",
+            &mut problems,
+        );
+        let blocking = rules(
+            self.blocking.iter().map(|b| (None, b)).collect(),
+            "blocking",
+            &mut problems,
+        );
         if !self.comparisons.is_empty() && self.blocking.is_empty() {
-            problems.push("comparisons need at least one blocking rule: all pairs are never compared".into());
+            problems.push(
+                "comparisons need at least one blocking rule: all pairs are never compared".into(),
+            );
         }
         if self.link_type == LinkType::LinkOnly && self.inputs.len() < 2 {
             problems.push("`link_type: link_only` links records of different inputs: name at least two inputs".into());
@@ -457,7 +511,10 @@ impl IdentityConfig {
             problems.push("at most 250 blocking rules".into());
         }
         if !(self.threshold > 0.0 && self.threshold < 1.0) {
-            problems.push(format!("threshold must be a probability strictly between 0 and 1, got {}", self.threshold));
+            problems.push(format!(
+                "threshold must be a probability strictly between 0 and 1, got {}",
+                self.threshold
+            ));
         }
         if self.guards.max_cluster_size < 2 {
             problems.push("guards.max_cluster_size must be at least 2".into());
@@ -472,14 +529,27 @@ impl IdentityConfig {
         for name in &self.guards.exclusive {
             match comparisons.iter().position(|c| &c.name == name) {
                 Some(i) => exclusive.push(i),
-                None => problems.push(format!("guards.exclusive names `{name}`, which is not a comparison")),
+                None => problems.push(format!(
+                    "guards.exclusive names `{name}`, which is not a comparison"
+                )),
             }
         }
-        let golden_attrs = self.survivorship.attributes.clone().unwrap_or_else(|| attributes.clone());
+        let golden_attrs = self
+            .survivorship
+            .attributes
+            .clone()
+            .unwrap_or_else(|| attributes.clone());
         let mut golden = Vec::new();
         for a in &golden_attrs {
             if let Some(i) = index(a, "survivorship", &mut problems) {
-                golden.push((i, self.survivorship.rules.get(a).copied().unwrap_or(self.survivorship.default)));
+                golden.push((
+                    i,
+                    self.survivorship
+                        .rules
+                        .get(a)
+                        .copied()
+                        .unwrap_or(self.survivorship.default),
+                ));
             }
         }
         for a in self.survivorship.rules.keys() {
@@ -487,24 +557,43 @@ impl IdentityConfig {
         }
         if let Some(p) = self.training.prior {
             if !(p > 0.0 && p < 1.0) {
-                problems.push(format!("training.prior must be a probability strictly between 0 and 1, got {p}"));
+                problems.push(format!(
+                    "training.prior must be a probability strictly between 0 and 1, got {p}"
+                ));
             }
         }
-        if !(self.training.deterministic_recall > 0.0 && self.training.deterministic_recall <= 1.0) {
+        if !(self.training.deterministic_recall > 0.0 && self.training.deterministic_recall <= 1.0)
+        {
             problems.push("training.deterministic_recall must be in (0, 1]".into());
         }
-        if self.training.prior.is_none() && self.deterministic.is_empty() && !self.comparisons.is_empty() {
+        if self.training.prior.is_none()
+            && self.deterministic.is_empty()
+            && !self.comparisons.is_empty()
+        {
             problems.push("without deterministic rules the model's prior cannot be estimated: set training.prior".into());
         }
         if self.training.u_sample_pairs == 0 && !self.comparisons.is_empty() {
             problems.push("training.u_sample_pairs must be positive".into());
         }
-        if self.key_prefix.is_empty() || !self.key_prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        if self.key_prefix.is_empty()
+            || !self
+                .key_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
             problems.push("key_prefix must be letters, digits, `_` or `-`".into());
         }
         if !problems.is_empty() {
             return Err(problems.join("; "));
         }
-        Ok(Settings { raw: self, attributes, comparisons, deterministic, blocking, exclusive, golden })
+        Ok(Settings {
+            raw: self,
+            attributes,
+            comparisons,
+            deterministic,
+            blocking,
+            exclusive,
+            golden,
+        })
     }
 }

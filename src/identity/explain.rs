@@ -64,24 +64,52 @@ pub fn find(records: &Records, source: &str, id: &str) -> Option<usize> {
     (0..records.len()).find(|&r| records.source(r) == source && records.ids[r] == id)
 }
 
-fn rule(records: &Records, name: &str, attrs: &[usize], a: usize, b: usize, max_group: usize) -> Rule {
+fn rule(
+    records: &Records,
+    name: &str,
+    attrs: &[usize],
+    a: usize,
+    b: usize,
+    max_group: usize,
+) -> Rule {
     let agrees = blocking::agree(records, attrs, a, b);
     let oversized_block = agrees
         .then(|| {
             let key: Vec<u32> = attrs.iter().map(|&x| records.attrs[x].values[a]).collect();
-            let size = (0..records.len()).filter(|&r| attrs.iter().zip(&key).all(|(&x, &v)| records.attrs[x].values[r] == v)).count() as u64;
+            let size = (0..records.len())
+                .filter(|&r| {
+                    attrs
+                        .iter()
+                        .zip(&key)
+                        .all(|(&x, &v)| records.attrs[x].values[r] == v)
+                })
+                .count() as u64;
             (size > max_group as u64).then_some(size)
         })
         .flatten();
-    Rule { name: name.to_string(), agrees, oversized_block }
+    Rule {
+        name: name.to_string(),
+        agrees,
+        oversized_block,
+    }
 }
 
 /// The explanation of records `a` and `b` from what `link` found.
-pub fn explain(settings: &Settings, records: &Records, linked: &Linked, a: usize, b: usize) -> PairExplanation {
+pub fn explain(
+    settings: &Settings,
+    records: &Records,
+    linked: &Linked,
+    a: usize,
+    b: usize,
+) -> PairExplanation {
     let (lo, hi) = (a.min(b), a.max(b));
     let c = settings.comparisons.len();
     let max_group = settings.raw.guards.max_records_per_value;
-    let candidate = linked.blocked.pairs.iter().position(|&(x, y)| (x as usize, y as usize) == (lo, hi));
+    let candidate = linked
+        .blocked
+        .pairs
+        .iter()
+        .position(|&(x, y)| (x as usize, y as usize) == (lo, hi));
     let mut levels = vec![0u8; c];
     let mut weights = vec![0.0f64; c];
     let match_weight = match (candidate, &linked.model) {
@@ -92,7 +120,13 @@ pub fn explain(settings: &Settings, records: &Records, linked: &Linked, a: usize
         }
         (None, Some(model)) => {
             linked.cmp.levels(lo, hi, &mut levels);
-            train::score(model, &linked.cmp, (lo as u32, hi as u32), &levels, &mut weights)
+            train::score(
+                model,
+                &linked.cmp,
+                (lo as u32, hi as u32),
+                &levels,
+                &mut weights,
+            )
         }
         (_, None) => 0.0,
     };
@@ -112,44 +146,97 @@ pub fn explain(settings: &Settings, records: &Records, linked: &Linked, a: usize
             }
         })
         .collect();
-    let blocking: Vec<Rule> = settings.blocking.iter().map(|(name, attrs)| rule(records, name, attrs, lo, hi, max_group)).collect();
-    let deterministic: Vec<Rule> = settings.deterministic.iter().map(|(name, attrs)| rule(records, name, attrs, lo, hi, max_group)).collect();
-    let found_by = candidate.map(|p| settings.blocking[linked.blocked.rule_of[p] as usize].0.clone());
+    let blocking: Vec<Rule> = settings
+        .blocking
+        .iter()
+        .map(|(name, attrs)| rule(records, name, attrs, lo, hi, max_group))
+        .collect();
+    let deterministic: Vec<Rule> = settings
+        .deterministic
+        .iter()
+        .map(|(name, attrs)| rule(records, name, attrs, lo, hi, max_group))
+        .collect();
+    let found_by = candidate.map(|p| {
+        settings.blocking[linked.blocked.rule_of[p] as usize]
+            .0
+            .clone()
+    });
     let threshold = settings.raw.threshold;
     let probability = train::probability(match_weight);
-    let allowed = settings.raw.link_type.allows(records.source_of[lo], records.source_of[hi]);
+    let allowed = settings
+        .raw
+        .link_type
+        .allows(records.source_of[lo], records.source_of[hi]);
     let same_person = linked.clustering.cluster_of[lo] == linked.clustering.cluster_of[hi];
-    let deterministic_edge =
-        linked.edges[..linked.deterministic_edges].iter().zip(&linked.clustering.decisions).find(|(e, _)| (e.a as usize, e.b as usize) == (lo, hi));
+    let deterministic_edge = linked.edges[..linked.deterministic_edges]
+        .iter()
+        .zip(&linked.clustering.decisions)
+        .find(|(e, _)| (e.a as usize, e.b as usize) == (lo, hi));
     let guard = |label: &str| match label {
         "accepted" => "linked",
         "already_linked" => "already one person through other records",
-        "refused_conflict" => "refused by the guard: the persons clearly disagree on an exclusive attribute",
+        "refused_conflict" => {
+            "refused by the guard: the persons clearly disagree on an exclusive attribute"
+        }
         _ => "refused by the guard: the person would pass max_cluster_size",
     };
     let (decision, reason) = if let Some((edge, d)) = deterministic_edge {
         let name = &settings.deterministic[edge.method.unwrap_or(0) as usize].0;
-        (d.label().to_string(), format!("deterministic rule `{name}` joins them: {}", guard(d.label())))
-    } else if let Some(r) = deterministic.iter().find(|r| r.agrees && r.oversized_block.is_none()).filter(|_| allowed) {
-        let how = if same_person { "one person" } else { "yet not one person: a guard refused the link" };
+        (
+            d.label().to_string(),
+            format!(
+                "deterministic rule `{name}` joins them: {}",
+                guard(d.label())
+            ),
+        )
+    } else if let Some(r) = deterministic
+        .iter()
+        .find(|r| r.agrees && r.oversized_block.is_none())
+        .filter(|_| allowed)
+    {
+        let how = if same_person {
+            "one person"
+        } else {
+            "yet not one person: a guard refused the link"
+        };
         ("deterministic".into(), format!("deterministic rule `{}` groups them: linked through the group's first record, {how}", r.name))
     } else if !allowed {
-        ("not_allowed".into(), format!("link type {} never pairs these inputs", settings.raw.link_type.as_str()))
+        (
+            "not_allowed".into(),
+            format!(
+                "link type {} never pairs these inputs",
+                settings.raw.link_type.as_str()
+            ),
+        )
     } else if let Some(p) = candidate {
         match linked.above.iter().position(|&q| q == p) {
             Some(i) => {
                 let d = linked.clustering.decisions[linked.deterministic_edges + i];
-                (d.label().to_string(), format!("above the threshold: {}", guard(d.label())))
+                (
+                    d.label().to_string(),
+                    format!("above the threshold: {}", guard(d.label())),
+                )
             }
-            None => ("below_threshold".into(), format!("probability {probability:.4} is below the threshold {threshold}")),
+            None => (
+                "below_threshold".into(),
+                format!("probability {probability:.4} is below the threshold {threshold}"),
+            ),
         }
     } else {
-        let oversized: Vec<String> =
-            blocking.iter().filter_map(|r| r.oversized_block.map(|n| format!("`{}` ({n} records share the key)", r.name))).collect();
+        let oversized: Vec<String> = blocking
+            .iter()
+            .filter_map(|r| {
+                r.oversized_block
+                    .map(|n| format!("`{}` ({n} records share the key)", r.name))
+            })
+            .collect();
         let why = if oversized.is_empty() {
             "not blocked together: no blocking rule's attributes all agree".to_string()
         } else {
-            format!("not blocked together: the blocks of {} pass max_records_per_value {max_group}", oversized.join(", "))
+            format!(
+                "not blocked together: the blocks of {} pass max_records_per_value {max_group}",
+                oversized.join(", ")
+            )
         };
         ("not_blocked".into(), why)
     };

@@ -62,9 +62,18 @@ fn derived_key(prefix: &str, seed: &str, attempt: u32) -> String {
 }
 
 /// Assigns a key to every cluster. `previous` maps (source, record id) to the previous key.
-pub fn assign(records: &Records, clustering: &Clustering, previous: &HashMap<(String, String), String>, prefix: &str) -> Keys {
+pub fn assign(
+    records: &Records,
+    clustering: &Clustering,
+    previous: &HashMap<(String, String), String>,
+    prefix: &str,
+) -> Keys {
     let previous_of: Vec<Option<String>> = (0..records.len())
-        .map(|r| previous.get(&(records.source(r).to_string(), records.ids[r].clone())).cloned())
+        .map(|r| {
+            previous
+                .get(&(records.source(r).to_string(), records.ids[r].clone()))
+                .cloned()
+        })
         .collect();
     let n = clustering.clusters.len();
     // Claims: (records carrying the key, cluster, key).
@@ -80,10 +89,21 @@ pub fn assign(records: &Records, clustering: &Clustering, previous: &HashMap<(St
             }
         }
         distinct_previous[c] = tally.len();
-        claims.extend(tally.into_iter().map(|(k, count)| (count, c, k.to_string())));
+        claims.extend(
+            tally
+                .into_iter()
+                .map(|(k, count)| (count, c, k.to_string())),
+        );
     }
     claims.sort_by(|a, b| {
-        b.0.cmp(&a.0).then(clustering.clusters[b.1].len().cmp(&clustering.clusters[a.1].len())).then(a.2.cmp(&b.2)).then(a.1.cmp(&b.1))
+        b.0.cmp(&a.0)
+            .then(
+                clustering.clusters[b.1]
+                    .len()
+                    .cmp(&clustering.clusters[a.1].len()),
+            )
+            .then(a.2.cmp(&b.2))
+            .then(a.1.cmp(&b.1))
     });
     let mut key: Vec<Option<String>> = vec![None; n];
     let mut taken: HashSet<String> = previous.values().cloned().collect();
@@ -121,7 +141,13 @@ pub fn assign(records: &Records, clustering: &Clustering, previous: &HashMap<(St
                 report.new_keys += 1;
                 let seed = clustering.clusters[c]
                     .iter()
-                    .map(|&m| format!("{}\u{1f}{}", records.source(m as usize), records.ids[m as usize]))
+                    .map(|&m| {
+                        format!(
+                            "{}\u{1f}{}",
+                            records.source(m as usize),
+                            records.ids[m as usize]
+                        )
+                    })
                     .min()
                     .unwrap_or_default();
                 let mut attempt = 0;
@@ -142,7 +168,12 @@ pub fn assign(records: &Records, clustering: &Clustering, previous: &HashMap<(St
     let live: HashSet<&str> = out.iter().map(String::as_str).collect();
     let before: HashSet<&str> = previous.values().map(String::as_str).collect();
     report.retired_keys = before.iter().filter(|k| !live.contains(*k)).count() as u64;
-    Keys { key: out, status, previous: previous_of, report }
+    Keys {
+        key: out,
+        status,
+        previous: previous_of,
+        report,
+    }
 }
 
 #[cfg(test)]
@@ -170,26 +201,61 @@ mod tests {
             }
         }
         let k = clusters.len();
-        Clustering { cluster_of, clusters, capped: vec![false; k], method: vec![None; n], probability: vec![None; n], decisions: vec![] }
+        Clustering {
+            cluster_of,
+            clusters,
+            capped: vec![false; k],
+            method: vec![None; n],
+            probability: vec![None; n],
+            decisions: vec![],
+        }
     }
 
     fn previous(pairs: &[(&str, &str)]) -> HashMap<(String, String), String> {
-        pairs.iter().map(|(id, k)| (("s".to_string(), id.to_string()), k.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(id, k)| (("s".to_string(), id.to_string()), k.to_string()))
+            .collect()
     }
 
     #[test]
     fn a_split_leaves_the_key_with_the_larger_part_and_a_merge_keeps_the_majority_key() {
         let r = records(&["a", "b", "c", "d", "e", "f"]);
         // Before: {a,b,c} = K1, {d} = K2, {e} = K3. Now: {a,b}, {c,d,e}, {f}.
-        let prev = previous(&[("a", "K1"), ("b", "K1"), ("c", "K1"), ("d", "K2"), ("e", "K3")]);
-        let keys = assign(&r, &clustering(vec![vec![0, 1], vec![2, 3, 4], vec![5]], 6), &prev, "N");
-        assert_eq!(keys.key[0], "K1", "two of K1's three records stay together and keep it");
-        assert!(keys.key[1] == "K2" || keys.key[1] == "K3", "the merged part takes one of its own previous keys");
+        let prev = previous(&[
+            ("a", "K1"),
+            ("b", "K1"),
+            ("c", "K1"),
+            ("d", "K2"),
+            ("e", "K3"),
+        ]);
+        let keys = assign(
+            &r,
+            &clustering(vec![vec![0, 1], vec![2, 3, 4], vec![5]], 6),
+            &prev,
+            "N",
+        );
+        assert_eq!(
+            keys.key[0], "K1",
+            "two of K1's three records stay together and keep it"
+        );
+        assert!(
+            keys.key[1] == "K2" || keys.key[1] == "K3",
+            "the merged part takes one of its own previous keys"
+        );
         assert_eq!(keys.status[1], KeyStatus::Merged);
         assert_eq!(keys.status[0], KeyStatus::Split);
         assert_eq!(keys.status[2], KeyStatus::New);
         assert!(keys.key[2].starts_with('N') && keys.key[2].len() == 17);
-        assert_eq!((keys.report.merges, keys.report.splits, keys.report.retired_keys, keys.report.new_keys), (1, 1, 1, 1));
+        assert_eq!(
+            (
+                keys.report.merges,
+                keys.report.splits,
+                keys.report.retired_keys,
+                keys.report.new_keys
+            ),
+            (1, 1, 1, 1)
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod blocking;
 pub mod cluster;
 pub mod compare;
 pub mod config;
+pub mod engine;
 pub mod explain;
 pub mod golden;
 pub mod keys;
@@ -25,7 +26,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, UInt64Array};
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, UInt64Array,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
 use cluster::{Clustering, Decision, Edge};
@@ -51,7 +54,12 @@ pub struct PairwiseQuality {
 /// person, `None` when unknown), over the record pairs of the link type (`source_of`: each
 /// record's input), counted without listing pairs: a group of n records gives n(n-1)/2
 /// pairs, of which `dedupe_only` counts those within an input and `link_only` the rest.
-pub fn pairwise_quality(cluster_of: &[u32], truth: &[Option<u32>], source_of: &[u16], link: config::LinkType) -> PairwiseQuality {
+pub fn pairwise_quality(
+    cluster_of: &[u32],
+    truth: &[Option<u32>],
+    source_of: &[u16],
+    link: config::LinkType,
+) -> PairwiseQuality {
     let pairs = |n: u64| n * n.saturating_sub(1) / 2;
     // Per group, its records by input.
     type Groups<K> = HashMap<K, std::collections::BTreeMap<u16, u64>>;
@@ -63,9 +71,17 @@ pub fn pairwise_quality(cluster_of: &[u32], truth: &[Option<u32>], source_of: &[
         if let Some(p) = t {
             evaluated += 1;
             let s = source_of[r];
-            *by_cluster.entry(cluster_of[r]).or_default().entry(s).or_default() += 1;
+            *by_cluster
+                .entry(cluster_of[r])
+                .or_default()
+                .entry(s)
+                .or_default() += 1;
             *by_person.entry(*p).or_default().entry(s).or_default() += 1;
-            *by_both.entry((cluster_of[r], *p)).or_default().entry(s).or_default() += 1;
+            *by_both
+                .entry((cluster_of[r], *p))
+                .or_default()
+                .entry(s)
+                .or_default() += 1;
         }
     }
     let allowed = |inputs: &std::collections::BTreeMap<u16, u64>| {
@@ -80,9 +96,21 @@ pub fn pairwise_quality(cluster_of: &[u32], truth: &[Option<u32>], source_of: &[
     let predicted: u64 = by_cluster.values().map(allowed).sum();
     let true_pairs: u64 = by_person.values().map(allowed).sum();
     let tp: u64 = by_both.values().map(allowed).sum();
-    let precision = if predicted == 0 { 1.0 } else { tp as f64 / predicted as f64 };
-    let recall = if true_pairs == 0 { 1.0 } else { tp as f64 / true_pairs as f64 };
-    let f1 = if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) };
+    let precision = if predicted == 0 {
+        1.0
+    } else {
+        tp as f64 / predicted as f64
+    };
+    let recall = if true_pairs == 0 {
+        1.0
+    } else {
+        tp as f64 / true_pairs as f64
+    };
+    let f1 = if precision + recall == 0.0 {
+        0.0
+    } else {
+        2.0 * precision * recall / (precision + recall)
+    };
     PairwiseQuality {
         evaluated_records: evaluated,
         true_pairs,
@@ -144,6 +172,98 @@ pub struct Linked<'a> {
     pub clustering: Clustering,
 }
 
+/// All record pairs of the link type.
+fn possible_pairs(records: &Records, link: config::LinkType) -> f64 {
+    let mut input_sizes = vec![0u64; records.sources.len()];
+    for &s in &records.source_of {
+        input_sizes[s as usize] += 1;
+    }
+    link.possible_pairs(&input_sizes)
+}
+
+/// The prior as Splink estimates it: pairs the deterministic rules join, scaled up by their
+/// assumed recall, over all pairs of the link type (within each input for `dedupe_only`,
+/// across inputs for `link_only`).
+fn prior(settings: &Settings, deterministic_pairs: usize, all_pairs: f64) -> f64 {
+    settings.raw.training.prior.unwrap_or_else(|| {
+        let estimate = deterministic_pairs as f64
+            / settings.raw.training.deterministic_recall
+            / all_pairs.max(1.0);
+        estimate.clamp(1e-12, 0.5)
+    })
+}
+
+/// Per deterministic rule: links, oversized groups, records in them, largest of them.
+pub type RuleLinks = (u64, u64, u64, u64);
+
+/// The deterministic rules' links in order, and what each rule contributed.
+fn deterministic_links(settings: &Settings, records: &Records) -> (Vec<Edge>, Vec<RuleLinks>) {
+    let link = settings.raw.link_type;
+    let guards = &settings.raw.guards;
+    let mut edges: Vec<Edge> = Vec::new();
+    let mut deterministic_stats = Vec::new();
+    for (rule, (_, attrs)) in settings.deterministic.iter().enumerate() {
+        let g = blocking::group(records, attrs, guards.max_records_per_value);
+        let mut links = 0u64;
+        let source = |r: u32| records.source_of[r as usize];
+        for members in &g.groups {
+            // Each member joins the first member of the group it may be paired with, so
+            // that every member with a partner of the link type is linked (for
+            // `link_only`, a second record of the first input joins through the other
+            // input). An edge two members choose each other by is kept once, from the
+            // earlier member to the later.
+            let mut seen: std::collections::HashSet<(usize, usize)> =
+                std::collections::HashSet::new();
+            for (i, &m) in members.iter().enumerate() {
+                let Some(j) = (0..members.len())
+                    .find(|&j| j != i && link.allows(source(members[j]), source(m)))
+                else {
+                    continue;
+                };
+                let (first, second) = (i.min(j), i.max(j));
+                if seen.insert((first, second)) {
+                    edges.push(Edge {
+                        a: members[first],
+                        b: members[second],
+                        method: Some(rule as u16),
+                        probability: 1.0,
+                    });
+                    links += 1;
+                }
+            }
+        }
+        deterministic_stats.push((
+            links,
+            g.oversized_groups,
+            g.oversized_records,
+            g.largest_oversized,
+        ));
+    }
+    (edges, deterministic_stats)
+}
+
+/// What linking found, however the candidate pairs were compared: what the quality table,
+/// the map and the golden records are made of.
+pub struct Summary {
+    pub rule_stats: Vec<blocking::RuleStats>,
+    pub candidate_pairs: usize,
+    pub model: Option<Model>,
+    pub all_pairs: f64,
+    pub deterministic_pairs: usize,
+    pub deterministic_stats: Vec<RuleLinks>,
+    pub deterministic_edges: usize,
+    pub above: usize,
+    pub clustering: Clustering,
+}
+
+/// The step's tables other than the pairs.
+pub struct Finished {
+    pub map: RecordBatch,
+    pub golden: RecordBatch,
+    pub quality: RecordBatch,
+    pub details: serde_json::Value,
+}
+
 type Lap<'t> = dyn FnMut(&'static str, &mut Vec<(&'static str, u64)>) + 't;
 
 /// Blocking, comparing, training, scoring and clustering.
@@ -161,7 +281,12 @@ pub fn link<'a>(
     // Candidate pairs and their comparison levels.
     let stop = |phase: &str| context.stop.check(&format!("identity ({phase})"));
     let link = settings.raw.link_type;
-    let blocked = blocking::candidate_pairs(records, &settings.blocking, guards.max_records_per_value, link);
+    let blocked = blocking::candidate_pairs(
+        records,
+        &settings.blocking,
+        guards.max_records_per_value,
+        link,
+    );
     stop("blocking")?;
     let mut levels = vec![0u8; blocked.pairs.len() * c];
     for (p, &(a, b)) in blocked.pairs.iter().enumerate() {
@@ -173,19 +298,16 @@ pub fn link<'a>(
     lap("blocking_and_comparison", timings);
 
     // The model and each pair's weight.
-    // The prior as Splink estimates it: pairs the deterministic rules join, scaled up by
-    // their assumed recall, over all pairs of the link type (within each input for
-    // dedupe_only, across inputs for link_only).
-    let mut input_sizes = vec![0u64; records.sources.len()];
-    for &s in &records.source_of {
-        input_sizes[s as usize] += 1;
-    }
-    let all_pairs = link.possible_pairs(&input_sizes);
-    let deterministic_pairs = blocking::candidate_pairs(records, &settings.deterministic, guards.max_records_per_value, link).pairs.len();
-    let prior = settings.raw.training.prior.unwrap_or_else(|| {
-        let estimate = deterministic_pairs as f64 / settings.raw.training.deterministic_recall / all_pairs.max(1.0);
-        estimate.clamp(1e-12, 0.5)
-    });
+    let all_pairs = possible_pairs(records, link);
+    let deterministic_pairs = blocking::candidate_pairs(
+        records,
+        &settings.deterministic,
+        guards.max_records_per_value,
+        link,
+    )
+    .pairs
+    .len();
+    let prior = prior(settings, deterministic_pairs, all_pairs);
     let model: Option<Model> = (c > 0).then(|| {
         train::train(
             &cmp,
@@ -205,46 +327,41 @@ pub fn link<'a>(
     let mut match_weight = vec![0.0f64; blocked.pairs.len()];
     if let Some(model) = &model {
         for (p, &pair) in blocked.pairs.iter().enumerate() {
-            match_weight[p] = train::score(model, &cmp, pair, &levels[p * c..(p + 1) * c], &mut weights[p * c..(p + 1) * c]);
+            match_weight[p] = train::score(
+                model,
+                &cmp,
+                pair,
+                &levels[p * c..(p + 1) * c],
+                &mut weights[p * c..(p + 1) * c],
+            );
         }
     }
 
     // Links, strongest first: deterministic rules in order, then probabilistic by weight.
-    let mut edges: Vec<Edge> = Vec::new();
-    let mut deterministic_stats = Vec::new();
-    for (rule, (_, attrs)) in settings.deterministic.iter().enumerate() {
-        let g = blocking::group(records, attrs, guards.max_records_per_value);
-        let mut links = 0u64;
-        let source = |r: u32| records.source_of[r as usize];
-        for members in &g.groups {
-            // Each member joins the first member of the group it may be paired with, so
-            // that every member with a partner of the link type is linked (for
-            // `link_only`, a second record of the first input joins through the other
-            // input). An edge two members choose each other by is kept once, from the
-            // earlier member to the later.
-            let mut seen: std::collections::HashSet<(usize, usize)> = std::collections::HashSet::new();
-            for (i, &m) in members.iter().enumerate() {
-                let Some(j) = (0..members.len()).find(|&j| j != i && link.allows(source(members[j]), source(m))) else { continue };
-                let (first, second) = (i.min(j), i.max(j));
-                if seen.insert((first, second)) {
-                    edges.push(Edge { a: members[first], b: members[second], method: Some(rule as u16), probability: 1.0 });
-                    links += 1;
-                }
-            }
-        }
-        deterministic_stats.push((links, g.oversized_groups, g.oversized_records, g.largest_oversized));
-    }
+    let (mut edges, deterministic_stats) = deterministic_links(settings, records);
     let deterministic_edges = edges.len();
     let threshold = settings.raw.threshold;
-    let mut above: Vec<usize> =
-        (0..blocked.pairs.len()).filter(|&p| model.is_some() && train::probability(match_weight[p]) >= threshold).collect();
+    let mut above: Vec<usize> = (0..blocked.pairs.len())
+        .filter(|&p| model.is_some() && train::probability(match_weight[p]) >= threshold)
+        .collect();
     above.sort_by(|&x, &y| match_weight[y].total_cmp(&match_weight[x]).then(x.cmp(&y)));
     for &p in &above {
         let (a, b) = blocked.pairs[p];
-        edges.push(Edge { a, b, method: None, probability: train::probability(match_weight[p]) });
+        edges.push(Edge {
+            a,
+            b,
+            method: None,
+            probability: train::probability(match_weight[p]),
+        });
     }
     stop("scoring")?;
-    let clustering = cluster::cluster(&cmp, records.len(), &edges, &settings.exclusive, guards.max_cluster_size);
+    let clustering = cluster::cluster(
+        &cmp,
+        records.len(),
+        &edges,
+        &settings.exclusive,
+        guards.max_cluster_size,
+    );
     lap("clustering", timings);
     stop("clustering")?;
     Ok(Linked {
@@ -264,18 +381,16 @@ pub fn link<'a>(
     })
 }
 
-/// Runs every phase on loaded records.
-pub fn resolve(settings: &Settings, records: &Records, load: &LoadReport, context: &Context) -> Result<Resolution, String> {
+/// Runs every phase on loaded records, comparing the candidate pairs in this process.
+pub fn resolve(
+    settings: &Settings,
+    records: &Records,
+    load: &LoadReport,
+    context: &Context,
+) -> Result<Resolution, String> {
     let started = Instant::now();
     let mut timings: Vec<(&str, u64)> = Vec::new();
-    let mut lap = {
-        let mut last = Instant::now();
-        move |name: &'static str, timings: &mut Vec<(&'static str, u64)>| {
-            timings.push((name, last.elapsed().as_millis() as u64));
-            last = Instant::now();
-        }
-    };
-    let link = settings.raw.link_type;
+    let mut lap = laps();
     let Linked {
         cmp: _,
         blocked,
@@ -291,27 +406,116 @@ pub fn resolve(settings: &Settings, records: &Records, load: &LoadReport, contex
         above,
         clustering,
     } = self::link(settings, records, context, &mut timings, &mut lap)?;
-    let keys = keys::assign(records, &clustering, &context.previous, &settings.raw.key_prefix);
-    lap("keys", &mut timings);
 
     // Per candidate pair: what became of it.
     let mut pair_decision: Vec<&'static str> = vec!["below_threshold"; blocked.pairs.len()];
     for (i, &p) in above.iter().enumerate() {
         pair_decision[p] = clustering.decisions[deterministic_edges + i].label();
     }
+    let pairs = pairs_batch(
+        records,
+        &blocked,
+        settings,
+        &levels,
+        &weights,
+        &match_weight,
+        &pair_decision,
+        model.is_some(),
+    )?;
+    lap("pairs_table", &mut timings);
+    let summary = Summary {
+        rule_stats: blocked.stats,
+        candidate_pairs: blocked.pairs.len(),
+        model,
+        all_pairs,
+        deterministic_pairs,
+        deterministic_stats,
+        deterministic_edges,
+        above: above.len(),
+        clustering,
+    };
+    let Finished {
+        map,
+        golden,
+        quality,
+        details,
+    } = finish(
+        settings, records, load, context, &summary, timings, &mut lap, started, "client",
+    )?;
+    Ok(Resolution {
+        map,
+        golden,
+        quality,
+        pairs,
+        details,
+    })
+}
+
+/// A stopwatch: each call records the time since the previous one under a phase's name.
+pub fn laps() -> impl FnMut(&'static str, &mut Vec<(&'static str, u64)>) {
+    let mut last = Instant::now();
+    move |name: &'static str, timings: &mut Vec<(&'static str, u64)>| {
+        timings.push((name, last.elapsed().as_millis() as u64));
+        last = Instant::now();
+    }
+}
+
+/// Keys, quality figures, the map and the golden records from what linking found.
+#[allow(clippy::too_many_arguments)]
+pub fn finish(
+    settings: &Settings,
+    records: &Records,
+    load: &LoadReport,
+    context: &Context,
+    summary: &Summary,
+    mut timings: Vec<(&'static str, u64)>,
+    lap: &mut Lap<'_>,
+    started: Instant,
+    compared_in: &str,
+) -> Result<Finished, String> {
+    let link = settings.raw.link_type;
+    let Summary {
+        rule_stats,
+        candidate_pairs,
+        model,
+        all_pairs,
+        deterministic_pairs,
+        deterministic_stats,
+        deterministic_edges,
+        above,
+        clustering,
+    } = summary;
+    let (deterministic_pairs, deterministic_edges, above, all_pairs) = (
+        *deterministic_pairs,
+        *deterministic_edges,
+        *above,
+        *all_pairs,
+    );
+    let keys = keys::assign(
+        records,
+        clustering,
+        &context.previous,
+        &settings.raw.key_prefix,
+    );
+    lap("keys", &mut timings);
 
     let truth: Option<Vec<Option<u32>>> = (!context.truth.is_empty()).then(|| {
         let mut ids: HashMap<&str, u32> = HashMap::new();
         (0..records.len())
             .map(|r| {
-                context.truth.get(&(records.source(r).to_string(), records.ids[r].clone())).map(|p| {
-                    let next = ids.len() as u32;
-                    *ids.entry(p.as_str()).or_insert(next)
-                })
+                context
+                    .truth
+                    .get(&(records.source(r).to_string(), records.ids[r].clone()))
+                    .map(|p| {
+                        let next = ids.len() as u32;
+                        *ids.entry(p.as_str()).or_insert(next)
+                    })
             })
             .collect()
     });
-    let quality = truth.as_ref().map(|t| pairwise_quality(&clustering.cluster_of, t, &records.source_of, link));
+    let quality = truth
+        .as_ref()
+        .map(|t| pairwise_quality(&clustering.cluster_of, t, &records.source_of, link));
 
     // Quality table.
     let mut q = Metrics(Vec::new());
@@ -324,36 +528,97 @@ pub fn resolve(settings: &Settings, records: &Records, load: &LoadReport, contex
     for (a, n) in &load.ignored {
         q.add("ignored_values", format!("attribute:{a}"), *n as f64);
     }
-    for s in &blocked.stats {
-        q.add("candidate_pairs", format!("blocking:{}", s.name), s.pairs as f64);
-        q.add("oversized_blocks", format!("blocking:{}", s.name), s.oversized_groups as f64);
-        q.add("records_in_oversized_blocks", format!("blocking:{}", s.name), s.oversized_records as f64);
-        q.add("largest_oversized_block", format!("blocking:{}", s.name), s.largest_oversized as f64);
+    for s in rule_stats {
+        q.add(
+            "candidate_pairs",
+            format!("blocking:{}", s.name),
+            s.pairs as f64,
+        );
+        q.add(
+            "oversized_blocks",
+            format!("blocking:{}", s.name),
+            s.oversized_groups as f64,
+        );
+        q.add(
+            "records_in_oversized_blocks",
+            format!("blocking:{}", s.name),
+            s.oversized_records as f64,
+        );
+        q.add(
+            "largest_oversized_block",
+            format!("blocking:{}", s.name),
+            s.largest_oversized as f64,
+        );
     }
-    q.add("candidate_pairs", "all", blocked.pairs.len() as f64);
-    for ((name, _), (links, groups, recs, largest)) in settings.deterministic.iter().zip(&deterministic_stats) {
+    q.add("candidate_pairs", "all", *candidate_pairs as f64);
+    for ((name, _), (links, groups, recs, largest)) in
+        settings.deterministic.iter().zip(deterministic_stats)
+    {
         q.add("deterministic_links", format!("rule:{name}"), *links as f64);
-        q.add("oversized_key_values", format!("rule:{name}"), *groups as f64);
-        q.add("records_with_oversized_key_values", format!("rule:{name}"), *recs as f64);
-        q.add("largest_oversized_key_value", format!("rule:{name}"), *largest as f64);
+        q.add(
+            "oversized_key_values",
+            format!("rule:{name}"),
+            *groups as f64,
+        );
+        q.add(
+            "records_with_oversized_key_values",
+            format!("rule:{name}"),
+            *recs as f64,
+        );
+        q.add(
+            "largest_oversized_key_value",
+            format!("rule:{name}"),
+            *largest as f64,
+        );
     }
-    q.add("pairs_above_threshold", "all", above.len() as f64);
-    for d in [Decision::Accepted, Decision::AlreadyLinked, Decision::RefusedConflict, Decision::RefusedSize] {
-        let det = clustering.decisions[..deterministic_edges].iter().filter(|x| **x == d).count();
-        let prob = clustering.decisions[deterministic_edges..].iter().filter(|x| **x == d).count();
+    q.add("pairs_above_threshold", "all", above as f64);
+    for d in [
+        Decision::Accepted,
+        Decision::AlreadyLinked,
+        Decision::RefusedConflict,
+        Decision::RefusedSize,
+    ] {
+        let det = clustering.decisions[..deterministic_edges]
+            .iter()
+            .filter(|x| **x == d)
+            .count();
+        let prob = clustering.decisions[deterministic_edges..]
+            .iter()
+            .filter(|x| **x == d)
+            .count();
         q.add("links", format!("deterministic:{}", d.label()), det as f64);
         q.add("links", format!("probabilistic:{}", d.label()), prob as f64);
     }
     let sizes: Vec<usize> = clustering.clusters.iter().map(Vec::len).collect();
     q.add("persons", "all", sizes.len() as f64);
-    q.add("persons", "flagged_capped", clustering.capped.iter().filter(|&&x| x).count() as f64);
-    for (label, lo, hi) in [("1", 1, 1), ("2", 2, 2), ("3", 3, 3), ("4", 4, 4), ("5-9", 5, 9), ("10-49", 10, 49), ("50+", 50, usize::MAX)] {
-        q.add("cluster_size", label, sizes.iter().filter(|&&s| s >= lo && s <= hi).count() as f64);
+    q.add(
+        "persons",
+        "flagged_capped",
+        clustering.capped.iter().filter(|&&x| x).count() as f64,
+    );
+    for (label, lo, hi) in [
+        ("1", 1, 1),
+        ("2", 2, 2),
+        ("3", 3, 3),
+        ("4", 4, 4),
+        ("5-9", 5, 9),
+        ("10-49", 10, 49),
+        ("50+", 50, usize::MAX),
+    ] {
+        q.add(
+            "cluster_size",
+            label,
+            sizes.iter().filter(|&&s| s >= lo && s <= hi).count() as f64,
+        );
     }
     let mut largest: Vec<usize> = (0..sizes.len()).collect();
     largest.sort_by(|&a, &b| sizes[b].cmp(&sizes[a]).then(a.cmp(&b)));
     for &cl in largest.iter().take(10) {
-        q.add("largest_cluster", format!("customer_key:{}", keys.key[cl]), sizes[cl] as f64);
+        q.add(
+            "largest_cluster",
+            format!("customer_key:{}", keys.key[cl]),
+            sizes[cl] as f64,
+        );
     }
     let kr = &keys.report;
     q.add("keys", "new", kr.new_keys as f64);
@@ -361,7 +626,7 @@ pub fn resolve(settings: &Settings, records: &Records, load: &LoadReport, contex
     q.add("keys", "retired", kr.retired_keys as f64);
     q.add("merges", "all", kr.merges as f64);
     q.add("splits", "all", kr.splits as f64);
-    if let Some(model) = &model {
+    if let Some(model) = model {
         q.add("prior", "random_pair", model.lambda);
         q.add("lambda", "candidate_pairs", model.lambda_candidates);
         q.add("deterministic_pairs", "all", deterministic_pairs as f64);
@@ -370,7 +635,11 @@ pub fn resolve(settings: &Settings, records: &Records, load: &LoadReport, contex
                 let dim = format!("{}:{}", comp.name, comp.level_label(l as u8));
                 q.add("m_probability", dim.clone(), model.m[ci][l]);
                 q.add("u_probability", dim.clone(), model.u[ci][l]);
-                q.add("match_weight", dim, (model.m[ci][l] / model.u[ci][l]).log2());
+                q.add(
+                    "match_weight",
+                    dim,
+                    (model.m[ci][l] / model.u[ci][l]).log2(),
+                );
             }
         }
     }
@@ -384,19 +653,19 @@ pub fn resolve(settings: &Settings, records: &Records, load: &LoadReport, contex
     }
     lap("quality", &mut timings);
 
-    let map = map_batch(records, &clustering, &keys, settings)?;
-    let golden = golden_batch(records, &clustering, &keys, settings)?;
-    let pairs = pairs_batch(records, &blocked, settings, &levels, &weights, &match_weight, &pair_decision, model.is_some())?;
+    let map = map_batch(records, clustering, &keys, settings)?;
+    let golden = golden_batch(records, clustering, &keys, settings)?;
     let quality_batch = quality_batch(&q)?;
     lap("outputs", &mut timings);
 
     let details = serde_json::json!({
         "records": records.len(),
         "link_type": link.as_str(),
+        "pairs_compared_in": compared_in,
         "possible_pairs": all_pairs,
-        "candidate_pairs": blocked.pairs.len(),
+        "candidate_pairs": candidate_pairs,
         "deterministic_links": deterministic_edges,
-        "pairs_above_threshold": above.len(),
+        "pairs_above_threshold": above,
         "threshold": settings.raw.threshold,
         "persons": sizes.len(),
         "largest_cluster": sizes.iter().max().copied().unwrap_or(0),
@@ -412,7 +681,12 @@ pub fn resolve(settings: &Settings, records: &Records, load: &LoadReport, contex
         "elapsed_ms": started.elapsed().as_millis() as u64,
         "phases_ms": timings.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
     });
-    Ok(Resolution { map, golden, quality: quality_batch, pairs, details })
+    Ok(Finished {
+        map,
+        golden,
+        quality: quality_batch,
+        details,
+    })
 }
 
 fn batch(columns: Vec<(Field, ArrayRef)>) -> Result<RecordBatch, String> {
@@ -421,7 +695,10 @@ fn batch(columns: Vec<(Field, ArrayRef)>) -> Result<RecordBatch, String> {
 }
 
 fn text(name: &str, values: Vec<Option<String>>) -> (Field, ArrayRef) {
-    (Field::new(name, DataType::Utf8, true), Arc::new(StringArray::from(values)))
+    (
+        Field::new(name, DataType::Utf8, true),
+        Arc::new(StringArray::from(values)),
+    )
 }
 
 fn method_label(settings: &Settings, method: Option<Option<u16>>) -> String {
@@ -432,35 +709,81 @@ fn method_label(settings: &Settings, method: Option<Option<u16>>) -> String {
     }
 }
 
-fn map_batch(records: &Records, clustering: &Clustering, keys: &Keys, settings: &Settings) -> Result<RecordBatch, String> {
+fn map_batch(
+    records: &Records,
+    clustering: &Clustering,
+    keys: &Keys,
+    settings: &Settings,
+) -> Result<RecordBatch, String> {
     let n = records.len();
     let cl = |r: usize| clustering.cluster_of[r] as usize;
     batch(vec![
-        text("source", (0..n).map(|r| Some(records.source(r).to_string())).collect()),
-        text("source_record_id", records.ids.iter().cloned().map(Some).collect()),
-        text("customer_key", (0..n).map(|r| Some(keys.key[cl(r)].clone())).collect()),
-        text("match_method", (0..n).map(|r| Some(method_label(settings, clustering.method[r]))).collect()),
-        (Field::new("match_probability", DataType::Float64, true), Arc::new(Float64Array::from(clustering.probability.clone()))),
+        text(
+            "source",
+            (0..n)
+                .map(|r| Some(records.source(r).to_string()))
+                .collect(),
+        ),
+        text(
+            "source_record_id",
+            records.ids.iter().cloned().map(Some).collect(),
+        ),
+        text(
+            "customer_key",
+            (0..n).map(|r| Some(keys.key[cl(r)].clone())).collect(),
+        ),
+        text(
+            "match_method",
+            (0..n)
+                .map(|r| Some(method_label(settings, clustering.method[r])))
+                .collect(),
+        ),
+        (
+            Field::new("match_probability", DataType::Float64, true),
+            Arc::new(Float64Array::from(clustering.probability.clone())),
+        ),
         (
             Field::new("cluster_size", DataType::UInt64, false),
-            Arc::new(UInt64Array::from((0..n).map(|r| clustering.clusters[cl(r)].len() as u64).collect::<Vec<_>>())),
+            Arc::new(UInt64Array::from(
+                (0..n)
+                    .map(|r| clustering.clusters[cl(r)].len() as u64)
+                    .collect::<Vec<_>>(),
+            )),
         ),
         (
             Field::new("cluster_capped", DataType::Boolean, false),
-            Arc::new(BooleanArray::from((0..n).map(|r| clustering.capped[cl(r)]).collect::<Vec<_>>())),
+            Arc::new(BooleanArray::from(
+                (0..n).map(|r| clustering.capped[cl(r)]).collect::<Vec<_>>(),
+            )),
         ),
         text("previous_customer_key", keys.previous.clone()),
-        text("key_status", (0..n).map(|r| Some(keys.status[cl(r)].label().to_string())).collect()),
+        text(
+            "key_status",
+            (0..n)
+                .map(|r| Some(keys.status[cl(r)].label().to_string()))
+                .collect(),
+        ),
     ])
 }
 
-fn golden_batch(records: &Records, clustering: &Clustering, keys: &Keys, settings: &Settings) -> Result<RecordBatch, String> {
+fn golden_batch(
+    records: &Records,
+    clustering: &Clustering,
+    keys: &Keys,
+    settings: &Settings,
+) -> Result<RecordBatch, String> {
     let k = clustering.clusters.len();
     let mut columns = vec![
         text("customer_key", keys.key.iter().cloned().map(Some).collect()),
         (
             Field::new("records", DataType::UInt64, false),
-            Arc::new(UInt64Array::from(clustering.clusters.iter().map(|m| m.len() as u64).collect::<Vec<_>>())),
+            Arc::new(UInt64Array::from(
+                clustering
+                    .clusters
+                    .iter()
+                    .map(|m| m.len() as u64)
+                    .collect::<Vec<_>>(),
+            )),
         ),
         text(
             "sources",
@@ -475,14 +798,40 @@ fn golden_batch(records: &Records, clustering: &Clustering, keys: &Keys, setting
                 })
                 .collect(),
         ),
-        text("key_status", keys.status.iter().map(|s| Some(s.label().to_string())).collect()),
+        text(
+            "key_status",
+            keys.status
+                .iter()
+                .map(|s| Some(s.label().to_string()))
+                .collect(),
+        ),
     ];
     for &(attr, rule) in &settings.golden {
         let name = &settings.attributes[attr];
-        let chosen: Vec<Option<u32>> = (0..k).map(|c| golden::survivor(records, &clustering.clusters[c], attr, rule)).collect();
-        columns.push(text(name, chosen.iter().map(|r| r.and_then(|r| records.attrs[attr].get(r as usize).map(str::to_string))).collect()));
-        columns.push(text(&format!("{name}_source"), chosen.iter().map(|r| r.map(|r| records.source(r as usize).to_string())).collect()));
-        columns.push(text(&format!("{name}_record_id"), chosen.iter().map(|r| r.map(|r| records.ids[r as usize].clone())).collect()));
+        let chosen: Vec<Option<u32>> = (0..k)
+            .map(|c| golden::survivor(records, &clustering.clusters[c], attr, rule))
+            .collect();
+        columns.push(text(
+            name,
+            chosen
+                .iter()
+                .map(|r| r.and_then(|r| records.attrs[attr].get(r as usize).map(str::to_string)))
+                .collect(),
+        ));
+        columns.push(text(
+            &format!("{name}_source"),
+            chosen
+                .iter()
+                .map(|r| r.map(|r| records.source(r as usize).to_string()))
+                .collect(),
+        ));
+        columns.push(text(
+            &format!("{name}_record_id"),
+            chosen
+                .iter()
+                .map(|r| r.map(|r| records.ids[r as usize].clone()))
+                .collect(),
+        ));
     }
     batch(columns)
 }
@@ -503,43 +852,101 @@ fn pairs_batch(
         KeepPairs::None => Vec::new(),
         _ if !scored => Vec::new(),
         KeepPairs::All => (0..blocked.pairs.len()).collect(),
-        KeepPairs::Accepted => (0..blocked.pairs.len()).filter(|&p| decision[p] != "below_threshold").collect(),
+        KeepPairs::Accepted => (0..blocked.pairs.len())
+            .filter(|&p| decision[p] != "below_threshold")
+            .collect(),
     };
     let side = |p: usize, first: bool| {
         let (a, b) = blocked.pairs[p];
         (if first { a } else { b }) as usize
     };
     let mut columns = vec![
-        text("source_a", keep.iter().map(|&p| Some(records.source(side(p, true)).to_string())).collect()),
-        text("record_id_a", keep.iter().map(|&p| Some(records.ids[side(p, true)].clone())).collect()),
-        text("source_b", keep.iter().map(|&p| Some(records.source(side(p, false)).to_string())).collect()),
-        text("record_id_b", keep.iter().map(|&p| Some(records.ids[side(p, false)].clone())).collect()),
-        text("blocking_rule", keep.iter().map(|&p| Some(settings.blocking[blocked.rule_of[p] as usize].0.clone())).collect()),
+        text(
+            "source_a",
+            keep.iter()
+                .map(|&p| Some(records.source(side(p, true)).to_string()))
+                .collect(),
+        ),
+        text(
+            "record_id_a",
+            keep.iter()
+                .map(|&p| Some(records.ids[side(p, true)].clone()))
+                .collect(),
+        ),
+        text(
+            "source_b",
+            keep.iter()
+                .map(|&p| Some(records.source(side(p, false)).to_string()))
+                .collect(),
+        ),
+        text(
+            "record_id_b",
+            keep.iter()
+                .map(|&p| Some(records.ids[side(p, false)].clone()))
+                .collect(),
+        ),
+        text(
+            "blocking_rule",
+            keep.iter()
+                .map(|&p| Some(settings.blocking[blocked.rule_of[p] as usize].0.clone()))
+                .collect(),
+        ),
     ];
     for (ci, comp) in settings.comparisons.iter().enumerate() {
-        columns.push(text(&format!("level_{}", comp.name), keep.iter().map(|&p| Some(comp.level_label(levels[p * c + ci]))).collect()));
+        columns.push(text(
+            &format!("level_{}", comp.name),
+            keep.iter()
+                .map(|&p| Some(comp.level_label(levels[p * c + ci])))
+                .collect(),
+        ));
         columns.push((
             Field::new(format!("weight_{}", comp.name), DataType::Float64, false),
-            Arc::new(Float64Array::from(keep.iter().map(|&p| weights[p * c + ci]).collect::<Vec<_>>())),
+            Arc::new(Float64Array::from(
+                keep.iter()
+                    .map(|&p| weights[p * c + ci])
+                    .collect::<Vec<_>>(),
+            )),
         ));
     }
     columns.push((
         Field::new("match_weight", DataType::Float64, false),
-        Arc::new(Float64Array::from(keep.iter().map(|&p| match_weight[p]).collect::<Vec<_>>())),
+        Arc::new(Float64Array::from(
+            keep.iter().map(|&p| match_weight[p]).collect::<Vec<_>>(),
+        )),
     ));
     columns.push((
         Field::new("match_probability", DataType::Float64, false),
-        Arc::new(Float64Array::from(keep.iter().map(|&p| train::probability(match_weight[p])).collect::<Vec<_>>())),
+        Arc::new(Float64Array::from(
+            keep.iter()
+                .map(|&p| train::probability(match_weight[p]))
+                .collect::<Vec<_>>(),
+        )),
     ));
-    columns.push(text("decision", keep.iter().map(|&p| Some(decision[p].to_string())).collect()));
+    columns.push(text(
+        "decision",
+        keep.iter()
+            .map(|&p| Some(decision[p].to_string()))
+            .collect(),
+    ));
     batch(columns)
 }
 
 fn quality_batch(q: &Metrics) -> Result<RecordBatch, String> {
     batch(vec![
-        text("metric", q.0.iter().map(|(m, _, _)| Some(m.clone())).collect()),
-        text("dimension", q.0.iter().map(|(_, d, _)| Some(d.clone())).collect()),
-        (Field::new("value", DataType::Float64, false), Arc::new(Float64Array::from(q.0.iter().map(|(_, _, v)| *v).collect::<Vec<_>>()))),
+        text(
+            "metric",
+            q.0.iter().map(|(m, _, _)| Some(m.clone())).collect(),
+        ),
+        text(
+            "dimension",
+            q.0.iter().map(|(_, d, _)| Some(d.clone())).collect(),
+        ),
+        (
+            Field::new("value", DataType::Float64, false),
+            Arc::new(Float64Array::from(
+                q.0.iter().map(|(_, _, v)| *v).collect::<Vec<_>>(),
+            )),
+        ),
     ])
 }
 
@@ -555,8 +962,15 @@ mod quality_tests {
         let clusters = [0, 0, 1, 1, 1, 2];
         let q = pairwise_quality(&clusters, &truth, &[0; 6], LinkType::LinkAndDedupe);
         // True pairs 3 + 1 = 4; predicted 1 + 3 = 4; true positives (0,1) and (3,4) = 2.
-        assert_eq!((q.true_pairs, q.predicted_pairs, q.true_positive_pairs), (4, 4, 2));
-        assert!((q.precision - 0.5).abs() < 1e-12 && (q.recall - 0.5).abs() < 1e-12 && (q.f1 - 0.5).abs() < 1e-12);
+        assert_eq!(
+            (q.true_pairs, q.predicted_pairs, q.true_positive_pairs),
+            (4, 4, 2)
+        );
+        assert!(
+            (q.precision - 0.5).abs() < 1e-12
+                && (q.recall - 0.5).abs() < 1e-12
+                && (q.f1 - 0.5).abs() < 1e-12
+        );
         assert_eq!(q.evaluated_records, 5);
 
         // Records 0, 2, 3 from input 0 and 1, 4 from input 1.
@@ -564,9 +978,15 @@ mod quality_tests {
         // link_only: true pairs (0,1) (1,2) (3,4) = 3; predicted (0,1), (2,4) (3,4) = 3;
         // true positives (0,1) (3,4) = 2.
         let q = pairwise_quality(&clusters, &truth, &inputs, LinkType::LinkOnly);
-        assert_eq!((q.true_pairs, q.predicted_pairs, q.true_positive_pairs), (3, 3, 2));
+        assert_eq!(
+            (q.true_pairs, q.predicted_pairs, q.true_positive_pairs),
+            (3, 3, 2)
+        );
         // dedupe_only: true (0,2); predicted (2,3); none right.
         let q = pairwise_quality(&clusters, &truth, &inputs, LinkType::DedupeOnly);
-        assert_eq!((q.true_pairs, q.predicted_pairs, q.true_positive_pairs), (1, 1, 0));
+        assert_eq!(
+            (q.true_pairs, q.predicted_pairs, q.true_positive_pairs),
+            (1, 1, 0)
+        );
     }
 }

@@ -26,7 +26,12 @@ pub struct Column {
 
 impl Column {
     fn new() -> Self {
-        Self { values: Vec::new(), dict: vec![String::new()], counts: vec![0], lookup: HashMap::new() }
+        Self {
+            values: Vec::new(),
+            dict: vec![String::new()],
+            counts: vec![0],
+            lookup: HashMap::new(),
+        }
     }
 
     fn push(&mut self, value: Option<&str>) {
@@ -121,7 +126,10 @@ impl Pattern {
         }
         let parts = &self.0;
         let (first, last) = (&parts[0], &parts[parts.len() - 1]);
-        if !v.starts_with(first.as_str()) || v.len() < first.len() + last.len() || !v.ends_with(last.as_str()) {
+        if !v.starts_with(first.as_str())
+            || v.len() < first.len() + last.len()
+            || !v.ends_with(last.as_str())
+        {
             return false;
         }
         let mut rest = &v[first.len()..v.len() - last.len()];
@@ -137,7 +145,11 @@ impl Pattern {
 
 fn strings(array: &dyn Array) -> Result<StringArray> {
     let casted = cast(array, &DataType::Utf8)?;
-    Ok(casted.as_any().downcast_ref::<StringArray>().expect("cast to Utf8").clone())
+    Ok(casted
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .expect("cast to Utf8")
+        .clone())
 }
 
 fn clean(v: &str) -> Option<&str> {
@@ -167,7 +179,15 @@ pub async fn load(ctx: &SessionContext, settings: &Settings) -> Result<(Records,
     let mut report = LoadReport::default();
     let patterns: Vec<Vec<Pattern>> = attrs
         .iter()
-        .map(|a| settings.raw.guards.ignore_values.get(a).map(|v| v.iter().map(|p| Pattern::new(p)).collect()).unwrap_or_default())
+        .map(|a| {
+            settings
+                .raw
+                .guards
+                .ignore_values
+                .get(a)
+                .map(|v| v.iter().map(|p| Pattern::new(p)).collect())
+                .unwrap_or_default()
+        })
         .collect();
     let mut ignored = vec![0u64; attrs.len()];
     for (source_idx, input) in settings.raw.inputs.iter().enumerate() {
@@ -193,17 +213,30 @@ pub async fn load(ctx: &SessionContext, settings: &Settings) -> Result<(Records,
         let mut rows: Vec<RawRecord> = Vec::new();
         for batch in df.collect().await? {
             let ids = strings(batch.column_by_name("__id").expect("selected"))?;
-            let updated = batch.column_by_name("__updated_at").map(|a| strings(a)).transpose()?;
+            let updated = batch
+                .column_by_name("__updated_at")
+                .map(|a| strings(a))
+                .transpose()?;
             let columns: Vec<Option<StringArray>> = attrs
                 .iter()
-                .map(|a| batch.column_by_name(&format!("__attr_{a}")).map(|c| strings(c)).transpose())
+                .map(|a| {
+                    batch
+                        .column_by_name(&format!("__attr_{a}"))
+                        .map(|c| strings(c))
+                        .transpose()
+                })
                 .collect::<Result<_>>()?;
             for row in 0..batch.num_rows() {
                 let Some(id) = (!ids.is_null(row)).then(|| ids.value(row)).and_then(clean) else {
                     report.missing_ids += 1;
                     continue;
                 };
-                let text = |c: &StringArray| (!c.is_null(row)).then(|| c.value(row)).and_then(clean).map(str::to_string);
+                let text = |c: &StringArray| {
+                    (!c.is_null(row))
+                        .then(|| c.value(row))
+                        .and_then(clean)
+                        .map(str::to_string)
+                };
                 rows.push(RawRecord {
                     id: id.to_string(),
                     updated_at: updated.as_ref().and_then(text),
@@ -248,7 +281,12 @@ pub async fn load(ctx: &SessionContext, settings: &Settings) -> Result<(Records,
     for c in &mut records.attrs {
         c.seal();
     }
-    report.ignored = attrs.iter().cloned().zip(ignored).filter(|(_, n)| *n > 0).collect();
+    report.ignored = attrs
+        .iter()
+        .cloned()
+        .zip(ignored)
+        .filter(|(_, n)| *n > 0)
+        .collect();
     Ok((records, report))
 }
 

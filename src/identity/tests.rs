@@ -42,20 +42,49 @@ training: { u_sample_pairs: 2000 }
 async fn run(batch: RecordBatch, config: &str) -> Resolution {
     let ctx = SessionContext::new();
     ctx.register_batch("people", batch).unwrap();
-    let settings = serde_yaml::from_str::<IdentityConfig>(config).unwrap().check().unwrap();
+    let settings = serde_yaml::from_str::<IdentityConfig>(config)
+        .unwrap()
+        .check()
+        .unwrap();
     let (recs, load) = records::load(&ctx, &settings).await.unwrap();
     resolve(&settings, &recs, &load, &Context::default()).unwrap()
 }
 
 fn metric(r: &Resolution, metric: &str, dimension: &str) -> Option<f64> {
-    let m = r.quality.column_by_name("metric").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
-    let d = r.quality.column_by_name("dimension").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
-    let v = r.quality.column_by_name("value").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
-    (0..m.len()).find(|&i| m.value(i) == metric && d.value(i) == dimension).map(|i| v.value(i))
+    let m = r
+        .quality
+        .column_by_name("metric")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    let d = r
+        .quality
+        .column_by_name("dimension")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    let v = r
+        .quality
+        .column_by_name("value")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .unwrap();
+    (0..m.len())
+        .find(|&i| m.value(i) == metric && d.value(i) == dimension)
+        .map(|i| v.value(i))
 }
 
 fn cluster_sizes(r: &Resolution) -> Vec<u64> {
-    let sizes = r.map.column_by_name("cluster_size").unwrap().as_any().downcast_ref::<UInt64Array>().unwrap();
+    let sizes = r
+        .map
+        .column_by_name("cluster_size")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<UInt64Array>()
+        .unwrap();
     sizes.values().to_vec()
 }
 
@@ -69,14 +98,27 @@ async fn an_empty_input_gives_empty_outputs() {
 
 #[tokio::test]
 async fn all_null_attributes_leave_every_record_alone() {
-    let r = run(table(&[(Some("1"), None, None), (Some("2"), None, None), (Some("3"), None, None)]), CONFIG).await;
+    let r = run(
+        table(&[
+            (Some("1"), None, None),
+            (Some("2"), None, None),
+            (Some("3"), None, None),
+        ]),
+        CONFIG,
+    )
+    .await;
     assert_eq!(cluster_sizes(&r), vec![1, 1, 1]);
     assert_eq!(metric(&r, "persons", "all"), Some(3.0));
 }
 
 #[tokio::test]
 async fn duplicate_and_missing_ids_are_counted_not_dropped_silently() {
-    let rows = [(Some("1"), Some("a@x.dk"), Some("ann")), (Some("1"), Some("b@x.dk"), Some("bo")), (None, Some("c@x.dk"), Some("cy")), (Some(" "), None, None)];
+    let rows = [
+        (Some("1"), Some("a@x.dk"), Some("ann")),
+        (Some("1"), Some("b@x.dk"), Some("bo")),
+        (None, Some("c@x.dk"), Some("cy")),
+        (Some(" "), None, None),
+    ];
     let r = run(table(&rows), CONFIG).await;
     assert_eq!(r.map.num_rows(), 1);
     assert_eq!(metric(&r, "duplicate_record_ids", "all"), Some(1.0));
@@ -99,10 +141,17 @@ async fn unicode_oddities_do_not_panic() {
 async fn one_shared_value_cannot_make_a_giant_cluster() {
     // 200 records with one e-mail and one name: every link is allowed but the size cap.
     let ids: Vec<String> = (0..200).map(|i| i.to_string()).collect();
-    let rows: Vec<_> = ids.iter().map(|id| (Some(id.as_str()), Some("shared@x.dk"), Some("same"))).collect();
+    let rows: Vec<_> = ids
+        .iter()
+        .map(|id| (Some(id.as_str()), Some("shared@x.dk"), Some("same")))
+        .collect();
     let r = run(table(&rows), CONFIG).await;
     let sizes = cluster_sizes(&r);
-    assert!(sizes.iter().all(|&s| s <= 25), "largest {}", sizes.iter().max().unwrap());
+    assert!(
+        sizes.iter().all(|&s| s <= 25),
+        "largest {}",
+        sizes.iter().max().unwrap()
+    );
     assert!(metric(&r, "persons", "flagged_capped").unwrap() >= 1.0);
     assert!(metric(&r, "links", "deterministic:refused_size").unwrap() >= 1.0);
 }
@@ -111,10 +160,21 @@ async fn one_shared_value_cannot_make_a_giant_cluster() {
 async fn a_crowd_value_is_not_used_as_a_key_past_the_guard() {
     let ids: Vec<String> = (0..40).map(|i| i.to_string()).collect();
     let names: Vec<String> = (0..40).map(|i| format!("person{i}")).collect();
-    let rows: Vec<_> = ids.iter().zip(&names).map(|(id, n)| (Some(id.as_str()), Some("club@x.dk"), Some(n.as_str()))).collect();
-    let r = run(table(&rows), &CONFIG.replace("max_records_per_value: 1000", "max_records_per_value: 30")).await;
+    let rows: Vec<_> = ids
+        .iter()
+        .zip(&names)
+        .map(|(id, n)| (Some(id.as_str()), Some("club@x.dk"), Some(n.as_str())))
+        .collect();
+    let r = run(
+        table(&rows),
+        &CONFIG.replace("max_records_per_value: 1000", "max_records_per_value: 30"),
+    )
+    .await;
     assert_eq!(metric(&r, "oversized_key_values", "rule:email"), Some(1.0));
-    assert_eq!(metric(&r, "largest_oversized_key_value", "rule:email"), Some(40.0));
+    assert_eq!(
+        metric(&r, "largest_oversized_key_value", "rule:email"),
+        Some(40.0)
+    );
     assert!(cluster_sizes(&r).iter().all(|&s| s == 1));
 }
 
@@ -128,8 +188,18 @@ comparisons:
 threshold: 1.2
 guards: { exclusive: [nope] }
 "#;
-    let err = serde_yaml::from_str::<IdentityConfig>(bad).unwrap().check().unwrap_err();
-    for expected in ["attribute `nmae`", "`jaro_winkler` needs a number in 0..1", "unknown level `fuzzy`", "threshold must be", "guards.exclusive names `nope`", "at least one blocking rule"] {
+    let err = serde_yaml::from_str::<IdentityConfig>(bad)
+        .unwrap()
+        .check()
+        .unwrap_err();
+    for expected in [
+        "attribute `nmae`",
+        "`jaro_winkler` needs a number in 0..1",
+        "unknown level `fuzzy`",
+        "threshold must be",
+        "guards.exclusive names `nope`",
+        "at least one blocking rule",
+    ] {
         assert!(err.contains(expected), "{expected} missing from: {err}");
     }
 }
@@ -139,8 +209,17 @@ guards: { exclusive: [nope] }
 /// u and counted in the prior.
 #[tokio::test]
 async fn link_types_choose_the_pairs_and_the_prior() {
-    let a = table(&[(Some("a1"), Some("ann@x.dk"), Some("ann")), (Some("a2"), Some("ann@x.dk"), Some("ann")), (Some("a3"), Some("bo@x.dk"), Some("bo")), (Some("a4"), Some("bo@x.dk"), Some("bo"))]);
-    let b = table(&[(Some("b1"), Some("bo@x.dk"), Some("bo")), (Some("b2"), Some("cy@x.dk"), Some("cy")), (Some("b3"), Some("cy@x.dk"), Some("cy"))]);
+    let a = table(&[
+        (Some("a1"), Some("ann@x.dk"), Some("ann")),
+        (Some("a2"), Some("ann@x.dk"), Some("ann")),
+        (Some("a3"), Some("bo@x.dk"), Some("bo")),
+        (Some("a4"), Some("bo@x.dk"), Some("bo")),
+    ]);
+    let b = table(&[
+        (Some("b1"), Some("bo@x.dk"), Some("bo")),
+        (Some("b2"), Some("cy@x.dk"), Some("cy")),
+        (Some("b3"), Some("cy@x.dk"), Some("cy")),
+    ]);
     let config = |link: &str| {
         format!(
             "inputs:\n  - {{ table: a, source: sa, id: id, attributes: {{ email: email, name: name }} }}\n  - {{ table: b, source: sb, id: id, attributes: {{ email: email, name: name }} }}\n{}\nlink_type: {link}\nkeep_pairs: all\n",
@@ -154,7 +233,10 @@ async fn link_types_choose_the_pairs_and_the_prior() {
             let ctx = SessionContext::new();
             ctx.register_batch("a", a).unwrap();
             ctx.register_batch("b", b).unwrap();
-            let settings = serde_yaml::from_str::<IdentityConfig>(&config).unwrap().check().unwrap();
+            let settings = serde_yaml::from_str::<IdentityConfig>(&config)
+                .unwrap()
+                .check()
+                .unwrap();
             let (recs, load) = records::load(&ctx, &settings).await.unwrap();
             resolve(&settings, &recs, &load, &Context::default()).unwrap()
         }
@@ -183,16 +265,40 @@ async fn link_types_choose_the_pairs_and_the_prior() {
     }
     // The pairs table holds only pairs the link type allows.
     for (r, same_input_allowed, cross_allowed) in [(&dedupe, true, false), (&link, false, true)] {
-        let s1 = r.pairs.column_by_name("source_a").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
-        let s2 = r.pairs.column_by_name("source_b").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
+        let s1 = r
+            .pairs
+            .column_by_name("source_a")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        let s2 = r
+            .pairs
+            .column_by_name("source_b")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
         for i in 0..s1.len() {
             let same = s1.value(i) == s2.value(i);
-            assert!(if same { same_input_allowed } else { cross_allowed }, "pair {i}: {} {}", s1.value(i), s2.value(i));
+            assert!(
+                if same {
+                    same_input_allowed
+                } else {
+                    cross_allowed
+                },
+                "pair {i}: {} {}",
+                s1.value(i),
+                s2.value(i)
+            );
         }
     }
-    let err = serde_yaml::from_str::<IdentityConfig>(&config("link_only").replace("  - { table: b, source: sb, id: id, attributes: { email: email, name: name } }\n", ""))
-        .unwrap()
-        .check()
-        .unwrap_err();
+    let err = serde_yaml::from_str::<IdentityConfig>(&config("link_only").replace(
+        "  - { table: b, source: sb, id: id, attributes: { email: email, name: name } }\n",
+        "",
+    ))
+    .unwrap()
+    .check()
+    .unwrap_err();
     assert!(err.contains("at least two inputs"), "{err}");
 }

@@ -41,7 +41,7 @@ pub struct Model {
     pub u_pairs: u64,
 }
 
-const FLOOR: f64 = 1e-6;
+pub const FLOOR: f64 = 1e-6;
 
 impl Model {
     /// Weight (log2 Bayes factor) of one comparison's level; with term frequencies, exact
@@ -51,7 +51,10 @@ impl Model {
             return 0.0;
         }
         let m = self.m[c][level as usize];
-        if level == 1 && comparisons[c].term_frequency && comparisons[c].levels[0] == super::config::Level::Exact {
+        if level == 1
+            && comparisons[c].term_frequency
+            && comparisons[c].levels[0] == super::config::Level::Exact
+        {
             if let Some(tf) = &self.tf[c] {
                 let f = tf[value as usize].max(FLOOR);
                 return (m / f).log2();
@@ -71,9 +74,18 @@ pub fn probability(weight: f64) -> f64 {
 
 /// u probabilities from `pairs` random record pairs of the link type, each pair of the
 /// type equally likely, and the number of pairs drawn (zero when the type allows none).
-pub fn estimate_u(cmp: &Comparator, pairs: usize, seed: u64, link: LinkType) -> (Vec<Vec<f64>>, u64) {
+pub fn estimate_u(
+    cmp: &Comparator,
+    pairs: usize,
+    seed: u64,
+    link: LinkType,
+) -> (Vec<Vec<f64>>, u64) {
     let n = cmp.records.len();
-    let mut counts: Vec<Vec<u64>> = cmp.comparisons.iter().map(|c| vec![0; c.level_count()]).collect();
+    let mut counts: Vec<Vec<u64>> = cmp
+        .comparisons
+        .iter()
+        .map(|c| vec![0; c.level_count()])
+        .collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let sampler = PairSampler::new(&cmp.records.source_of, link);
     let mut sampled = 0u64;
@@ -128,7 +140,9 @@ impl PairSampler {
             by_input[s as usize].push(r);
         }
         let outside = match link {
-            LinkType::LinkOnly => (0..inputs).map(|i| (0..n).filter(|&r| source_of[r] as usize != i).collect()).collect(),
+            LinkType::LinkOnly => (0..inputs)
+                .map(|i| (0..n).filter(|&r| source_of[r] as usize != i).collect())
+                .collect(),
             _ => Vec::new(),
         };
         let weight = |size: usize| -> u64 {
@@ -148,7 +162,14 @@ impl PairSampler {
         if link == LinkType::LinkAndDedupe {
             total = (n as u64) * (n as u64).saturating_sub(1);
         }
-        Self { link, n, by_input, outside, cumulative, total }
+        Self {
+            link,
+            n,
+            by_input,
+            outside,
+            cumulative,
+            total,
+        }
     }
 
     fn draw(&self, rng: &mut ChaCha8Rng) -> (usize, usize) {
@@ -173,13 +194,21 @@ impl PairSampler {
             }
             _ => {
                 let others = &self.outside[input];
-                (members[rng.random_range(0..members.len())], others[rng.random_range(0..others.len())])
+                (
+                    members[rng.random_range(0..members.len())],
+                    others[rng.random_range(0..others.len())],
+                )
             }
         }
     }
 }
 /// Pattern counts of the pairs for which `keep` holds.
-pub fn patterns(cmp: &Comparator, blocked: &Blocked, levels: &[u8], keep: impl Fn(usize) -> bool) -> Patterns {
+pub fn patterns(
+    cmp: &Comparator,
+    blocked: &Blocked,
+    levels: &[u8],
+    keep: impl Fn(usize) -> bool,
+) -> Patterns {
     let c = cmp.comparisons.len();
     let mut out = Patterns::new();
     for p in 0..blocked.pairs.len() {
@@ -219,7 +248,10 @@ fn em(
         return (m, lambda, 0, false);
     }
     for iteration in 1..=max_iterations {
-        let mut acc: Vec<Vec<f64>> = comparisons.iter().map(|c| vec![0.0; c.level_count()]).collect();
+        let mut acc: Vec<Vec<f64>> = comparisons
+            .iter()
+            .map(|c| vec![0.0; c.level_count()])
+            .collect();
         let mut matched = 0.0;
         for (pattern, &count) in patterns {
             let mut lm = lambda.ln();
@@ -279,26 +311,66 @@ pub fn train(
     max_iterations: usize,
     link: LinkType,
 ) -> Model {
+    let sessions: Vec<Patterns> = rules
+        .iter()
+        .map(|(_, attrs)| {
+            patterns(cmp, blocked, levels, |p| {
+                let (a, b) = blocked.pairs[p];
+                agree(cmp.records, attrs, a as usize, b as usize)
+            })
+        })
+        .collect();
+    let all = patterns(cmp, blocked, levels, |_| true);
+    train_on_patterns(
+        cmp,
+        prior,
+        &sessions,
+        &all,
+        rules,
+        u_pairs,
+        seed,
+        max_iterations,
+        link,
+    )
+}
+
+/// [`train`] from agreement-pattern counts: per blocking rule, of the candidate pairs that
+/// agree on the rule's attributes (`sessions`), and of all candidate pairs (`all`).
+#[allow(clippy::too_many_arguments)]
+pub fn train_on_patterns(
+    cmp: &Comparator,
+    prior: f64,
+    sessions_patterns: &[Patterns],
+    all: &Patterns,
+    rules: &[(String, Vec<usize>)],
+    u_pairs: usize,
+    seed: u64,
+    max_iterations: usize,
+    link: LinkType,
+) -> Model {
     let comparisons = cmp.comparisons;
     let (u, u_sampled) = estimate_u(cmp, u_pairs, seed, link);
     let start: Vec<Vec<f64>> = comparisons.iter().map(initial_m).collect();
-    let mut sums: Vec<Vec<f64>> = comparisons.iter().map(|c| vec![0.0; c.level_count()]).collect();
+    let mut sums: Vec<Vec<f64>> = comparisons
+        .iter()
+        .map(|c| vec![0.0; c.level_count()])
+        .collect();
     let mut estimated = vec![0usize; comparisons.len()];
     let mut sessions = Vec::new();
-    for (name, attrs) in rules {
-        let active: Vec<bool> = comparisons.iter().map(|c| !attrs.contains(&c.attribute)).collect();
+    for ((name, attrs), pats) in rules.iter().zip(sessions_patterns) {
+        let active: Vec<bool> = comparisons
+            .iter()
+            .map(|c| !attrs.contains(&c.attribute))
+            .collect();
         if !active.iter().any(|&a| a) {
             continue;
         }
-        let pats = patterns(cmp, blocked, levels, |p| {
-            let (a, b) = blocked.pairs[p];
-            agree(cmp.records, attrs, a as usize, b as usize)
-        });
         let pairs: u64 = pats.values().sum();
         if pairs == 0 {
             continue;
         }
-        let (m, lambda, iterations, converged) = em(&pats, comparisons, &u, &active, &start, max_iterations, true);
+        let (m, lambda, iterations, converged) =
+            em(pats, comparisons, &u, &active, &start, max_iterations, true);
         for c in 0..comparisons.len() {
             if active[c] {
                 estimated[c] += 1;
@@ -307,14 +379,33 @@ pub fn train(
                 }
             }
         }
-        sessions.push(EmSession { rule: name.clone(), pairs, iterations, converged, lambda });
+        sessions.push(EmSession {
+            rule: name.clone(),
+            pairs,
+            iterations,
+            converged,
+            lambda,
+        });
     }
-    let all = patterns(cmp, blocked, levels, |_| true);
     let everything = vec![true; comparisons.len()];
     let mut m = start.clone();
     if estimated.contains(&0) {
-        let (fallback, lambda, iterations, converged) = em(&all, comparisons, &u, &everything, &start, max_iterations, true);
-        sessions.push(EmSession { rule: "(all candidate pairs)".into(), pairs: all.values().sum(), iterations, converged, lambda });
+        let (fallback, lambda, iterations, converged) = em(
+            all,
+            comparisons,
+            &u,
+            &everything,
+            &start,
+            max_iterations,
+            true,
+        );
+        sessions.push(EmSession {
+            rule: "(all candidate pairs)".into(),
+            pairs: all.values().sum(),
+            iterations,
+            converged,
+            lambda,
+        });
         for c in 0..comparisons.len() {
             if estimated[c] == 0 {
                 m[c] = fallback[c].clone();
@@ -326,7 +417,8 @@ pub fn train(
             m[c] = sums[c].iter().map(|s| s / estimated[c] as f64).collect();
         }
     }
-    let (_, lambda_candidates, _, _) = em(&all, comparisons, &u, &everything, &m, max_iterations, false);
+    let (_, lambda_candidates, _, _) =
+        em(all, comparisons, &u, &everything, &m, max_iterations, false);
     let tf = comparisons
         .iter()
         .map(|c| {
@@ -337,11 +429,25 @@ pub fn train(
             })
         })
         .collect();
-    Model { lambda: prior, lambda_candidates, m, u, tf, sessions, u_pairs: u_sampled }
+    Model {
+        lambda: prior,
+        lambda_candidates,
+        m,
+        u,
+        tf,
+        sessions,
+        u_pairs: u_sampled,
+    }
 }
 
 /// The weight of each comparison and the total match weight of pair `p`.
-pub fn score(model: &Model, cmp: &Comparator, pair: (u32, u32), levels: &[u8], weights: &mut [f64]) -> f64 {
+pub fn score(
+    model: &Model,
+    cmp: &Comparator,
+    pair: (u32, u32),
+    levels: &[u8],
+    weights: &mut [f64],
+) -> f64 {
     let mut total = model.prior_weight();
     for (c, (&l, w)) in levels.iter().zip(weights.iter_mut()).enumerate() {
         let value = cmp.records.attrs[cmp.comparisons[c].attribute].values[pair.0 as usize];
@@ -375,14 +481,22 @@ mod tests {
         let mut patterns = Patterns::new();
         let n = 1_000_000.0;
         for bits in 0..8u8 {
-            let pattern: Vec<u8> = (0..3).map(|c| if bits >> c & 1 == 1 { 1 } else { 2 }).collect();
-            let p = |q: f64| pattern.iter().map(|&l| if l == 1 { q } else { 1.0 - q }).product::<f64>();
+            let pattern: Vec<u8> = (0..3)
+                .map(|c| if bits >> c & 1 == 1 { 1 } else { 2 })
+                .collect();
+            let p = |q: f64| {
+                pattern
+                    .iter()
+                    .map(|&l| if l == 1 { q } else { 1.0 - q })
+                    .product::<f64>()
+            };
             let expected = n * (lambda_true * p(m_true) + (1.0 - lambda_true) * p(u_true));
             patterns.insert(pattern, expected.round() as u64);
         }
         let u: Vec<Vec<f64>> = (0..3).map(|_| vec![0.0, u_true, 1.0 - u_true]).collect();
         let start: Vec<Vec<f64>> = comparisons.iter().map(initial_m).collect();
-        let (m, lambda, _, converged) = em(&patterns, &comparisons, &u, &[true; 3], &start, 1000, true);
+        let (m, lambda, _, converged) =
+            em(&patterns, &comparisons, &u, &[true; 3], &start, 1000, true);
         assert!(converged);
         assert!((lambda - lambda_true).abs() < 1e-3, "lambda {lambda}");
         for mc in &m {

@@ -380,14 +380,30 @@ pub async fn manifest(store: &Store, run_id: &str) -> Result<serde_json::Value, 
         Err(object_store::Error::NotFound { .. }) => return Err(ReportError::NoRun(run_id.into())),
         Err(e) => return Err(store.io_error(&path, e).into()),
     };
-    serde_json::from_slice(&bytes).map_err(|e| ReportError::Manifest { run: run_id.into(), message: e.to_string() })
+    serde_json::from_slice(&bytes).map_err(|e| ReportError::Manifest {
+        run: run_id.into(),
+        message: e.to_string(),
+    })
 }
 
 /// The newest run of the store, by run id (ids sort by time).
 pub async fn latest_run(store: &Store) -> Result<Option<String>, ReportError> {
     let dir = store.path("_runs")?;
-    let listing: Vec<_> = store.object_store.list(Some(&dir)).try_collect().await.map_err(|e| store.io_error(&dir, e))?;
-    Ok(listing.iter().filter_map(|m| m.location.filename()?.strip_suffix(".json").map(String::from)).max())
+    let listing: Vec<_> = store
+        .object_store
+        .list(Some(&dir))
+        .try_collect()
+        .await
+        .map_err(|e| store.io_error(&dir, e))?;
+    Ok(listing
+        .iter()
+        .filter_map(|m| {
+            m.location
+                .filename()?
+                .strip_suffix(".json")
+                .map(String::from)
+        })
+        .max())
 }
 
 fn as_i64(a: &dyn Array, i: usize) -> i64 {
@@ -396,8 +412,12 @@ fn as_i64(a: &dyn Array, i: usize) -> i64 {
     }
     match a.data_type() {
         datafusion::arrow::datatypes::DataType::Int64 => a.as_primitive::<Int64Type>().value(i),
-        datafusion::arrow::datatypes::DataType::UInt64 => a.as_primitive::<UInt64Type>().value(i) as i64,
-        datafusion::arrow::datatypes::DataType::Int32 => a.as_primitive::<Int32Type>().value(i) as i64,
+        datafusion::arrow::datatypes::DataType::UInt64 => {
+            a.as_primitive::<UInt64Type>().value(i) as i64
+        }
+        datafusion::arrow::datatypes::DataType::Int32 => {
+            a.as_primitive::<Int32Type>().value(i) as i64
+        }
         _ => 0,
     }
 }
@@ -414,7 +434,10 @@ fn as_string(a: &dyn Array, i: usize) -> String {
     datafusion::arrow::util::display::array_value_to_string(a, i).unwrap_or_default()
 }
 
-async fn rows(ctx: &SessionContext, sql: &str) -> Result<Vec<datafusion::arrow::record_batch::RecordBatch>, ReportError> {
+async fn rows(
+    ctx: &SessionContext,
+    sql: &str,
+) -> Result<Vec<datafusion::arrow::record_batch::RecordBatch>, ReportError> {
     Ok(ctx.sql(sql).await?.collect().await?)
 }
 
@@ -423,7 +446,11 @@ const PARETO_POINTS: i64 = 400;
 
 async fn pareto(ctx: &SessionContext, params: &serde_json::Value) -> Result<Pareto, ReportError> {
     let n = rows(ctx, "SELECT count(*) FROM mart_abc").await?;
-    let n = n.first().map(|b| as_i64(b.column(0).as_ref(), 0)).unwrap_or(0).max(1);
+    let n = n
+        .first()
+        .map(|b| as_i64(b.column(0).as_ref(), 0))
+        .unwrap_or(0)
+        .max(1);
     let step = (n / PARETO_POINTS).max(1);
     let sql = format!(
         "SELECT CAST(revenue_rank AS BIGINT) AS rank, cumulative_share FROM mart_abc WHERE revenue_rank % {step} = 0 OR revenue_rank = 1 OR revenue_rank = {n} ORDER BY rank"
@@ -440,12 +467,18 @@ async fn pareto(ctx: &SessionContext, params: &serde_json::Value) -> Result<Pare
     let mut cutoffs = Vec::new();
     for (name, label) in [("abc_a_cutoff", "A | B"), ("abc_b_cutoff", "B | C")] {
         if let Some(v) = params.get(name).and_then(|v| v.as_f64()) {
-            cutoffs.push(Cutoff { y: size - v * size, label: format!("{label} at {:.0} %", v * 100.0) });
+            cutoffs.push(Cutoff {
+                y: size - v * size,
+                label: format!("{label} at {:.0} %", v * 100.0),
+            });
         }
     }
     let mut classes = Vec::new();
     let batches = rows(ctx, "SELECT abc_class, count(*), coalesce(sum(revenue), 0.0) FROM mart_abc GROUP BY abc_class ORDER BY abc_class").await?;
-    let total: f64 = batches.iter().flat_map(|b| (0..b.num_rows()).map(move |i| as_f64(b.column(2).as_ref(), i))).sum();
+    let total: f64 = batches
+        .iter()
+        .flat_map(|b| (0..b.num_rows()).map(move |i| as_f64(b.column(2).as_ref(), i)))
+        .sum();
     for b in &batches {
         for i in 0..b.num_rows() {
             let customers = as_i64(b.column(1).as_ref(), i);
@@ -456,11 +489,20 @@ async fn pareto(ctx: &SessionContext, params: &serde_json::Value) -> Result<Pare
                 customers,
                 customer_share,
                 customer_pct: format!("{:.1} %", customer_share * 100.0),
-                revenue_pct: if total > 0.0 { format!("{:.1} %", revenue / total * 100.0) } else { "-".into() },
+                revenue_pct: if total > 0.0 {
+                    format!("{:.1} %", revenue / total * 100.0)
+                } else {
+                    "-".into()
+                },
             });
         }
     }
-    Ok(Pareto { size: PARETO_SIZE, points: points.join(" "), cutoffs, classes })
+    Ok(Pareto {
+        size: PARETO_SIZE,
+        points: points.join(" "),
+        cutoffs,
+        classes,
+    })
 }
 
 async fn rfm(ctx: &SessionContext) -> Result<Rfm, ReportError> {
@@ -472,7 +514,12 @@ async fn rfm(ctx: &SessionContext) -> Result<Rfm, ReportError> {
     let mut cells = Vec::new();
     for b in &batches {
         for i in 0..b.num_rows() {
-            cells.push((as_i64(b.column(0).as_ref(), i), as_i64(b.column(1).as_ref(), i), as_i64(b.column(2).as_ref(), i), as_f64(b.column(3).as_ref(), i)));
+            cells.push((
+                as_i64(b.column(0).as_ref(), i),
+                as_i64(b.column(1).as_ref(), i),
+                as_i64(b.column(2).as_ref(), i),
+                as_f64(b.column(3).as_ref(), i),
+            ));
         }
     }
     let most = cells.iter().map(|c| c.2).max().unwrap_or(1).max(1) as f64;
@@ -487,7 +534,12 @@ async fn rfm(ctx: &SessionContext) -> Result<Rfm, ReportError> {
                 fm,
                 customers,
                 revenue: format!("{revenue:.2}"),
-                fill: format!("#{:02x}{:02x}{:02x}", channel(236.0, 31.0), channel(246.0, 111.0), channel(239.0, 67.0)),
+                fill: format!(
+                    "#{:02x}{:02x}{:02x}",
+                    channel(236.0, 31.0),
+                    channel(246.0, 111.0),
+                    channel(239.0, 67.0)
+                ),
             }
         })
         .collect();
@@ -559,16 +611,30 @@ fn month_label(date: &str) -> String {
 
 /// Lighter to darker green as `t` goes from 0 to 1 (the RFM grid's colours).
 fn shade(t: f64) -> String {
-    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     let channel = |from: f64, to: f64| (from + (to - from) * t).round() as u8;
-    format!("#{:02x}{:02x}{:02x}", channel(236.0, 31.0), channel(246.0, 111.0), channel(239.0, 67.0))
+    format!(
+        "#{:02x}{:02x}{:02x}",
+        channel(236.0, 31.0),
+        channel(246.0, 111.0),
+        channel(239.0, 67.0)
+    )
 }
 
 /// Names in the order `known` gives, then the others alphabetically.
 fn ordered(mut names: Vec<String>, known: &[&str]) -> Vec<String> {
     names.sort();
     names.dedup();
-    names.sort_by_key(|n| known.iter().position(|k| *k == n.as_str()).unwrap_or(known.len()));
+    names.sort_by_key(|n| {
+        known
+            .iter()
+            .position(|k| *k == n.as_str())
+            .unwrap_or(known.len())
+    });
     names
 }
 
@@ -579,13 +645,21 @@ const BAR_ROW: usize = 20;
 /// Horizontal bars of (label, value, value as shown), the longest `most` long; negative
 /// values in red.
 fn bar_chart(items: Vec<(String, f64, String)>, fill: &'static str, most: f64) -> Bars {
-    let scale = if most > 0.0 && most.is_finite() { BAR_LENGTH / most } else { 0.0 };
+    let scale = if most > 0.0 && most.is_finite() {
+        BAR_LENGTH / most
+    } else {
+        0.0
+    };
     let left = BAR_LEFT as f64;
     let rows: Vec<BarRow> = items
         .into_iter()
         .enumerate()
         .map(|(i, (label, v, value))| {
-            let w = if v.is_finite() && v != 0.0 { r1((v.abs() * scale).clamp(1.0, BAR_LENGTH)) } else { 0.0 };
+            let w = if v.is_finite() && v != 0.0 {
+                r1((v.abs() * scale).clamp(1.0, BAR_LENGTH))
+            } else {
+                0.0
+            };
             BarRow {
                 label,
                 value,
@@ -598,18 +672,32 @@ fn bar_chart(items: Vec<(String, f64, String)>, fill: &'static str, most: f64) -
             }
         })
         .collect();
-    Bars { width: BAR_LEFT + BAR_LENGTH as usize + 120, height: rows.len() * BAR_ROW + 4, label_x: BAR_LEFT - 6, zero: None, rows }
+    Bars {
+        width: BAR_LEFT + BAR_LENGTH as usize + 120,
+        height: rows.len() * BAR_ROW + 4,
+        label_x: BAR_LEFT - 6,
+        zero: None,
+        rows,
+    }
 }
 
 /// Horizontal bars scaled to the largest value.
 fn scaled_bars(items: Vec<(String, f64, String)>, fill: &'static str) -> Bars {
-    let most = items.iter().map(|i| i.1.abs()).filter(|v| v.is_finite()).fold(0.0_f64, f64::max);
+    let most = items
+        .iter()
+        .map(|i| i.1.abs())
+        .filter(|v| v.is_finite())
+        .fold(0.0_f64, f64::max);
     bar_chart(items, fill, most)
 }
 
 /// Bars left (negative, red) and right (positive, green) of a zero line.
 fn diverging(items: Vec<(String, f64, String)>) -> Bars {
-    let most = items.iter().map(|i| i.1.abs()).filter(|v| v.is_finite()).fold(0.0_f64, f64::max);
+    let most = items
+        .iter()
+        .map(|i| i.1.abs())
+        .filter(|v| v.is_finite())
+        .fold(0.0_f64, f64::max);
     let half = BAR_LENGTH / 2.0;
     let zero = BAR_LEFT as f64 + half;
     let scale = if most > 0.0 { half / most } else { 0.0 };
@@ -617,7 +705,11 @@ fn diverging(items: Vec<(String, f64, String)>) -> Bars {
         .into_iter()
         .enumerate()
         .map(|(i, (label, v, value))| {
-            let w = if v.is_finite() { r1((v.abs() * scale).min(half)) } else { 0.0 };
+            let w = if v.is_finite() {
+                r1((v.abs() * scale).min(half))
+            } else {
+                0.0
+            };
             BarRow {
                 label,
                 value,
@@ -630,7 +722,13 @@ fn diverging(items: Vec<(String, f64, String)>) -> Bars {
             }
         })
         .collect();
-    Bars { width: BAR_LEFT + BAR_LENGTH as usize + 120, height: rows.len() * BAR_ROW + 4, label_x: BAR_LEFT - 6, zero: Some(zero), rows }
+    Bars {
+        width: BAR_LEFT + BAR_LENGTH as usize + 120,
+        height: rows.len() * BAR_ROW + 4,
+        label_x: BAR_LEFT - 6,
+        zero: Some(zero),
+        rows,
+    }
 }
 
 const HIST_LEFT: f64 = 44.0;
@@ -639,7 +737,13 @@ const HIST_HEIGHT: f64 = 150.0;
 const HIST_TOP: f64 = 16.0;
 
 /// Columns of (label, count); `marker` is a vertical line at a share of the width.
-fn histogram(columns: Vec<(String, i64)>, categorical: bool, low: String, high: String, marker: Option<(f64, String)>) -> Histogram {
+fn histogram(
+    columns: Vec<(String, i64)>,
+    categorical: bool,
+    low: String,
+    high: String,
+    marker: Option<(f64, String)>,
+) -> Histogram {
     let most = columns.iter().map(|c| c.1).max().unwrap_or(0).max(0);
     let total: i64 = columns.iter().map(|c| c.1).sum();
     let step = HIST_WIDTH / columns.len().max(1) as f64;
@@ -648,7 +752,11 @@ fn histogram(columns: Vec<(String, i64)>, categorical: bool, low: String, high: 
         .into_iter()
         .enumerate()
         .map(|(i, (label, count))| {
-            let h = if most > 0 { r1(count.max(0) as f64 / most as f64 * HIST_HEIGHT) } else { 0.0 };
+            let h = if most > 0 {
+                r1(count.max(0) as f64 / most as f64 * HIST_HEIGHT)
+            } else {
+                0.0
+            };
             Column {
                 x: r1(HIST_LEFT + i as f64 * step + 0.5),
                 y: r1(base - h),
@@ -672,7 +780,10 @@ fn histogram(columns: Vec<(String, i64)>, categorical: bool, low: String, high: 
         categorical,
         low,
         high,
-        marker: marker.map(|(share, label)| Marker { x: r1(HIST_LEFT + share.clamp(0.0, 1.0) * HIST_WIDTH), label }),
+        marker: marker.map(|(share, label)| Marker {
+            x: r1(HIST_LEFT + share.clamp(0.0, 1.0) * HIST_WIDTH),
+            label,
+        }),
         columns,
     }
 }
@@ -681,9 +792,23 @@ const BUCKETS: i64 = 20;
 
 /// Counts of `column` of `table` in BUCKETS equal buckets from `low` to `high` (values at or
 /// above `high` in the last, at or below `low` in the first); returns them and the width.
-async fn buckets(ctx: &SessionContext, table: &str, column: &str, low: f64, high: f64) -> Result<(Vec<i64>, f64), ReportError> {
-    let (low, high) = if low.is_finite() && high.is_finite() { (low, high) } else { (0.0, 0.0) };
-    let width = if high > low { (high - low) / BUCKETS as f64 } else { 1.0 };
+async fn buckets(
+    ctx: &SessionContext,
+    table: &str,
+    column: &str,
+    low: f64,
+    high: f64,
+) -> Result<(Vec<i64>, f64), ReportError> {
+    let (low, high) = if low.is_finite() && high.is_finite() {
+        (low, high)
+    } else {
+        (0.0, 0.0)
+    };
+    let width = if high > low {
+        (high - low) / BUCKETS as f64
+    } else {
+        1.0
+    };
     let last = BUCKETS - 1;
     let value = format!("CAST({column} AS DOUBLE)");
     let sql = format!(
@@ -716,14 +841,31 @@ async fn value_tiers(ctx: &SessionContext) -> Result<Tiers, ReportError> {
     let (mut mvc, mut mgc) = (None, None);
     for b in &batches {
         for i in 0..b.num_rows() {
-            found.push((as_string(b.column(0).as_ref(), i), as_i64(b.column(1).as_ref(), i), as_f64(b.column(2).as_ref(), i), as_f64(b.column(3).as_ref(), i)));
+            found.push((
+                as_string(b.column(0).as_ref(), i),
+                as_i64(b.column(1).as_ref(), i),
+                as_f64(b.column(2).as_ref(), i),
+                as_f64(b.column(3).as_ref(), i),
+            ));
             mvc = mvc.or(opt_f64(b.column(4).as_ref(), i));
             mgc = mgc.or(opt_f64(b.column(5).as_ref(), i));
         }
     }
     let total: i64 = found.iter().map(|f| f.1).sum::<i64>().max(1);
-    let customers = scaled_bars(found.iter().map(|f| (f.0.clone(), f.1 as f64, f.1.to_string())).collect(), "#5b7bb4");
-    let value = scaled_bars(found.iter().map(|f| (f.0.clone(), f.2, format!("{:.2}", f.2))).collect(), "#2e8b57");
+    let customers = scaled_bars(
+        found
+            .iter()
+            .map(|f| (f.0.clone(), f.1 as f64, f.1.to_string()))
+            .collect(),
+        "#5b7bb4",
+    );
+    let value = scaled_bars(
+        found
+            .iter()
+            .map(|f| (f.0.clone(), f.2, format!("{:.2}", f.2)))
+            .collect(),
+        "#2e8b57",
+    );
     let table = found
         .into_iter()
         .map(|(tier, customers, actual, potential)| TierRow {
@@ -745,7 +887,11 @@ async fn value_tiers(ctx: &SessionContext) -> Result<Tiers, ReportError> {
 
 /// Customers per lifecycle state (mart_lifecycle) and the size of the win-back list
 /// (mart_winback), whichever of the two the run published.
-async fn lifecycle(ctx: &SessionContext, states: bool, winback: bool) -> Result<Lifecycle, ReportError> {
+async fn lifecycle(
+    ctx: &SessionContext,
+    states: bool,
+    winback: bool,
+) -> Result<Lifecycle, ReportError> {
     let mut found: Vec<(String, i64)> = Vec::new();
     if states {
         let sql = "SELECT lifecycle_state, CAST(count(*) AS BIGINT) AS customers, \
@@ -753,16 +899,27 @@ async fn lifecycle(ctx: &SessionContext, states: bool, winback: bool) -> Result<
                    FROM mart_lifecycle GROUP BY lifecycle_state ORDER BY state_order, lifecycle_state";
         for b in rows(ctx, sql).await? {
             for i in 0..b.num_rows() {
-                found.push((as_string(b.column(0).as_ref(), i), as_i64(b.column(1).as_ref(), i)));
+                found.push((
+                    as_string(b.column(0).as_ref(), i),
+                    as_i64(b.column(1).as_ref(), i),
+                ));
             }
         }
     }
     let mut winback_rows = None;
     if winback {
         let n = rows(ctx, "SELECT CAST(count(*) AS BIGINT) FROM mart_winback").await?;
-        winback_rows = Some(n.iter().find(|b| b.num_rows() > 0).map(|b| as_i64(b.column(0).as_ref(), 0)).unwrap_or(0));
+        winback_rows = Some(
+            n.iter()
+                .find(|b| b.num_rows() > 0)
+                .map(|b| as_i64(b.column(0).as_ref(), 0))
+                .unwrap_or(0),
+        );
     }
-    let mut items: Vec<(String, f64, String)> = found.iter().map(|(s, n)| (s.clone(), *n as f64, n.to_string())).collect();
+    let mut items: Vec<(String, f64, String)> = found
+        .iter()
+        .map(|(s, n)| (s.clone(), *n as f64, n.to_string()))
+        .collect();
     if let Some(n) = winback_rows {
         items.push(("win-back list".to_string(), n as f64, n.to_string()));
     }
@@ -775,9 +932,17 @@ async fn lifecycle(ctx: &SessionContext, states: bool, winback: bool) -> Result<
     let total: i64 = found.iter().map(|f| f.1).sum::<i64>().max(1);
     let states = found
         .into_iter()
-        .map(|(name, n)| Figure { value: format!("{n} ({})", pct(n as f64 / total as f64)), data: n.to_string(), name })
+        .map(|(name, n)| Figure {
+            value: format!("{n} ({})", pct(n as f64 / total as f64)),
+            data: n.to_string(),
+            name,
+        })
         .collect();
-    Ok(Lifecycle { bars: chart, states, winback: winback_rows })
+    Ok(Lifecycle {
+        bars: chart,
+        states,
+        winback: winback_rows,
+    })
 }
 
 const COHORTS: usize = 24;
@@ -794,13 +959,24 @@ async fn cohorts(ctx: &SessionContext) -> Result<Cohorts, ReportError> {
     let mut found: Vec<(String, i64, f64, i64)> = Vec::new();
     for b in rows(ctx, &sql).await? {
         for i in 0..b.num_rows() {
-            found.push((as_string(b.column(0).as_ref(), i), as_i64(b.column(1).as_ref(), i), as_f64(b.column(2).as_ref(), i), as_i64(b.column(3).as_ref(), i)));
+            found.push((
+                as_string(b.column(0).as_ref(), i),
+                as_i64(b.column(1).as_ref(), i),
+                as_f64(b.column(2).as_ref(), i),
+                as_i64(b.column(3).as_ref(), i),
+            ));
         }
     }
     let mut months: Vec<String> = found.iter().map(|f| f.0.clone()).collect();
     months.sort();
     months.dedup();
-    let offsets = (found.iter().map(|f| f.1).max().unwrap_or(0).clamp(0, COHORTS as i64 - 1) + 1) as usize;
+    let offsets = (found
+        .iter()
+        .map(|f| f.1)
+        .max()
+        .unwrap_or(0)
+        .clamp(0, COHORTS as i64 - 1)
+        + 1) as usize;
     let (left, top, cw, ch) = (64usize, 18usize, 22usize, 14usize);
     let cells = found
         .iter()
@@ -819,15 +995,47 @@ async fn cohorts(ctx: &SessionContext) -> Result<Cohorts, ReportError> {
                 row: cohort.clone(),
                 col: offset.to_string(),
                 value: rate.to_string(),
-                title: format!("cohort {} month {offset}: {} of {customers} customers", month_label(cohort), pct(*rate)),
+                title: format!(
+                    "cohort {} month {offset}: {} of {customers} customers",
+                    month_label(cohort),
+                    pct(*rate)
+                ),
                 text: String::new(),
             })
         })
         .collect();
-    let row_labels = months.iter().enumerate().map(|(i, m)| Label { x: left - 4, y: top + i * ch + 11, text: month_label(m) }).collect();
-    let col_labels = (0..offsets).map(|o| Label { x: left + o * cw + cw / 2, y: top - 5, text: o.to_string() }).collect();
-    let grid = Grid { width: left + offsets * cw + 10, height: top + months.len() * ch + 6, cw, ch, cells, rows: row_labels, cols: col_labels };
-    let at = |cohort: &str, offset: i64| found.iter().find(|f| f.0 == cohort && f.1 == offset).map(|f| pct(f.2)).unwrap_or_default();
+    let row_labels = months
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Label {
+            x: left - 4,
+            y: top + i * ch + 11,
+            text: month_label(m),
+        })
+        .collect();
+    let col_labels = (0..offsets)
+        .map(|o| Label {
+            x: left + o * cw + cw / 2,
+            y: top - 5,
+            text: o.to_string(),
+        })
+        .collect();
+    let grid = Grid {
+        width: left + offsets * cw + 10,
+        height: top + months.len() * ch + 6,
+        cw,
+        ch,
+        cells,
+        rows: row_labels,
+        cols: col_labels,
+    };
+    let at = |cohort: &str, offset: i64| {
+        found
+            .iter()
+            .find(|f| f.0 == cohort && f.1 == offset)
+            .map(|f| pct(f.2))
+            .unwrap_or_default()
+    };
     let table = months
         .iter()
         .map(|m| CohortRow {
@@ -876,11 +1084,23 @@ async fn clv(ctx: &SessionContext) -> Result<Clv, ReportError> {
         .enumerate()
         .map(|(i, c)| {
             let from = low + i as f64 * width;
-            let label = if i as i64 == BUCKETS - 1 { format!("{}+", edge_text(from, width)) } else { format!("{}-{}", edge_text(from, width), edge_text(from + width, width)) };
+            let label = if i as i64 == BUCKETS - 1 {
+                format!("{}+", edge_text(from, width))
+            } else {
+                format!(
+                    "{}-{}",
+                    edge_text(from, width),
+                    edge_text(from + width, width)
+                )
+            };
             (label, c)
         })
         .collect();
-    let high_label = if top < high { format!("{}+", edge_text(top, width)) } else { edge_text(top, width) };
+    let high_label = if top < high {
+        format!("{}+", edge_text(top, width))
+    } else {
+        edge_text(top, width)
+    };
     Ok(Clv {
         hist: histogram(columns, false, edge_text(low, width), high_label, None),
         customers: n,
@@ -911,7 +1131,12 @@ async fn clv_model(ctx: &SessionContext) -> Result<Vec<Param>, ReportError> {
                 let s = as_string(a, 0);
                 (s.clone(), s)
             };
-            params.push(Param { name: field.name().to_string(), value, data, numeric });
+            params.push(Param {
+                name: field.name().to_string(),
+                value,
+                data,
+                numeric,
+            });
         }
         break;
     }
@@ -941,9 +1166,18 @@ async fn cx(ctx: &SessionContext) -> Result<Cx, ReportError> {
     found.sort_by(|a, b| a.0.cmp(&b.0));
     let (left, plot_w, plot_h, gap) = (44usize, 420usize, 100usize, 132usize);
     let n = found.len();
-    let x_of = |i: usize| if n > 1 { r1(left as f64 + i as f64 / (n - 1) as f64 * plot_w as f64) } else { r1(left as f64 + plot_w as f64 / 2.0) };
-    let specs: [(&str, f64, f64, &'static str); 3] =
-        [("NPS", -100.0, 100.0, "#1f6f43"), ("CSAT (% satisfied)", 0.0, 100.0, "#5b7bb4"), ("CES (1 effortless to 7 very hard)", 1.0, 7.0, "#c77d2e")];
+    let x_of = |i: usize| {
+        if n > 1 {
+            r1(left as f64 + i as f64 / (n - 1) as f64 * plot_w as f64)
+        } else {
+            r1(left as f64 + plot_w as f64 / 2.0)
+        }
+    };
+    let specs: [(&str, f64, f64, &'static str); 3] = [
+        ("NPS", -100.0, 100.0, "#1f6f43"),
+        ("CSAT (% satisfied)", 0.0, 100.0, "#5b7bb4"),
+        ("CES (1 effortless to 7 very hard)", 1.0, 7.0, "#c77d2e"),
+    ];
     let mut panels = Vec::new();
     for (k, &(name, lo, hi, stroke)) in specs.iter().enumerate() {
         let mut points = Vec::new();
@@ -954,11 +1188,18 @@ async fn cx(ctx: &SessionContext) -> Result<Cx, ReportError> {
                 1 => row.2,
                 _ => row.3,
             };
-            let Some(v) = v.filter(|v| v.is_finite()) else { continue };
-            let y = r1(18.0 + plot_h as f64 - ((v - lo) / (hi - lo)).clamp(0.0, 1.0) * plot_h as f64);
+            let Some(v) = v.filter(|v| v.is_finite()) else {
+                continue;
+            };
+            let y =
+                r1(18.0 + plot_h as f64 - ((v - lo) / (hi - lo)).clamp(0.0, 1.0) * plot_h as f64);
             let x = x_of(i);
             points.push(format!("{x},{y}"));
-            dots.push(Dot { x, y, title: format!("{} {}: {v}", month_label(&row.0), name) });
+            dots.push(Dot {
+                x,
+                y,
+                title: format!("{} {}: {v}", month_label(&row.0), name),
+            });
         }
         panels.push(Panel {
             name: name.to_string(),
@@ -973,7 +1214,13 @@ async fn cx(ctx: &SessionContext) -> Result<Cx, ReportError> {
     let text = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
     let months = found
         .iter()
-        .map(|r| CxRow { month: month_label(&r.0), answers: r.4, nps: text(r.1), csat: text(r.2), ces: text(r.3) })
+        .map(|r| CxRow {
+            month: month_label(&r.0),
+            answers: r.4,
+            nps: text(r.1),
+            csat: text(r.2),
+            ces: text(r.3),
+        })
         .collect();
     Ok(Cx {
         width: left + plot_w + 16,
@@ -994,18 +1241,36 @@ async fn touchpoints(ctx: &SessionContext) -> Result<Touchpoints, ReportError> {
     let sql = "SELECT coalesce(stage, '(none)') AS stage, coalesce(channel, '(none)') AS channel, CAST(count(*) AS BIGINT) AS n FROM mart_touchpoints GROUP BY 1, 2";
     for b in rows(ctx, sql).await? {
         for i in 0..b.num_rows() {
-            found.push((as_string(b.column(0).as_ref(), i), as_string(b.column(1).as_ref(), i), as_i64(b.column(2).as_ref(), i)));
+            found.push((
+                as_string(b.column(0).as_ref(), i),
+                as_string(b.column(1).as_ref(), i),
+                as_i64(b.column(2).as_ref(), i),
+            ));
         }
     }
-    let stages = ordered(found.iter().map(|f| f.0.clone()).collect(), &["pre-purchase", "purchase", "post-purchase"]);
-    let channels = ordered(found.iter().map(|f| f.1.clone()).collect(), &["online", "offline"]);
-    found.sort_by_key(|f| (stages.iter().position(|s| *s == f.0), channels.iter().position(|c| *c == f.1)));
+    let stages = ordered(
+        found.iter().map(|f| f.0.clone()).collect(),
+        &["pre-purchase", "purchase", "post-purchase"],
+    );
+    let channels = ordered(
+        found.iter().map(|f| f.1.clone()).collect(),
+        &["online", "offline"],
+    );
+    found.sort_by_key(|f| {
+        (
+            stages.iter().position(|s| *s == f.0),
+            channels.iter().position(|c| *c == f.1),
+        )
+    });
     let most = found.iter().map(|f| f.2).max().unwrap_or(1).max(1) as f64;
     let (left, top, cw, ch) = (110usize, 18usize, 110usize, 34usize);
     let cells = found
         .iter()
         .filter_map(|(stage, channel, n)| {
-            let (r, c) = (stages.iter().position(|s| s == stage)?, channels.iter().position(|x| x == channel)?);
+            let (r, c) = (
+                stages.iter().position(|s| s == stage)?,
+                channels.iter().position(|x| x == channel)?,
+            );
             let (x, y) = (left + c * cw, top + r * ch);
             Some(GridCell {
                 x,
@@ -1021,12 +1286,47 @@ async fn touchpoints(ctx: &SessionContext) -> Result<Touchpoints, ReportError> {
             })
         })
         .collect();
-    let row_labels = stages.iter().enumerate().map(|(i, s)| Label { x: left - 6, y: top + i * ch + ch / 2 + 4, text: s.clone() }).collect();
-    let col_labels = channels.iter().enumerate().map(|(i, c)| Label { x: left + i * cw + cw / 2, y: top - 5, text: c.clone() }).collect();
-    let grid = Grid { width: left + channels.len() * cw + 10, height: top + stages.len() * ch + 6, cw, ch, cells, rows: row_labels, cols: col_labels };
+    let row_labels = stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Label {
+            x: left - 6,
+            y: top + i * ch + ch / 2 + 4,
+            text: s.clone(),
+        })
+        .collect();
+    let col_labels = channels
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Label {
+            x: left + i * cw + cw / 2,
+            y: top - 5,
+            text: c.clone(),
+        })
+        .collect();
+    let grid = Grid {
+        width: left + channels.len() * cw + 10,
+        height: top + stages.len() * ch + 6,
+        cw,
+        ch,
+        cells,
+        rows: row_labels,
+        cols: col_labels,
+    };
     let total: i64 = found.iter().map(|f| f.2).sum();
-    let table = found.into_iter().map(|(stage, channel, count)| TouchRow { stage, channel, count }).collect();
-    Ok(Touchpoints { grid, rows: table, total })
+    let table = found
+        .into_iter()
+        .map(|(stage, channel, count)| TouchRow {
+            stage,
+            channel,
+            count,
+        })
+        .collect();
+    Ok(Touchpoints {
+        grid,
+        rows: table,
+        total,
+    })
 }
 
 /// Conversion, from mart_journeys: the share of its customers who bought, and the share of
@@ -1034,7 +1334,8 @@ async fn touchpoints(ctx: &SessionContext) -> Result<Touchpoints, ReportError> {
 /// take a distinct count over every web touchpoint of mart_touchpoints, the report's
 /// largest input: seconds at a million customers.)
 async fn conversion(ctx: &SessionContext) -> Result<Conversion, ReportError> {
-    let (mut customers, mut buyers, mut sessions, mut converting_sessions) = (0i64, 0i64, 0i64, 0i64);
+    let (mut customers, mut buyers, mut sessions, mut converting_sessions) =
+        (0i64, 0i64, 0i64, 0i64);
     let sql = "SELECT CAST(count(*) AS BIGINT), CAST(count(first_purchase_on) AS BIGINT), CAST(coalesce(sum(sessions), 0) AS BIGINT), \
                CAST(coalesce(sum(converting_sessions), 0) AS BIGINT) FROM mart_journeys";
     let found = rows(ctx, sql).await?;
@@ -1045,10 +1346,17 @@ async fn conversion(ctx: &SessionContext) -> Result<Conversion, ReportError> {
         converting_sessions = as_i64(b.column(3).as_ref(), 0);
     }
     let ratio = |a: i64, b: i64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
-    let (share, session_rate) = (ratio(buyers, customers), ratio(converting_sessions, sessions));
+    let (share, session_rate) = (
+        ratio(buyers, customers),
+        ratio(converting_sessions, sessions),
+    );
     let items = vec![
         ("customers who bought".to_string(), share, pct(share)),
-        ("web sessions converting".to_string(), session_rate, pct(session_rate)),
+        (
+            "web sessions converting".to_string(),
+            session_rate,
+            pct(session_rate),
+        ),
     ];
     Ok(Conversion {
         bars: bar_chart(items, "#5b7bb4", 1.0),
@@ -1062,7 +1370,10 @@ async fn conversion(ctx: &SessionContext) -> Result<Conversion, ReportError> {
 }
 
 /// The rows of one metric of mart_identity_quality.
-fn metric<'a>(found: &'a [(String, String, f64)], name: &'a str) -> impl Iterator<Item = &'a (String, String, f64)> + 'a {
+fn metric<'a>(
+    found: &'a [(String, String, f64)],
+    name: &'a str,
+) -> impl Iterator<Item = &'a (String, String, f64)> + 'a {
     found.iter().filter(move |f| f.0 == name)
 }
 
@@ -1071,15 +1382,35 @@ const CLUSTER_SIZES: [&str; 7] = ["1", "2", "3", "4", "5-9", "10-49", "50+"];
 /// The identity figures of mart_identity_quality (see `identity::resolve` for the metrics).
 async fn identity(ctx: &SessionContext) -> Result<Identity, ReportError> {
     let mut found: Vec<(String, String, f64)> = Vec::new();
-    for b in rows(ctx, "SELECT metric, dimension, CAST(value AS DOUBLE) AS value FROM mart_identity_quality").await? {
+    for b in rows(
+        ctx,
+        "SELECT metric, dimension, CAST(value AS DOUBLE) AS value FROM mart_identity_quality",
+    )
+    .await?
+    {
         for i in 0..b.num_rows() {
-            found.push((as_string(b.column(0).as_ref(), i), as_string(b.column(1).as_ref(), i), as_f64(b.column(2).as_ref(), i)));
+            found.push((
+                as_string(b.column(0).as_ref(), i),
+                as_string(b.column(1).as_ref(), i),
+                as_f64(b.column(2).as_ref(), i),
+            ));
         }
     }
 
-    let mut sizes: Vec<(String, i64)> = metric(&found, "cluster_size").map(|f| (f.1.clone(), f.2.round() as i64)).collect();
-    sizes.sort_by_key(|s| CLUSTER_SIZES.iter().position(|o| *o == s.0.as_str()).unwrap_or(CLUSTER_SIZES.len()));
-    let clusters = if sizes.is_empty() { None } else { Some(histogram(sizes, true, String::new(), String::new(), None)) };
+    let mut sizes: Vec<(String, i64)> = metric(&found, "cluster_size")
+        .map(|f| (f.1.clone(), f.2.round() as i64))
+        .collect();
+    sizes.sort_by_key(|s| {
+        CLUSTER_SIZES
+            .iter()
+            .position(|o| *o == s.0.as_str())
+            .unwrap_or(CLUSTER_SIZES.len())
+    });
+    let clusters = if sizes.is_empty() {
+        None
+    } else {
+        Some(histogram(sizes, true, String::new(), String::new(), None))
+    };
 
     // m, u and weight per comparison level, in the order of the mart.
     let mut levels: Vec<(String, Option<f64>, Option<f64>, Option<f64>)> = Vec::new();
@@ -1103,8 +1434,15 @@ async fn identity(ctx: &SessionContext) -> Result<Identity, ReportError> {
             _ => levels[i].3 = Some(*v),
         }
     }
-    let weight_items: Vec<(String, f64, String)> = levels.iter().filter_map(|l| l.3.map(|w| (l.0.clone(), w, format!("{w:.2}")))).collect();
-    let level_bars = if weight_items.is_empty() { None } else { Some(diverging(weight_items)) };
+    let weight_items: Vec<(String, f64, String)> = levels
+        .iter()
+        .filter_map(|l| l.3.map(|w| (l.0.clone(), w, format!("{w:.2}"))))
+        .collect();
+    let level_bars = if weight_items.is_empty() {
+        None
+    } else {
+        Some(diverging(weight_items))
+    };
     let levels = levels
         .into_iter()
         .map(|(level, m, u, w)| LevelRow {
@@ -1116,25 +1454,63 @@ async fn identity(ctx: &SessionContext) -> Result<Identity, ReportError> {
         })
         .collect();
 
-    let blocking_found: Vec<(String, f64)> =
-        metric(&found, "candidate_pairs").filter_map(|f| f.1.strip_prefix("blocking:").map(|rule| (rule.to_string(), f.2))).collect();
+    let blocking_found: Vec<(String, f64)> = metric(&found, "candidate_pairs")
+        .filter_map(|f| {
+            f.1.strip_prefix("blocking:")
+                .map(|rule| (rule.to_string(), f.2))
+        })
+        .collect();
     let blocking = if blocking_found.is_empty() {
         None
     } else {
-        Some(scaled_bars(blocking_found.iter().map(|(r, v)| (r.clone(), *v, format!("{v:.0}"))).collect(), "#5b7bb4"))
+        Some(scaled_bars(
+            blocking_found
+                .iter()
+                .map(|(r, v)| (r.clone(), *v, format!("{v:.0}")))
+                .collect(),
+            "#5b7bb4",
+        ))
     };
-    let blocking_rows = blocking_found.iter().map(|(r, v)| Figure { name: r.clone(), value: format!("{v:.0}"), data: v.to_string() }).collect();
+    let blocking_rows = blocking_found
+        .iter()
+        .map(|(r, v)| Figure {
+            name: r.clone(),
+            value: format!("{v:.0}"),
+            data: v.to_string(),
+        })
+        .collect();
 
-    let mut largest_found: Vec<(String, f64)> =
-        metric(&found, "largest_cluster").map(|f| (f.1.strip_prefix("customer_key:").unwrap_or(&f.1).to_string(), f.2)).collect();
+    let mut largest_found: Vec<(String, f64)> = metric(&found, "largest_cluster")
+        .map(|f| {
+            (
+                f.1.strip_prefix("customer_key:")
+                    .unwrap_or(&f.1)
+                    .to_string(),
+                f.2,
+            )
+        })
+        .collect();
     largest_found.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     largest_found.truncate(10);
     let largest = if largest_found.is_empty() {
         None
     } else {
-        Some(scaled_bars(largest_found.iter().map(|(k, v)| (k.clone(), *v, format!("{v:.0}"))).collect(), "#c77d2e"))
+        Some(scaled_bars(
+            largest_found
+                .iter()
+                .map(|(k, v)| (k.clone(), *v, format!("{v:.0}")))
+                .collect(),
+            "#c77d2e",
+        ))
     };
-    let largest_rows = largest_found.iter().map(|(k, v)| Figure { name: k.clone(), value: format!("{v:.0}"), data: v.to_string() }).collect();
+    let largest_rows = largest_found
+        .iter()
+        .map(|(k, v)| Figure {
+            name: k.clone(),
+            value: format!("{v:.0}"),
+            data: v.to_string(),
+        })
+        .collect();
 
     let mut accuracy_found: Vec<(String, f64)> = Vec::new();
     for name in ["precision", "recall", "f1"] {
@@ -1145,16 +1521,43 @@ async fn identity(ctx: &SessionContext) -> Result<Identity, ReportError> {
     let accuracy = if accuracy_found.is_empty() {
         None
     } else {
-        Some(bar_chart(accuracy_found.iter().map(|(n, v)| (n.clone(), *v, format!("{v:.4}"))).collect(), "#2e8b57", 1.0))
+        Some(bar_chart(
+            accuracy_found
+                .iter()
+                .map(|(n, v)| (n.clone(), *v, format!("{v:.4}")))
+                .collect(),
+            "#2e8b57",
+            1.0,
+        ))
     };
-    let accuracy_rows = accuracy_found.iter().map(|(n, v)| Figure { name: n.clone(), value: format!("{v:.4}"), data: v.to_string() }).collect();
+    let accuracy_rows = accuracy_found
+        .iter()
+        .map(|(n, v)| Figure {
+            name: n.clone(),
+            value: format!("{v:.4}"),
+            data: v.to_string(),
+        })
+        .collect();
 
-    Ok(Identity { clusters, levels, level_bars, blocking, blocking_rows, largest, largest_rows, accuracy, accuracy_rows })
+    Ok(Identity {
+        clusters,
+        levels,
+        level_bars,
+        blocking,
+        blocking_rows,
+        largest,
+        largest_rows,
+        accuracy,
+        accuracy_rows,
+    })
 }
 
 /// The match weights of mart_identity_pairs in BUCKETS buckets, with the identity step's
 /// threshold (a match probability) as a line where the manifest gives it.
-async fn pair_weights(ctx: &SessionContext, threshold: Option<f64>) -> Result<PairWeights, ReportError> {
+async fn pair_weights(
+    ctx: &SessionContext,
+    threshold: Option<f64>,
+) -> Result<PairWeights, ReportError> {
     let stats = rows(
         ctx,
         "SELECT CAST(count(*) AS BIGINT), CAST(coalesce(min(CAST(match_weight AS DOUBLE)), 0.0) AS DOUBLE), \
@@ -1186,11 +1589,24 @@ async fn pair_weights(ctx: &SessionContext, threshold: Option<f64>) -> Result<Pa
         })
         .collect();
     let marker = match (line, threshold) {
-        (Some(w), Some(p)) => Some((if high > low { (w - low) / (high - low) } else { 0.5 }, format!("threshold {w:.1} bits (p = {p})"))),
+        (Some(w), Some(p)) => Some((
+            if high > low {
+                (w - low) / (high - low)
+            } else {
+                0.5
+            },
+            format!("threshold {w:.1} bits (p = {p})"),
+        )),
         _ => None,
     };
     Ok(PairWeights {
-        hist: histogram(columns, false, format!("{low:.1}"), format!("{high:.1}"), marker),
+        hist: histogram(
+            columns,
+            false,
+            format!("{low:.1}"),
+            format!("{high:.1}"),
+            marker,
+        ),
         pairs: n,
         threshold: threshold.map(|p| p.to_string()).unwrap_or_default(),
     })
@@ -1204,7 +1620,10 @@ async fn movements(ctx: &SessionContext) -> Result<Vec<(String, i64)>, ReportErr
     let mut found = Vec::new();
     for b in rows(ctx, sql).await? {
         for i in 0..b.num_rows() {
-            found.push((as_string(b.column(0).as_ref(), i), as_i64(b.column(1).as_ref(), i)));
+            found.push((
+                as_string(b.column(0).as_ref(), i),
+                as_i64(b.column(1).as_ref(), i),
+            ));
         }
     }
     Ok(found)
@@ -1214,19 +1633,37 @@ async fn movements(ctx: &SessionContext) -> Result<Vec<(String, i64)>, ReportErr
 const PREVIOUS_LOOKUPS: usize = 200;
 
 /// The manifest of the newest run before `run_id` of `pipeline` that succeeded.
-async fn previous_success(store: &Store, run_id: &str, pipeline: &serde_json::Value) -> Result<Option<serde_json::Value>, ReportError> {
+async fn previous_success(
+    store: &Store,
+    run_id: &str,
+    pipeline: &serde_json::Value,
+) -> Result<Option<serde_json::Value>, ReportError> {
     let dir = store.path("_runs")?;
-    let listing: Vec<_> = store.object_store.list(Some(&dir)).try_collect().await.map_err(|e| store.io_error(&dir, e))?;
+    let listing: Vec<_> = store
+        .object_store
+        .list(Some(&dir))
+        .try_collect()
+        .await
+        .map_err(|e| store.io_error(&dir, e))?;
     let mut ids: Vec<String> = listing
         .iter()
-        .filter_map(|m| m.location.filename()?.strip_suffix(".json").map(String::from))
+        .filter_map(|m| {
+            m.location
+                .filename()?
+                .strip_suffix(".json")
+                .map(String::from)
+        })
         .filter(|id| id.as_str() < run_id)
         .collect();
     ids.sort();
     ids.dedup();
     for id in ids.iter().rev().take(PREVIOUS_LOOKUPS) {
-        let Ok(m) = manifest(store, id).await else { continue };
-        if m.get("pipeline") == Some(pipeline) && m.get("status").and_then(|s| s.as_str()) == Some("succeeded") {
+        let Ok(m) = manifest(store, id).await else {
+            continue;
+        };
+        if m.get("pipeline") == Some(pipeline)
+            && m.get("status").and_then(|s| s.as_str()) == Some("succeeded")
+        {
             return Ok(Some(m));
         }
     }
@@ -1236,8 +1673,16 @@ async fn previous_success(store: &Store, run_id: &str, pipeline: &serde_json::Va
 /// Rows per mart a manifest says its run published.
 fn output_rows(m: &serde_json::Value) -> BTreeMap<String, u64> {
     let mut rows = BTreeMap::new();
-    for o in m.get("outputs").and_then(|o| o.as_array()).map(|a| a.as_slice()).unwrap_or(&[]) {
-        if let (Some(mart), Some(n)) = (o.get("mart").and_then(|v| v.as_str()), o.get("rows").and_then(|v| v.as_u64())) {
+    for o in m
+        .get("outputs")
+        .and_then(|o| o.as_array())
+        .map(|a| a.as_slice())
+        .unwrap_or(&[])
+    {
+        if let (Some(mart), Some(n)) = (
+            o.get("mart").and_then(|v| v.as_str()),
+            o.get("rows").and_then(|v| v.as_u64()),
+        ) {
             rows.insert(mart.to_string(), n);
         }
     }
@@ -1266,7 +1711,11 @@ const CHART_MARTS: [&str; 14] = [
 async fn timed<T>(chart: &'static str, future: impl std::future::Future<Output = T>) -> T {
     let started = std::time::Instant::now();
     let out = future.await;
-    tracing::debug!(chart, elapsed_ms = started.elapsed().as_millis() as u64, "report chart");
+    tracing::debug!(
+        chart,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "report chart"
+    );
     out
 }
 
@@ -1275,10 +1724,24 @@ pub async fn render(store: &Store, run_id: &str) -> Result<String, ReportError> 
     let m = manifest(store, run_id).await?;
     let get = |k: &str| m.get(k).cloned().unwrap_or(serde_json::Value::Null);
     let num = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
-    let duration = m.get("duration_ms").and_then(|v| v.as_u64()).map(|ms| format!("{:.1} s", ms as f64 / 1000.0));
+    let duration = m
+        .get("duration_ms")
+        .and_then(|v| v.as_u64())
+        .map(|ms| format!("{:.1} s", ms as f64 / 1000.0));
     let params: BTreeMap<String, String> = get("parameters")
         .as_object()
-        .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().map(String::from).unwrap_or_else(|| v.to_string()))).collect())
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .map(String::from)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
+                .collect()
+        })
         .unwrap_or_default();
     let empty = Vec::new();
     let inputs: Vec<serde_json::Value> = get("inputs")
@@ -1298,7 +1761,11 @@ pub async fn render(store: &Store, run_id: &str) -> Result<String, ReportError> 
         })
         .collect();
     let steps_json = get("steps").as_array().cloned().unwrap_or_default();
-    let total_ms: u64 = steps_json.iter().map(|s| num(s.get("duration_ms").unwrap_or(&serde_json::Value::Null))).sum::<u64>().max(1);
+    let total_ms: u64 = steps_json
+        .iter()
+        .map(|s| num(s.get("duration_ms").unwrap_or(&serde_json::Value::Null)))
+        .sum::<u64>()
+        .max(1);
     let (label_width, bar_width) = (230usize, 760usize);
     let mut offset = 0u64;
     let mut bars = Vec::new();
@@ -1306,8 +1773,16 @@ pub async fn render(store: &Store, run_id: &str) -> Result<String, ReportError> 
     let mut warnings: Vec<String> = Vec::new();
     for (i, s) in steps_json.iter().enumerate() {
         let ms = num(s.get("duration_ms").unwrap_or(&serde_json::Value::Null));
-        let name = s.get("name").and_then(|v| v.as_str()).unwrap_or("").to_string();
-        let output = s.get("output").and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let name = s
+            .get("name")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
+        let output = s
+            .get("output")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
         let x = label_width + (offset as f64 / total_ms as f64 * bar_width as f64) as usize;
         let w = ((ms as f64 / total_ms as f64 * bar_width as f64) as usize).max(1);
         let fill = match output.as_str() {
@@ -1315,15 +1790,37 @@ pub async fn render(store: &Store, run_id: &str) -> Result<String, ReportError> 
             "table" => "#5b7bb4",
             _ => "#a7b1c2",
         };
-        bars.push(Bar { name: name.clone(), x, y: i * 18, w, ms, fill });
+        bars.push(Bar {
+            name: name.clone(),
+            x,
+            y: i * 18,
+            w,
+            ms,
+            fill,
+        });
         offset += ms;
-        let checks = s.get("checks").and_then(|c| c.as_array()).cloned().unwrap_or_default();
+        let checks = s
+            .get("checks")
+            .and_then(|c| c.as_array())
+            .cloned()
+            .unwrap_or_default();
         let failing: Vec<String> = checks
             .iter()
             .filter(|c| c.get("passed").and_then(|p| p.as_bool()) == Some(false))
-            .map(|c| format!("{} failed on {} rows", c.get("check").and_then(|v| v.as_str()).unwrap_or(""), num(c.get("failing_rows").unwrap_or(&serde_json::Value::Null))))
+            .map(|c| {
+                format!(
+                    "{} failed on {} rows",
+                    c.get("check").and_then(|v| v.as_str()).unwrap_or(""),
+                    num(c.get("failing_rows").unwrap_or(&serde_json::Value::Null))
+                )
+            })
             .collect();
-        for w in s.get("warnings").and_then(|w| w.as_array()).cloned().unwrap_or_default() {
+        for w in s
+            .get("warnings")
+            .and_then(|w| w.as_array())
+            .cloned()
+            .unwrap_or_default()
+        {
             warnings.push(format!("{name}: {}", w.as_str().unwrap_or("")));
         }
         steps.push(serde_json::json!({
@@ -1336,12 +1833,17 @@ pub async fn render(store: &Store, run_id: &str) -> Result<String, ReportError> 
             "passed": checks.len() - failing.len(),
         }));
     }
-    let timeline = Timeline { width: label_width + bar_width + 10, height: steps_json.len() * 18 + 4, bars };
+    let timeline = Timeline {
+        width: label_width + bar_width + 10,
+        height: steps_json.len() * 18 + 4,
+        bars,
+    };
 
     // Charts from the marts this run published (none unless it succeeded). Filters are
     // applied while decoding Parquet, so a filtered scan of a large mart decodes the other
     // columns of the matching rows only.
-    let config = datafusion::prelude::SessionConfig::new().set_bool("datafusion.execution.parquet.pushdown_filters", true);
+    let config = datafusion::prelude::SessionConfig::new()
+        .set_bool("datafusion.execution.parquet.pushdown_filters", true);
     let ctx = SessionContext::new_with_config(config);
     store.register(&ctx);
 
@@ -1349,14 +1851,28 @@ pub async fn render(store: &Store, run_id: &str) -> Result<String, ReportError> 
     // values (nor the quarantine file's reasons, which quote them), which may be personal
     // data.
     let mut quarantine = Vec::new();
-    for (n, q) in get("quarantine").as_array().unwrap_or(&empty).iter().enumerate() {
-        let source = q.get("source").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    for (n, q) in get("quarantine")
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .enumerate()
+    {
+        let source = q
+            .get("source")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
         let reasons: Vec<serde_json::Value> = get("inputs")
             .as_array()
             .unwrap_or(&empty)
             .iter()
             .filter(|i| i.get("name").and_then(|v| v.as_str()) == Some(source.as_str()))
-            .flat_map(|i| i.get("reasons").and_then(|r| r.as_object()).cloned().unwrap_or_default())
+            .flat_map(|i| {
+                i.get("reasons")
+                    .and_then(|r| r.as_object())
+                    .cloned()
+                    .unwrap_or_default()
+            })
             .map(|(reason, rows)| serde_json::json!({ "reason": reason, "rows": rows }))
             .collect();
         let mut samples = Vec::new();
@@ -1364,7 +1880,11 @@ pub async fn render(store: &Store, run_id: &str) -> Result<String, ReportError> 
             let table = format!("quarantine_{n}");
             let sql = format!("SELECT CAST(file AS VARCHAR), CAST(line AS BIGINT) FROM {table} ORDER BY 1, 2 LIMIT 3");
             // A quarantine file that cannot be read leaves its samples out, not the report.
-            if ctx.register_parquet(table.as_str(), url, ParquetReadOptions::default()).await.is_ok() {
+            if ctx
+                .register_parquet(table.as_str(), url, ParquetReadOptions::default())
+                .await
+                .is_ok()
+            {
                 if let Ok(batches) = rows(&ctx, &sql).await {
                     for b in &batches {
                         for i in 0..b.num_rows() {
@@ -1389,14 +1909,18 @@ pub async fn render(store: &Store, run_id: &str) -> Result<String, ReportError> 
     let mut published = BTreeMap::new();
     if succeeded {
         for o in get("outputs").as_array().unwrap_or(&empty) {
-            if let (Some(mart), Some(url)) = (o.get("mart").and_then(|v| v.as_str()), o.get("version_url").and_then(|v| v.as_str())) {
+            if let (Some(mart), Some(url)) = (
+                o.get("mart").and_then(|v| v.as_str()),
+                o.get("version_url").and_then(|v| v.as_str()),
+            ) {
                 published.insert(mart.to_string(), url.to_string());
             }
         }
     }
     for mart in CHART_MARTS {
         if let Some(url) = published.get(mart) {
-            ctx.register_parquet(mart, url, ParquetReadOptions::default()).await?;
+            ctx.register_parquet(mart, url, ParquetReadOptions::default())
+                .await?;
         }
     }
     let has = |mart: &str| published.contains_key(mart);
@@ -1425,21 +1949,57 @@ pub async fn render(store: &Store, run_id: &str) -> Result<String, ReportError> 
         identity_data,
         pairs_data,
     ) = futures::join!(
-        timed("pareto", OptionFuture::from(chart("mart_abc").then(|| pareto(&ctx, &parameters)))),
-        timed("rfm", OptionFuture::from(chart("mart_rfm").then(|| rfm(&ctx)))),
-        timed("value_tiers", OptionFuture::from(chart("mart_customer_value").then(|| value_tiers(&ctx)))),
+        timed(
+            "pareto",
+            OptionFuture::from(chart("mart_abc").then(|| pareto(&ctx, &parameters)))
+        ),
+        timed(
+            "rfm",
+            OptionFuture::from(chart("mart_rfm").then(|| rfm(&ctx)))
+        ),
+        timed(
+            "value_tiers",
+            OptionFuture::from(chart("mart_customer_value").then(|| value_tiers(&ctx)))
+        ),
         timed(
             "lifecycle",
-            OptionFuture::from((chart("mart_lifecycle") || chart("mart_winback")).then(|| lifecycle(&ctx, chart("mart_lifecycle"), chart("mart_winback"))))
+            OptionFuture::from(
+                (chart("mart_lifecycle") || chart("mart_winback")).then(|| lifecycle(
+                    &ctx,
+                    chart("mart_lifecycle"),
+                    chart("mart_winback")
+                ))
+            )
         ),
-        timed("cohorts", OptionFuture::from(chart("mart_cohort_retention").then(|| cohorts(&ctx)))),
-        timed("clv", OptionFuture::from(chart("mart_clv").then(|| clv(&ctx)))),
-        timed("clv_model", OptionFuture::from(chart("mart_clv_model").then(|| clv_model(&ctx)))),
+        timed(
+            "cohorts",
+            OptionFuture::from(chart("mart_cohort_retention").then(|| cohorts(&ctx)))
+        ),
+        timed(
+            "clv",
+            OptionFuture::from(chart("mart_clv").then(|| clv(&ctx)))
+        ),
+        timed(
+            "clv_model",
+            OptionFuture::from(chart("mart_clv_model").then(|| clv_model(&ctx)))
+        ),
         timed("cx", OptionFuture::from(chart("mart_cx").then(|| cx(&ctx)))),
-        timed("touchpoints", OptionFuture::from(chart("mart_touchpoints").then(|| touchpoints(&ctx)))),
-        timed("conversion", OptionFuture::from(chart("mart_journeys").then(|| conversion(&ctx)))),
-        timed("identity", OptionFuture::from(chart("mart_identity_quality").then(|| identity(&ctx)))),
-        timed("identity_pairs", OptionFuture::from(chart("mart_identity_pairs").then(|| pair_weights(&ctx, threshold)))),
+        timed(
+            "touchpoints",
+            OptionFuture::from(chart("mart_touchpoints").then(|| touchpoints(&ctx)))
+        ),
+        timed(
+            "conversion",
+            OptionFuture::from(chart("mart_journeys").then(|| conversion(&ctx)))
+        ),
+        timed(
+            "identity",
+            OptionFuture::from(chart("mart_identity_quality").then(|| identity(&ctx)))
+        ),
+        timed(
+            "identity_pairs",
+            OptionFuture::from(chart("mart_identity_pairs").then(|| pair_weights(&ctx, threshold)))
+        ),
     );
     let pareto_data = pareto_data.transpose()?;
     let rfm_data = rfm_data.transpose()?;
@@ -1483,20 +2043,50 @@ pub async fn render(store: &Store, run_id: &str) -> Result<String, ReportError> 
         if let Some(k) = identity_details.get("keys") {
             for name in ["new", "kept", "retired", "merges", "splits"] {
                 if let Some(v) = k.get(name).and_then(|v| v.as_u64()) {
-                    keys.push(Figure { name: name.to_string(), value: v.to_string(), data: v.to_string() });
+                    keys.push(Figure {
+                        name: name.to_string(),
+                        value: v.to_string(),
+                        data: v.to_string(),
+                    });
                 }
             }
         }
-        let (movement_bars, movement_rows): (Option<Bars>, Vec<Figure>) = if has("mart_loyalty_ladder") {
-            let found = movements(&ctx).await?;
-            let chart = scaled_bars(found.iter().map(|(name, n)| (name.clone(), *n as f64, n.to_string())).collect(), "#5b7bb4");
-            (Some(chart), found.into_iter().map(|(name, n)| Figure { name, value: n.to_string(), data: n.to_string() }).collect())
-        } else {
-            (None, Vec::new())
-        };
+        let (movement_bars, movement_rows): (Option<Bars>, Vec<Figure>) =
+            if has("mart_loyalty_ladder") {
+                let found = movements(&ctx).await?;
+                let chart = scaled_bars(
+                    found
+                        .iter()
+                        .map(|(name, n)| (name.clone(), *n as f64, n.to_string()))
+                        .collect(),
+                    "#5b7bb4",
+                );
+                (
+                    Some(chart),
+                    found
+                        .into_iter()
+                        .map(|(name, n)| Figure {
+                            name,
+                            value: n.to_string(),
+                            data: n.to_string(),
+                        })
+                        .collect(),
+                )
+            } else {
+                (None, Vec::new())
+            };
         Some(Changes {
-            previous: previous.as_ref().and_then(|p| p.get("run_id")).and_then(|v| v.as_str()).map(String::from),
-            previous_started: previous.as_ref().and_then(|p| p.get("started_at")).and_then(|v| v.as_str()).unwrap_or("").to_string(),
+            previous: previous
+                .as_ref()
+                .and_then(|p| p.get("run_id"))
+                .and_then(|v| v.as_str())
+                .map(String::from),
+            previous_started: previous
+                .as_ref()
+                .and_then(|p| p.get("started_at"))
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string(),
             marts,
             identity_keys: keys,
             movements: movement_bars,
@@ -1508,31 +2098,33 @@ pub async fn render(store: &Store, run_id: &str) -> Result<String, ReportError> 
 
     let mut env = minijinja::Environment::new();
     env.add_template("report.html", include_str!("report.html"))?;
-    let html = env.get_template("report.html")?.render(minijinja::context! {
-        run => m,
-        duration => duration,
-        params => params,
-        errors => get("errors"),
-        error_kind => get("error_kind"),
-        inputs => inputs,
-        quarantine => quarantine,
-        steps => steps,
-        timeline => timeline,
-        warnings => warnings,
-        changes => changes,
-        pareto => pareto_data,
-        rfm => rfm_data,
-        tiers => tiers_data,
-        lifecycle => lifecycle_data,
-        cohorts => cohorts_data,
-        clv => clv_data,
-        clv_model => clv_model_data,
-        cx => cx_data,
-        touchpoints => touchpoints_data,
-        conversion => conversion_data,
-        identity => identity_data,
-        pairs => pairs_data,
-    })?;
+    let html = env
+        .get_template("report.html")?
+        .render(minijinja::context! {
+            run => m,
+            duration => duration,
+            params => params,
+            errors => get("errors"),
+            error_kind => get("error_kind"),
+            inputs => inputs,
+            quarantine => quarantine,
+            steps => steps,
+            timeline => timeline,
+            warnings => warnings,
+            changes => changes,
+            pareto => pareto_data,
+            rfm => rfm_data,
+            tiers => tiers_data,
+            lifecycle => lifecycle_data,
+            cohorts => cohorts_data,
+            clv => clv_data,
+            clv_model => clv_model_data,
+            cx => cx_data,
+            touchpoints => touchpoints_data,
+            conversion => conversion_data,
+            identity => identity_data,
+            pairs => pairs_data,
+        })?;
     Ok(html)
 }
 
@@ -1540,6 +2132,10 @@ pub async fn render(store: &Store, run_id: &str) -> Result<String, ReportError> 
 pub async fn write(store: &Store, run_id: &str) -> Result<String, ReportError> {
     let html = render(store, run_id).await?;
     let path = store.path(&format!("_runs/{run_id}.html"))?;
-    store.object_store.put(&path, PutPayload::from(html.into_bytes())).await.map_err(|e| store.io_error(&path, e))?;
+    store
+        .object_store
+        .put(&path, PutPayload::from(html.into_bytes()))
+        .await
+        .map_err(|e| store.io_error(&path, e))?;
     Ok(store.url(&path))
 }

@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, UInt64Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, UInt64Array,
+};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::error::DataFusionError;
@@ -44,17 +46,29 @@ struct ClvFit {
 pub fn compile(with: &serde_yaml::Value) -> Result<Box<dyn BuiltinStep>, String> {
     let c: ClvFitConfig = with_block(with)?;
     if !(c.penalizer.is_finite() && c.penalizer >= 0.0) {
-        return Err(format!("penalizer must be a non-negative number, got {}", c.penalizer));
+        return Err(format!(
+            "penalizer must be a non-negative number, got {}",
+            c.penalizer
+        ));
     }
-    Ok(Box::new(ClvFit { summary: c.summary.to_lowercase(), options: FitOptions { penalizer: c.penalizer, max_iters: c.max_iters } }))
+    Ok(Box::new(ClvFit {
+        summary: c.summary.to_lowercase(),
+        options: FitOptions {
+            penalizer: c.penalizer,
+            max_iters: c.max_iters,
+        },
+    }))
 }
 
 fn column(batch: &RecordBatch, name: &str) -> datafusion::error::Result<Float64Array> {
-    let col = batch
-        .column_by_name(name)
-        .ok_or_else(|| DataFusionError::Plan(format!("clv_fit: the summary table has no column `{name}`")))?;
+    let col = batch.column_by_name(name).ok_or_else(|| {
+        DataFusionError::Plan(format!("clv_fit: the summary table has no column `{name}`"))
+    })?;
     let f = cast(col, &DataType::Float64)?;
-    Ok(f.as_any().downcast_ref::<Float64Array>().expect("cast to Float64").clone())
+    Ok(f.as_any()
+        .downcast_ref::<Float64Array>()
+        .expect("cast to Float64")
+        .clone())
 }
 
 /// The fitted models and what the optimiser said.
@@ -66,13 +80,23 @@ struct Fitted {
     gamma_gamma_error: Option<String>,
 }
 
-fn fit(summaries: Vec<Summary>, spend: Vec<(f64, f64)>, options: &FitOptions) -> Result<Fitted, String> {
+fn fit(
+    summaries: Vec<Summary>,
+    spend: Vec<(f64, f64)>,
+    options: &FitOptions,
+) -> Result<Fitted, String> {
     let bgnbd = BgNbd::fit_with(&summaries, options).map_err(|e| format!("BG/NBD: {e}"))?;
     let (gamma_gamma, gamma_gamma_error) = match GammaGamma::fit_with(&spend, options) {
         Ok(f) => (Some(f), None),
         Err(e) => (None, Some(format!("Gamma-Gamma: {e}"))),
     };
-    Ok(Fitted { customers: summaries.len(), repeat_buyers: spend.len(), bgnbd, gamma_gamma, gamma_gamma_error })
+    Ok(Fitted {
+        customers: summaries.len(),
+        repeat_buyers: spend.len(),
+        bgnbd,
+        gamma_gamma,
+        gamma_gamma_error,
+    })
 }
 
 impl BuiltinStep for ClvFit {
@@ -80,7 +104,12 @@ impl BuiltinStep for ClvFit {
         vec![self.summary.clone()]
     }
 
-    fn run<'a>(&'a self, ctx: &'a SessionContext, _params: &'a Params) -> BoxFuture<'a, datafusion::error::Result<BuiltinOutput>> {
+    fn run<'a>(
+        &'a self,
+        ctx: &'a SessionContext,
+        _params: &'a Params,
+        _env: &'a super::StepEnv<'a>,
+    ) -> BoxFuture<'a, datafusion::error::Result<BuiltinOutput>> {
         async move {
             let df = ctx.table(self.summary.as_str()).await?.select_columns(&["frequency", "recency", "t", "monetary"])?;
             let mut summaries = Vec::new();
@@ -116,7 +145,7 @@ impl BuiltinStep for ClvFit {
             if !fitted.bgnbd.1.converged {
                 tracing::warn!(termination = %fitted.bgnbd.1.termination, "BG/NBD fit did not converge");
             }
-            Ok(BuiltinOutput { frame: ctx.read_batch(batch)?, details: Some(details), tables: Vec::new() })
+            Ok(BuiltinOutput { frame: ctx.read_batch(batch)?, details: Some(details), tables: Vec::new(), engine_tables: Vec::new() })
         }
         .boxed()
     }
@@ -148,28 +177,55 @@ fn details(f: &Fitted, fit_ms: u64) -> serde_json::Value {
 fn model_batch(f: &Fitted) -> datafusion::error::Result<RecordBatch> {
     let (m, r) = &f.bgnbd;
     let gg = f.gamma_gamma.as_ref();
-    let float = |name: &str, v: Option<f64>| (Field::new(name, DataType::Float64, true), Arc::new(Float64Array::from(vec![v])) as ArrayRef);
+    let float = |name: &str, v: Option<f64>| {
+        (
+            Field::new(name, DataType::Float64, true),
+            Arc::new(Float64Array::from(vec![v])) as ArrayRef,
+        )
+    };
     let columns: Vec<(Field, ArrayRef)> = vec![
-        (Field::new("customers", DataType::UInt64, false), Arc::new(UInt64Array::from(vec![f.customers as u64]))),
-        (Field::new("repeat_buyers", DataType::UInt64, false), Arc::new(UInt64Array::from(vec![f.repeat_buyers as u64]))),
+        (
+            Field::new("customers", DataType::UInt64, false),
+            Arc::new(UInt64Array::from(vec![f.customers as u64])),
+        ),
+        (
+            Field::new("repeat_buyers", DataType::UInt64, false),
+            Arc::new(UInt64Array::from(vec![f.repeat_buyers as u64])),
+        ),
         float("r", Some(m.r)),
         float("alpha", Some(m.alpha)),
         float("a", Some(m.a)),
         float("b", Some(m.b)),
         float("bgnbd_log_likelihood", Some(r.log_likelihood)),
-        (Field::new("bgnbd_converged", DataType::Boolean, false), Arc::new(BooleanArray::from(vec![r.converged]))),
-        (Field::new("bgnbd_iterations", DataType::UInt64, false), Arc::new(UInt64Array::from(vec![r.iterations]))),
+        (
+            Field::new("bgnbd_converged", DataType::Boolean, false),
+            Arc::new(BooleanArray::from(vec![r.converged])),
+        ),
+        (
+            Field::new("bgnbd_iterations", DataType::UInt64, false),
+            Arc::new(UInt64Array::from(vec![r.iterations])),
+        ),
         float("p", gg.map(|(g, _)| g.p)),
         float("q", gg.map(|(g, _)| g.q)),
         float("gamma", gg.map(|(g, _)| g.gamma)),
-        float("gamma_gamma_log_likelihood", gg.map(|(_, r)| r.log_likelihood)),
-        (Field::new("gamma_gamma_converged", DataType::Boolean, false), Arc::new(BooleanArray::from(vec![gg.is_some_and(|(_, r)| r.converged)]))),
+        float(
+            "gamma_gamma_log_likelihood",
+            gg.map(|(_, r)| r.log_likelihood),
+        ),
+        (
+            Field::new("gamma_gamma_converged", DataType::Boolean, false),
+            Arc::new(BooleanArray::from(vec![
+                gg.is_some_and(|(_, r)| r.converged)
+            ])),
+        ),
         (
             Field::new("termination", DataType::Utf8, false),
             Arc::new(StringArray::from(vec![format!(
                 "BG/NBD: {}; Gamma-Gamma: {}",
                 r.termination,
-                gg.map(|(_, r)| r.termination.clone()).or_else(|| f.gamma_gamma_error.clone()).unwrap_or_default()
+                gg.map(|(_, r)| r.termination.clone())
+                    .or_else(|| f.gamma_gamma_error.clone())
+                    .unwrap_or_default()
             )])),
         ),
     ];

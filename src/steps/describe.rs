@@ -22,7 +22,9 @@ struct Describe {
 
 pub fn compile(with: &serde_yaml::Value) -> Result<Box<dyn BuiltinStep>, String> {
     let config: DescribeConfig = with_block(with)?;
-    Ok(Box::new(Describe { table: config.table.to_lowercase() }))
+    Ok(Box::new(Describe {
+        table: config.table.to_lowercase(),
+    }))
 }
 
 impl BuiltinStep for Describe {
@@ -30,7 +32,20 @@ impl BuiltinStep for Describe {
         vec![self.table.clone()]
     }
 
-    fn run<'a>(&'a self, ctx: &'a SessionContext, _params: &'a Params) -> BoxFuture<'a, datafusion::error::Result<BuiltinOutput>> {
-        async move { Ok(ctx.table(self.table.as_str()).await?.describe().await?.into()) }.boxed()
+    fn run<'a>(
+        &'a self,
+        ctx: &'a SessionContext,
+        _params: &'a Params,
+        _env: &'a super::StepEnv<'a>,
+    ) -> BoxFuture<'a, datafusion::error::Result<BuiltinOutput>> {
+        async move {
+            Ok(ctx
+                .table(self.table.as_str())
+                .await?
+                .describe()
+                .await?
+                .into())
+        }
+        .boxed()
     }
 }

@@ -17,7 +17,7 @@ use futures::FutureExt;
 
 use super::{with_block, BuiltinOutput, BuiltinStep};
 use crate::config::params::Params;
-use crate::identity::config::{IdentityConfig, Settings};
+use crate::identity::config::{CompareOn, IdentityConfig, Settings};
 use crate::identity::{self, Context};
 
 #[derive(Debug)]
@@ -27,13 +27,19 @@ struct Identity {
 
 pub fn compile(with: &serde_yaml::Value) -> Result<Box<dyn BuiltinStep>, String> {
     let config: IdentityConfig = with_block(with)?;
-    Ok(Box::new(Identity { settings: Arc::new(config.check()?) }))
+    Ok(Box::new(Identity {
+        settings: Arc::new(config.check()?),
+    }))
 }
 
 /// Reads `columns` of `table` as text, one Vec per column, sorted by the columns in order
 /// (so that of two rows for one record, the same one wins in every run); rows with a null
 /// are skipped.
-async fn read_text(ctx: &SessionContext, table: &str, columns: &[&str]) -> datafusion::error::Result<Vec<Vec<String>>> {
+async fn read_text(
+    ctx: &SessionContext,
+    table: &str,
+    columns: &[&str],
+) -> datafusion::error::Result<Vec<Vec<String>>> {
     let df = ctx
         .table(table)
         .await?
@@ -44,7 +50,10 @@ async fn read_text(ctx: &SessionContext, table: &str, columns: &[&str]) -> dataf
         let arrays: Vec<StringArray> = (0..columns.len())
             .map(|i| {
                 let a = cast(batch.column(i), &DataType::Utf8)?;
-                Ok(a.as_any().downcast_ref::<StringArray>().expect("Utf8").clone())
+                Ok(a.as_any()
+                    .downcast_ref::<StringArray>()
+                    .expect("Utf8")
+                    .clone())
             })
             .collect::<datafusion::error::Result<_>>()?;
         for row in 0..batch.num_rows() {
@@ -65,8 +74,16 @@ async fn pairs_by_record(
     columns: [&str; 3],
 ) -> datafusion::error::Result<HashMap<(String, String), String>> {
     let mut cols = read_text(ctx, table, &columns).await?.into_iter();
-    let (a, b, c) = (cols.next().unwrap_or_default(), cols.next().unwrap_or_default(), cols.next().unwrap_or_default());
-    Ok(a.into_iter().zip(b).zip(c).map(|((s, r), v)| ((s, r), v)).collect())
+    let (a, b, c) = (
+        cols.next().unwrap_or_default(),
+        cols.next().unwrap_or_default(),
+        cols.next().unwrap_or_default(),
+    );
+    Ok(a.into_iter()
+        .zip(b)
+        .zip(c)
+        .map(|((s, r), v)| ((s, r), v))
+        .collect())
 }
 
 impl BuiltinStep for Identity {
@@ -85,28 +102,82 @@ impl BuiltinStep for Identity {
     }
 
     fn extra_outputs(&self, name: &str) -> Vec<String> {
-        ["golden", "quality", "pairs"].iter().map(|s| format!("{name}_{s}")).collect()
+        ["golden", "quality", "pairs"]
+            .iter()
+            .map(|s| format!("{name}_{s}"))
+            .collect()
     }
 
-    fn run<'a>(&'a self, ctx: &'a SessionContext, _params: &'a Params) -> BoxFuture<'a, datafusion::error::Result<BuiltinOutput>> {
+    fn run<'a>(
+        &'a self,
+        ctx: &'a SessionContext,
+        _params: &'a Params,
+        env: &'a super::StepEnv<'a>,
+    ) -> BoxFuture<'a, datafusion::error::Result<BuiltinOutput>> {
         async move {
             let settings = self.settings.clone();
             let (records, load) = identity::records::load(ctx, &settings).await?;
             let mut context = Context::default();
             if let Some(previous) = &settings.raw.previous {
-                context.previous = pairs_by_record(ctx, &previous.to_lowercase(), ["source", "source_record_id", "customer_key"]).await?;
+                context.previous = pairs_by_record(
+                    ctx,
+                    &previous.to_lowercase(),
+                    ["source", "source_record_id", "customer_key"],
+                )
+                .await?;
             }
             if let Some(truth) = &settings.raw.ground_truth {
-                context.truth = pairs_by_record(ctx, &truth.to_lowercase(), ["source", "record_id", "person_id"]).await?;
+                context.truth = pairs_by_record(
+                    ctx,
+                    &truth.to_lowercase(),
+                    ["source", "record_id", "person_id"],
+                )
+                .await?;
             }
             if records.is_empty() && !crate::validate::planning() {
                 tracing::warn!("identity: the inputs hold no records");
             }
             context.stop = crate::memory::Stop::current();
-            let resolution = tokio::task::spawn_blocking(move || identity::resolve(&settings, &records, &load, &context))
+            let on_engine = match settings.raw.compare_on {
+                CompareOn::Client => false,
+                CompareOn::Engine => true,
+                CompareOn::Auto => env.on_cluster(),
+            };
+            // Validation plans on empty inputs: the in-process path gives the same tables.
+            if on_engine
+                && !records.is_empty()
+                && !settings.blocking.is_empty()
+                && !crate::validate::planning()
+            {
+                let prefix = format!("__{}", env.name);
+                let resolution = identity::engine::resolve(
+                    ctx, env, &prefix, &settings, &records, &load, &context,
+                )
                 .await
-                .map_err(|e| DataFusionError::Context("identity".into(), Box::new(DataFusionError::ExecutionJoin(Box::new(e)))))?
-                .map_err(|e| DataFusionError::Execution(format!("identity: {e}")))?;
+                .map_err(|e| e.context("identity"))?;
+                let finished = resolution.finished;
+                return Ok(BuiltinOutput {
+                    frame: ctx.read_batch(finished.map)?,
+                    details: Some(finished.details),
+                    tables: vec![
+                        ("golden".into(), ctx.read_batch(finished.golden)?),
+                        ("quality".into(), ctx.read_batch(finished.quality)?),
+                        ("pairs".into(), resolution.pairs),
+                    ],
+                    engine_tables: vec!["pairs".into()],
+                });
+            }
+            let resolution = tokio::task::spawn_blocking(move || {
+                identity::resolve(&settings, &records, &load, &context)
+            })
+            .await
+            .map_err(|e| {
+                DataFusionError::Context(
+                    "identity".into(),
+                    Box::new(DataFusionError::ExecutionJoin(Box::new(e))),
+                )
+            })?
+            .map_err(|e| DataFusionError::Execution(format!("identity: {e}")))?;
             Ok(BuiltinOutput {
                 frame: ctx.read_batch(resolution.map)?,
                 details: Some(resolution.details),
@@ -115,6 +186,7 @@ impl BuiltinStep for Identity {
                     ("quality".into(), ctx.read_batch(resolution.quality)?),
                     ("pairs".into(), ctx.read_batch(resolution.pairs)?),
                 ],
+                engine_tables: Vec::new(),
             })
         }
         .boxed()

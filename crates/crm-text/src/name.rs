@@ -50,8 +50,13 @@ pub fn normalize_name(raw: &str) -> Option<String> {
         } else if c.is_ascii_alphanumeric() {
             key.push(c.to_ascii_lowercase());
         } else if c.is_alphanumeric() {
-            let Some(ascii) = deunicode_char(c) else { continue };
-            ascii.chars().filter(char::is_ascii_alphanumeric).for_each(|a| key.push(a.to_ascii_lowercase()));
+            let Some(ascii) = deunicode_char(c) else {
+                continue;
+            };
+            ascii
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .for_each(|a| key.push(a.to_ascii_lowercase()));
             // Some transliterations are words ("Bei " for 北).
             if ascii.ends_with(' ') {
                 key.separate();
@@ -65,7 +70,19 @@ pub fn normalize_name(raw: &str) -> Option<String> {
 
 fn is_separator(c: char) -> bool {
     (c.is_whitespace() && !is_invisible(c))
-        || matches!(c, '-' | '\u{2010}'..='\u{2015}' | '\u{2212}' | '.' | ',' | '/' | '_' | '\u{FE58}' | '\u{FE63}' | '\u{FF0D}')
+        || matches!(
+            c,
+            '-' | '\u{2010}'
+                ..='\u{2015}'
+                    | '\u{2212}'
+                    | '.'
+                    | ','
+                    | '/'
+                    | '_'
+                    | '\u{FE58}'
+                    | '\u{FE63}'
+                    | '\u{FF0D}'
+        )
 }
 
 /// The key being built. A word separator is only written once the next letter
@@ -92,7 +109,10 @@ impl Key {
 
 /// Appends `c` unless the digraph rule (step 3) drops it after the last letter.
 fn push_folded(key: &mut String, c: char) {
-    let drop = matches!((key.as_bytes().last(), c), (Some(b'a'), 'a' | 'e') | (Some(b'o' | b'u'), 'e'));
+    let drop = matches!(
+        (key.as_bytes().last(), c),
+        (Some(b'a'), 'a' | 'e') | (Some(b'o' | b'u'), 'e')
+    );
     if !drop {
         key.push(c);
     }
@@ -116,7 +136,14 @@ mod tests {
 
     #[test]
     fn nordic_letters_and_their_ascii_spellings_meet() {
-        all_same(&["Østergaard", "Oestergaard", "Ostergaard", "ØSTERGÅRD", "Östergaard", "østergård"]);
+        all_same(&[
+            "Østergaard",
+            "Oestergaard",
+            "Ostergaard",
+            "ØSTERGÅRD",
+            "Östergaard",
+            "østergård",
+        ]);
         all_same(&["Søren", "Soeren", "Soren", "SØREN", "Sören"]);
         all_same(&["Jørgensen", "Joergensen", "Jorgensen", "Jörgensen"]);
         all_same(&["Kjær", "Kjaer", "Kjär", "Kjar"]);
@@ -129,10 +156,17 @@ mod tests {
     #[test]
     fn whitespace_and_hyphens_are_one_separator() {
         all_same(&[
-            "Hansen-Jensen", "Hansen Jensen", "  hansen  -  jensen ", "Hansen\u{2013}Jensen", "HANSEN\u{A0}JENSEN",
+            "Hansen-Jensen",
+            "Hansen Jensen",
+            "  hansen  -  jensen ",
+            "Hansen\u{2013}Jensen",
+            "HANSEN\u{A0}JENSEN",
             "Hansen\t\nJensen",
         ]);
-        assert_eq!(key("Anne-Marie  Hansen").as_deref(), Some("anne marie hansen"));
+        assert_eq!(
+            key("Anne-Marie  Hansen").as_deref(),
+            Some("anne marie hansen")
+        );
         assert_eq!(key("J. P. Jensen").as_deref(), Some("j p jensen"));
     }
 
@@ -148,16 +182,41 @@ mod tests {
 
     #[test]
     fn unicode_oddities() {
-        all_same(&["Anna", "An\u{200B}na", "\u{FEFF}Anna", "An\u{00AD}na", "Anna \u{1F600}", "\u{1F469}\u{200D}\u{1F4BB}Anna"]);
+        all_same(&[
+            "Anna",
+            "An\u{200B}na",
+            "\u{FEFF}Anna",
+            "An\u{00AD}na",
+            "Anna \u{1F600}",
+            "\u{1F469}\u{200D}\u{1F4BB}Anna",
+        ]);
         assert_eq!(key("Anna \u{1F600} Berg").as_deref(), Some("anna berg"));
-        for empty in ["", "   ", "\u{A0}", "\u{200B}", "\u{1F600}", "-", "'", "\u{301}"] {
+        for empty in [
+            "",
+            "   ",
+            "\u{A0}",
+            "\u{200B}",
+            "\u{1F600}",
+            "-",
+            "'",
+            "\u{301}",
+        ] {
             assert_eq!(key(empty), None, "{empty:?}");
         }
     }
 
     #[test]
     fn the_key_is_its_own_key() {
-        for n in ["Østergaard", "Haae", "Aaeae", "Noel Poe", "Jørgensen-Kjær", "Israel", "北京", "Ålborg"] {
+        for n in [
+            "Østergaard",
+            "Haae",
+            "Aaeae",
+            "Noel Poe",
+            "Jørgensen-Kjær",
+            "Israel",
+            "北京",
+            "Ålborg",
+        ] {
             let k = key(n).unwrap();
             assert_eq!(key(&k), Some(k.clone()), "{n:?}");
         }

@@ -45,8 +45,16 @@ pub fn normalize_phone(raw: &str, default_country: &str) -> Option<String> {
     }
     // "+44 (0)20 ..." marks the trunk prefix dialled only from inside the country;
     // libphonenumber drops it, the Rust port does not.
-    let text = if text.starts_with('+') || text.starts_with("00") { text.replace("(0)", "") } else { text.into_owned() };
-    let country = default_country.trim().to_ascii_uppercase().parse::<Id>().ok();
+    let text = if text.starts_with('+') || text.starts_with("00") {
+        text.replace("(0)", "")
+    } else {
+        text.into_owned()
+    };
+    let country = default_country
+        .trim()
+        .to_ascii_uppercase()
+        .parse::<Id>()
+        .ok();
     // The parser has panicked on malformed input before (rust-phonenumber issues 32
     // and 43); one odd cell must not fail a whole run.
     catch_unwind(AssertUnwindSafe(|| {
@@ -69,8 +77,16 @@ mod tests {
     fn danish_formats_agree() {
         let want = Some("+4520123456".to_string());
         for s in [
-            "+45 20 12 34 56", "0045-20123456", "20123456", "20 12 34 56", "+4520123456", "0045 20 12 34 56",
-            "(+45) 2012 3456", "+45-20-12-34-56", "20.12.34.56", " 20123456 ",
+            "+45 20 12 34 56",
+            "0045-20123456",
+            "20123456",
+            "20 12 34 56",
+            "+4520123456",
+            "0045 20 12 34 56",
+            "(+45) 2012 3456",
+            "+45-20-12-34-56",
+            "20.12.34.56",
+            " 20123456 ",
         ] {
             assert_eq!(dk(s), want, "{s:?}");
         }
@@ -78,30 +94,79 @@ mod tests {
 
     #[test]
     fn other_countries() {
-        assert_eq!(normalize_phone("0046 70 123 45 67", "DK"), Some("+46701234567".into()));
-        assert_eq!(normalize_phone("070-123 45 67", "SE"), Some("+46701234567".into()));
-        assert_eq!(normalize_phone("+44 20 7946 0958", "DK"), Some("+442079460958".into()));
-        assert_eq!(normalize_phone("020 7946 0958", "GB"), Some("+442079460958".into()));
-        assert_eq!(normalize_phone("+44 (0)20 7946 0958", "DK"), Some("+442079460958".into()));
-        assert_eq!(normalize_phone("0151 12345678", "DE"), Some("+4915112345678".into()));
-        assert_eq!(normalize_phone("+49 151 12345678", "se"), Some("+4915112345678".into()));
-        assert_eq!(normalize_phone("(650) 253-0000", "US"), Some("+16502530000".into()));
-        assert_eq!(normalize_phone("412 34 567", "NO"), Some("+4741234567".into()));
+        assert_eq!(
+            normalize_phone("0046 70 123 45 67", "DK"),
+            Some("+46701234567".into())
+        );
+        assert_eq!(
+            normalize_phone("070-123 45 67", "SE"),
+            Some("+46701234567".into())
+        );
+        assert_eq!(
+            normalize_phone("+44 20 7946 0958", "DK"),
+            Some("+442079460958".into())
+        );
+        assert_eq!(
+            normalize_phone("020 7946 0958", "GB"),
+            Some("+442079460958".into())
+        );
+        assert_eq!(
+            normalize_phone("+44 (0)20 7946 0958", "DK"),
+            Some("+442079460958".into())
+        );
+        assert_eq!(
+            normalize_phone("0151 12345678", "DE"),
+            Some("+4915112345678".into())
+        );
+        assert_eq!(
+            normalize_phone("+49 151 12345678", "se"),
+            Some("+4915112345678".into())
+        );
+        assert_eq!(
+            normalize_phone("(650) 253-0000", "US"),
+            Some("+16502530000".into())
+        );
+        assert_eq!(
+            normalize_phone("412 34 567", "NO"),
+            Some("+4741234567".into())
+        );
     }
 
     #[test]
     fn country_of_the_text_wins_over_the_default() {
-        assert_eq!(normalize_phone("+45 20 12 34 56", "SE"), Some("+4520123456".into()));
+        assert_eq!(
+            normalize_phone("+45 20 12 34 56", "SE"),
+            Some("+4520123456".into())
+        );
     }
 
     #[test]
     fn invalid_numbers_and_countries_give_none() {
-        for bad in ["", " ", "n/a", "-", "+", "2012345", "201234567", "00000000", "+45 12", "+999 1234567", "abc20123456xyz!"] {
+        for bad in [
+            "",
+            " ",
+            "n/a",
+            "-",
+            "+",
+            "2012345",
+            "201234567",
+            "00000000",
+            "+45 12",
+            "+999 1234567",
+            "abc20123456xyz!",
+        ] {
             assert_eq!(dk(bad), None, "{bad:?}");
         }
-        assert_eq!(normalize_phone("20123456", ""), None, "no country code and no default");
+        assert_eq!(
+            normalize_phone("20123456", ""),
+            None,
+            "no country code and no default"
+        );
         assert_eq!(normalize_phone("20123456", "XX"), None);
-        assert_eq!(normalize_phone("+45 20123456", "XX"), Some("+4520123456".into()));
+        assert_eq!(
+            normalize_phone("+45 20123456", "XX"),
+            Some("+4520123456".into())
+        );
         assert_eq!(dk(&"1".repeat(200)), None);
     }
 
@@ -112,9 +177,15 @@ mod tests {
 
     #[test]
     fn unicode_oddities() {
-        assert_eq!(dk("\u{A0}20\u{A0}12\u{A0}34\u{A0}56"), Some("+4520123456".into()));
+        assert_eq!(
+            dk("\u{A0}20\u{A0}12\u{A0}34\u{A0}56"),
+            Some("+4520123456".into())
+        );
         assert_eq!(dk("2012\u{200B}3456"), Some("+4520123456".into()));
-        assert_eq!(dk("\u{FF12}\u{FF10}\u{FF11}\u{FF12}\u{FF13}\u{FF14}\u{FF15}\u{FF16}"), Some("+4520123456".into()));
+        assert_eq!(
+            dk("\u{FF12}\u{FF10}\u{FF11}\u{FF12}\u{FF13}\u{FF14}\u{FF15}\u{FF16}"),
+            Some("+4520123456".into())
+        );
         assert_eq!(dk("\u{1F4DE} 20123456"), Some("+4520123456".into()));
         assert_eq!(dk("\u{1F4DE}"), None);
     }
@@ -123,7 +194,8 @@ mod tests {
     fn odd_input_never_panics() {
         // A small deterministic fuzz: fragments that have tripped phone parsers before.
         let parts = [
-            "+", "00", "0", "45", "(", ")", "-", " ", "#", ":", "x", "ext", "*", "2", "9", ";", "tel:", "\u{FF10}", "/", ".",
+            "+", "00", "0", "45", "(", ")", "-", " ", "#", ":", "x", "ext", "*", "2", "9", ";",
+            "tel:", "\u{FF10}", "/", ".",
         ];
         let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
         for _ in 0..3000 {

@@ -31,7 +31,12 @@ pub fn double_metaphone(name: &str) -> (String, String) {
         } else if c.is_whitespace() || c == '-' {
             ascii.push(' ');
         } else if c.is_alphabetic() {
-            ascii.extend(deunicode_char(c).unwrap_or("").chars().filter(char::is_ascii_alphabetic));
+            ascii.extend(
+                deunicode_char(c)
+                    .unwrap_or("")
+                    .chars()
+                    .filter(char::is_ascii_alphabetic),
+            );
         }
     }
     let codes = DoubleMetaphone::default().double_metaphone(&ascii);

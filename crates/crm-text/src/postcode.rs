@@ -26,7 +26,10 @@ use crate::clean::{nfkc, strip_invisible};
 pub fn normalize_postcode(raw: &str) -> Option<String> {
     let visible = strip_invisible(raw);
     let text = nfkc(visible.trim()).to_uppercase();
-    let code: String = without_country_prefix(&text).chars().filter(|c| c.is_alphanumeric()).collect();
+    let code: String = without_country_prefix(&text)
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .collect();
     code.chars().any(|c| c.is_ascii_digit()).then_some(code)
 }
 
@@ -36,7 +39,9 @@ fn without_country_prefix(text: &str) -> &str {
         return text;
     }
     let rest = text[letters..].trim_start();
-    match rest.strip_prefix(['-', '\u{2010}', '\u{2011}', '\u{2012}', '\u{2013}', '\u{2014}']) {
+    match rest.strip_prefix([
+        '-', '\u{2010}', '\u{2011}', '\u{2012}', '\u{2013}', '\u{2014}',
+    ]) {
         Some(after) if after.trim_start().starts_with(|c: char| c.is_ascii_digit()) => after,
         _ => text,
     }
@@ -52,7 +57,15 @@ mod tests {
 
     #[test]
     fn country_prefixes_go() {
-        for s in ["DK-2100", "dk-2100", "DK - 2100", "DK\u{2013}2100", "2100", " 2100 ", "21 00"] {
+        for s in [
+            "DK-2100",
+            "dk-2100",
+            "DK - 2100",
+            "DK\u{2013}2100",
+            "2100",
+            " 2100 ",
+            "21 00",
+        ] {
             assert_eq!(key(s).as_deref(), Some("2100"), "{s:?}");
         }
         assert_eq!(key("D-10115").as_deref(), Some("10115"));
@@ -66,18 +79,42 @@ mod tests {
         assert_eq!(key("VLT 1117").as_deref(), Some("VLT1117"));
         assert_eq!(key("D02 X285").as_deref(), Some("D02X285"));
         assert_eq!(key("k1a 0b1").as_deref(), Some("K1A0B1"));
-        assert_eq!(key("DK2100").as_deref(), Some("DK2100"), "no dash: kept, documented");
-        assert_eq!(key("ABCD-2100").as_deref(), Some("ABCD2100"), "four letters: not a country prefix");
-        assert_eq!(key("DK-A1").as_deref(), Some("DKA1"), "no digit right after the dash");
+        assert_eq!(
+            key("DK2100").as_deref(),
+            Some("DK2100"),
+            "no dash: kept, documented"
+        );
+        assert_eq!(
+            key("ABCD-2100").as_deref(),
+            Some("ABCD2100"),
+            "four letters: not a country prefix"
+        );
+        assert_eq!(
+            key("DK-A1").as_deref(),
+            Some("DKA1"),
+            "no digit right after the dash"
+        );
     }
 
     #[test]
     fn unicode_oddities_and_empty() {
         assert_eq!(key("\u{A0}DK-2100\u{A0}").as_deref(), Some("2100"));
         assert_eq!(key("21\u{200B}00").as_deref(), Some("2100"));
-        assert_eq!(key("\u{FF12}\u{FF11}\u{FF10}\u{FF10}").as_deref(), Some("2100"));
+        assert_eq!(
+            key("\u{FF12}\u{FF11}\u{FF10}\u{FF10}").as_deref(),
+            Some("2100")
+        );
         assert_eq!(key("2100 \u{1F3E0}").as_deref(), Some("2100"));
-        for empty in ["", "  ", "-", "\u{200B}", "\u{1F3E0}", "DK-", "N/A", "unknown"] {
+        for empty in [
+            "",
+            "  ",
+            "-",
+            "\u{200B}",
+            "\u{1F3E0}",
+            "DK-",
+            "N/A",
+            "unknown",
+        ] {
             assert_eq!(key(empty), None, "{empty:?}");
         }
     }

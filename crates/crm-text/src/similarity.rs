@@ -86,12 +86,20 @@ pub fn token_set_similarity(a: &str, b: &str) -> f64 {
     if !common.is_empty() && (only_a.is_empty() || only_b.is_empty()) {
         return 1.0;
     }
-    let with = |rest: &str| if common.is_empty() { rest.to_string() } else { format!("{common} {rest}") };
+    let with = |rest: &str| {
+        if common.is_empty() {
+            rest.to_string()
+        } else {
+            format!("{common} {rest}")
+        }
+    };
     let (with_a, with_b) = (with(&only_a), with(&only_b));
     let ratio = |x: &str, y: &str| rapidfuzz::fuzz::ratio(x.chars(), y.chars());
     let mut best = ratio(&with_a, &with_b);
     if !common.is_empty() {
-        best = best.max(ratio(&common, &with_a)).max(ratio(&common, &with_b));
+        best = best
+            .max(ratio(&common, &with_a))
+            .max(ratio(&common, &with_b));
     }
     best
 }
@@ -130,11 +138,17 @@ mod tests {
     #[test]
     fn token_set_like_rapidfuzz() {
         // rapidfuzz documents token_set_ratio("fuzzy was a bear", "fuzzy fuzzy was a bear") == 100.
-        assert_eq!(token_set_similarity("fuzzy was a bear", "fuzzy fuzzy was a bear"), 1.0);
+        assert_eq!(
+            token_set_similarity("fuzzy was a bear", "fuzzy fuzzy was a bear"),
+            1.0
+        );
         assert_eq!(token_set_similarity("hansen jensen", "jensen  hansen"), 1.0);
         // No shared word: Indel ratio of the sorted words, 1 - 2/12.
         assert!(close(token_set_similarity("jensen", "jenson"), 10.0 / 12.0));
-        assert!(close(token_set_similarity("anna jensen", "anna jenssen"), 22.0 / 23.0));
+        assert!(close(
+            token_set_similarity("anna jensen", "anna jenssen"),
+            22.0 / 23.0
+        ));
         assert_eq!(token_set_similarity("abc", "xyz"), 0.0);
         assert_eq!(token_set_similarity(" ", "anna"), 0.0);
         assert_eq!(token_set_similarity("", ""), 0.0);
@@ -148,6 +162,10 @@ mod tests {
         assert_eq!(jaro_winkler("jos\u{E9}", "jose\u{301}"), 1.0);
         assert_eq!(token_set_similarity("jos\u{E9} ib", "ib jose\u{301}"), 1.0);
         assert_eq!(levenshtein("\u{1F600}", "\u{1F601}"), 1);
-        assert_eq!(token_set_similarity("anna\u{A0}berg", "berg anna"), 1.0, "NBSP splits words");
+        assert_eq!(
+            token_set_similarity("anna\u{A0}berg", "berg anna"),
+            1.0,
+            "NBSP splits words"
+        );
     }
 }
