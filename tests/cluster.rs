@@ -273,6 +273,36 @@ impl Setup {
             "generate: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // The shipped pipeline, its clickstream read incrementally (a run parses only new
+        // or changed files and reuses the staged copies of the others).
+        let text =
+            std::fs::read_to_string(common::repo().join("pipelines/customer_marts.yaml")).unwrap();
+        let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let map = doc.as_mapping_mut().unwrap();
+        map.insert(
+            "sql_dir".into(),
+            common::repo()
+                .join("sql")
+                .to_string_lossy()
+                .into_owned()
+                .into(),
+        );
+        let clickstream = map
+            .get_mut("sources")
+            .unwrap()
+            .get_mut("web_clickstream")
+            .unwrap()
+            .as_mapping_mut()
+            .unwrap();
+        clickstream.insert(
+            "incremental".into(),
+            serde_yaml::from_str("{ late_window_hours: 0 }").unwrap(),
+        );
+        std::fs::write(
+            dir.path().join("customer_marts.yaml"),
+            serde_yaml::to_string(&doc).unwrap(),
+        )
+        .unwrap();
         Self { dir, bucket, vars }
     }
 
@@ -312,14 +342,11 @@ impl Setup {
 
     fn run(&self, config: &Path, extra: &[&str]) -> Process {
         let config = config.to_string_lossy().into_owned();
-        let mut args = vec![
-            "run",
-            "pipelines/customer_marts.yaml",
-            "--config",
-            &config,
-            "--as-of",
-            AS_OF,
-        ];
+        let pipeline = self
+            .path("customer_marts.yaml")
+            .to_string_lossy()
+            .into_owned();
+        let mut args = vec!["run", &pipeline, "--config", &config, "--as-of", AS_OF];
         args.extend_from_slice(extra);
         Process::spawn("run", &args, &self.vars)
     }
@@ -526,6 +553,11 @@ fn the_pipeline_on_a_cluster_gives_the_local_engines_marts_and_survives_a_lost_e
     // An executor killed in the middle of a run: the run finishes on the other executor or
     // fails naming the cause. A second run builds on the first (stable customer keys), so
     // its reference is a second local run; a failed one leaves the first run's marts live.
+    // Late clickstream events arrive (a re-export of some events among them): the next runs
+    // parse the new file alone and reuse the staged copy of the first.
+    let first = std::fs::read_to_string(setup.path("exports/web/clickstream.ndjson")).unwrap();
+    let late: String = first.lines().take(200).map(|l| format!("{l}\n")).collect();
+    std::fs::write(setup.path("exports/web/clickstream-late.ndjson"), late).unwrap();
     let mut local_again = setup.run(&local_env, &[]);
     assert_eq!(
         local_again.wait(Duration::from_secs(600)),
@@ -552,7 +584,28 @@ fn the_pipeline_on_a_cluster_gives_the_local_engines_marts_and_survives_a_lost_e
     let code = second.wait(Duration::from_secs(900));
     let log = second.log();
     let live = common::mart_contents(&setup.download_marts("after-kill"));
+    let local_manifest = common::manifest_files(&setup.path("local-marts/_runs"))
+        .into_iter()
+        .max()
+        .unwrap();
+    let local_manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(local_manifest).unwrap()).unwrap();
+    assert_eq!(
+        clickstream_reads(&local_manifest),
+        [
+            ("clickstream-late.ndjson".to_string(), false),
+            ("clickstream.ndjson".to_string(), true)
+        ]
+    );
     let differences = if code == 0 {
+        assert_eq!(
+            clickstream_reads(&setup.manifest(&run_id_of(&log))),
+            [
+                ("clickstream-late.ndjson".to_string(), false),
+                ("clickstream.ndjson".to_string(), true)
+            ],
+            "the cluster run parsed the clickstream files again"
+        );
         common::mart_differences(&expected_again, &live)
     } else {
         assert_eq!(code, 1, "{log}");
@@ -568,6 +621,35 @@ fn the_pipeline_on_a_cluster_gives_the_local_engines_marts_and_survives_a_lost_e
         differences.join("\n")
     );
     eprintln!("the run that lost an executor exited with {code}");
+}
+
+/// The clickstream's files of a run, sorted, each with whether its staged copy was reused.
+fn clickstream_reads(manifest: &serde_json::Value) -> Vec<(String, bool)> {
+    let input = manifest["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "web_clickstream")
+        .expect("web_clickstream");
+    let mut files: Vec<(String, bool)> = input["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["path"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_string(),
+                f["reused"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    files.sort();
+    files
 }
 
 #[test]

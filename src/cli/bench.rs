@@ -529,11 +529,35 @@ async fn cluster_bench(
     env.execution.engine = crm_marts::config::environment::Engine::Ballista {
         scheduler: format!("df://{bind}"),
     };
+    reset_peak();
+    let cpu_before = cpu_seconds();
+    let children_before: Vec<f64> = children
+        .iter()
+        .map(|c| process_cpu_seconds(c.0.id()))
+        .collect();
     let started = Instant::now();
     let cluster =
         super::run_pipeline(Path::new(&args.pipeline), &env, params, LogFormat::Json).await?;
     let cluster_total = started.elapsed().as_secs_f64();
+    // Each process's CPU over the run and its peak memory, read before the cluster stops.
+    let client_cpu = cpu_seconds() - cpu_before;
+    let client_peak = peak_rss();
+    let usage: Vec<(f64, u64)> = children
+        .iter()
+        .zip(&children_before)
+        .map(|(c, before)| {
+            (
+                process_cpu_seconds(c.0.id()) - before,
+                process_peak_rss(c.0.id()),
+            )
+        })
+        .collect();
     drop(children);
+    // The cluster's working files: its marts, shuffle files and spills.
+    let _ = std::fs::remove_dir_all(dir.join("marts-ballista"));
+    for i in 0..executors {
+        let _ = std::fs::remove_dir_all(dir.join(format!("executor-{i}")));
+    }
     println!();
     println!("ballista: 1 scheduler and {executors} executors on this machine, {} vcores and {:.1} GiB each", (cores / executors).max(1), (limit / executors) as f64 / (1u64 << 30) as f64);
     println!(
@@ -576,7 +600,78 @@ async fn cluster_bench(
         cluster_total,
         ratio(local_total, cluster_total)
     );
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let wall = cluster_total.max(1e-9);
+    println!(
+        "{:<28} {:>10} {:>12} {:>9}",
+        "process", "CPU s", "CPU % of run", "peak GiB"
+    );
+    println!(
+        "{:<28} {:>10.1} {:>12.0} {:>9.2}",
+        "client (crm-marts run)",
+        client_cpu,
+        100.0 * client_cpu / wall,
+        gib(client_peak)
+    );
+    for (i, (cpu, peak)) in usage.iter().enumerate() {
+        let name = if i == 0 {
+            "scheduler".to_string()
+        } else {
+            format!("executor {}", i - 1)
+        };
+        println!(
+            "{:<28} {:>10.1} {:>12.0} {:>9.2}",
+            name,
+            cpu,
+            100.0 * cpu / wall,
+            gib(*peak)
+        );
+    }
+    let all: f64 = client_cpu + usage.iter().map(|u| u.0).sum::<f64>();
+    println!(
+        "all processes: {:.0} % CPU of {cores} cores over {:.1} s",
+        100.0 * all / wall,
+        cluster_total
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// CPU seconds (user and system) a child process has used so far (Linux; 0 elsewhere).
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; the
+    // kernel counts them in USER_HZ, 100 on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Peak resident memory of a child process (VmHWM; Linux, 0 elsewhere).
+fn process_peak_rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_string)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
 }
 
 /// A child process killed when dropped.

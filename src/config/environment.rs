@@ -552,21 +552,22 @@ pub fn parse_bytes(text: &str) -> Result<usize, String> {
     let n: f64 = num
         .parse()
         .map_err(|_| format!("{text:?} is not a size (expected e.g. 4GiB, 512MiB)"))?;
-    let mult: f64 =
-        match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1.0,
-            "k" | "kb" => 1e3,
-            "kib" => 1024.0,
-            "m" | "mb" => 1e6,
-            "mib" => 1024.0 * 1024.0,
-            "g" | "gb" => 1e9,
-            "gib" => 1024.0 * 1024.0 * 1024.0,
-            "t" | "tb" => 1e12,
-            "tib" => 1024f64.powi(4),
-            other => return Err(format!(
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024f64.powi(4),
+        other => {
+            return Err(format!(
                 "unknown size unit {other:?} in {text:?} (expected B, KiB, MiB, GiB, KB, MB, GB)"
-            )),
-        };
+            ))
+        }
+    };
     Ok((n * mult) as usize)
 }
 

@@ -90,13 +90,46 @@ pub fn estimate_u(
     let sampler = PairSampler::new(&cmp.records.source_of, link);
     let mut sampled = 0u64;
     if n >= 2 && sampler.total > 0 {
-        for _ in 0..pairs {
-            let (a, b) = sampler.draw(&mut rng);
-            for (c, count) in counts.iter_mut().enumerate() {
-                count[cmp.level(c, a, b) as usize] += 1;
+        // The pairs are drawn in one sequence, then compared on every core: the counts are
+        // sums, so they do not depend on how the work was split.
+        let drawn: Vec<(u32, u32)> = (0..pairs)
+            .map(|_| {
+                let (a, b) = sampler.draw(&mut rng);
+                (a as u32, b as u32)
+            })
+            .collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |t| t.get())
+            .clamp(1, 16);
+        let chunk = drawn.len().div_ceil(threads).max(1);
+        let partials: Vec<Vec<Vec<u64>>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = drawn
+                .chunks(chunk)
+                .map(|part| {
+                    let mut local: Vec<Vec<u64>> = counts.clone();
+                    scope.spawn(move || {
+                        for &(a, b) in part {
+                            for (c, count) in local.iter_mut().enumerate() {
+                                count[cmp.level(c, a as usize, b as usize) as usize] += 1;
+                            }
+                        }
+                        local
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("a u-sampling thread panicked"))
+                .collect()
+        });
+        for partial in partials {
+            for (count, part) in counts.iter_mut().zip(partial) {
+                for (total, p) in count.iter_mut().zip(part) {
+                    *total += p;
+                }
             }
-            sampled += 1;
         }
+        sampled = drawn.len() as u64;
     }
     let u = counts
         .iter()
