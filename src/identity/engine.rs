@@ -82,7 +82,12 @@ impl Rules<'_> {
     /// The SQL of rule `j`'s candidate pairs, `select` over `a` and `b` (the two records).
     fn pairs_sql(&self, records: &str, j: usize, link: LinkType, select: &str) -> String {
         let p = self.prefix;
-        let mut sql = format!("SELECT {select} FROM {records} a JOIN {records} b ON a.{p}{j} = b.{p}{j} WHERE a.r < b.r");
+        // Only records in a group of the rule take part: the join's build side stays small
+        // for rules most records are alone in (an e-mail, a phone).
+        let mut sql = format!(
+            "SELECT {select} FROM {records} a JOIN {records} b ON a.{p}{j} = b.{p}{j} \
+             WHERE a.{p}{j} IS NOT NULL AND b.{p}{j} IS NOT NULL AND a.r < b.r"
+        );
         match link {
             LinkType::LinkAndDedupe => {}
             LinkType::DedupeOnly => sql.push_str(" AND a.s = b.s"),
@@ -296,19 +301,28 @@ pub async fn resolve(
     for &ci in &layout.tf {
         columns.push(format!("a.tf{ci} AS tf{ci}"));
     }
-    let union: Vec<String> = (0..settings.blocking.len())
-        .map(|j| {
-            let select = format!(
-                "CAST({j} AS INT) AS blk, a.fb{j} AS grp, {}",
-                columns.join(", ")
-            );
-            blocking.pairs_sql(&grouped, j, link, &select)
-        })
-        .collect();
+    // One rule at a time, each into a table of its own: a union would run every rule's
+    // join at once, each holding its build side.
+    let mut union = Vec::new();
+    for j in 0..settings.blocking.len() {
+        let select = format!(
+            "CAST({j} AS INT) AS blk, a.fb{j} AS grp, {}",
+            columns.join(", ")
+        );
+        let table = format!("{prefix}_candidates_{j}");
+        let frame = ctx
+            .sql(&blocking.pairs_sql(&grouped, j, link, &select))
+            .await?;
+        place.table(ctx, &table, frame, false).await?;
+        union.push(format!("SELECT * FROM {table}"));
+        stop("comparing")?;
+    }
     let pairs = format!("{prefix}_candidates");
-    let frame = ctx.sql(&union.join(" UNION ALL ")).await?;
-    place.table(ctx, &pairs, frame, false).await?;
-    stop("comparing")?;
+    let _ = ctx.deregister_table(pairs.as_str());
+    ctx.register_table(
+        pairs.as_str(),
+        ctx.sql(&union.join(" UNION ALL ")).await?.into_view(),
+    )?;
 
     // Per rule: pairs it found first, and groups past the guard.
     let mut found = vec![0u64; settings.blocking.len()];
