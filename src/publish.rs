@@ -355,6 +355,18 @@ fn remove_empty_dirs(dir: &std::path::Path) {
     }
 }
 
+/// How a run writes the tables it keeps for itself between steps (materialized tables and
+/// CTEs, built-in steps' results): read once or twice and then deleted, so written for
+/// speed: no dictionaries (most of their text, ids and keys, is distinct, and building a
+/// dictionary only to drop it costs more than the rest of the encoding) and statistics per
+/// row group, not per page.
+pub fn scratch_props() -> WriterProperties {
+    WriterProperties::builder()
+        .set_dictionary_enabled(false)
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .build()
+}
+
 /// Streams a DataFrame into one Parquet file, batch by batch; returns the rows written.
 pub async fn write_stream(
     store: Arc<dyn object_store::ObjectStore>,
@@ -362,18 +374,35 @@ pub async fn write_stream(
     df: DataFrame,
     props: WriterProperties,
 ) -> Result<u64, datafusion::error::DataFusionError> {
+    let task = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await?;
     // The physical schema, not the logical one: they can differ (e.g. timestamp units).
-    let mut stream = df.execute_stream().await?;
+    let mut stream = datafusion::physical_plan::execute_stream(plan.clone(), task)?;
     let schema = stream.schema();
-    let sink = BufWriter::new(store, path);
+    let sink = BufWriter::new(store, path.clone());
     let mut writer = AsyncArrowWriter::try_new(sink, schema, Some(props))?;
     let mut rows = 0u64;
+    let mut writing = std::time::Duration::ZERO;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         rows += batch.num_rows() as u64;
+        let started = std::time::Instant::now();
         writer.write(&batch).await?;
+        writing += started.elapsed();
     }
+    let started = std::time::Instant::now();
     writer.close().await?;
+    writing += started.elapsed();
+    // `CRM_MARTS_LOG=crm_marts::plan=trace`: the plan as it ran, with each operator's rows,
+    // time and spills, and the time the Parquet writer took.
+    if tracing::enabled!(target: "crm_marts::plan", tracing::Level::TRACE) {
+        let text = datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(
+            plan.as_ref(),
+        )
+        .indent(true)
+        .to_string();
+        tracing::trace!(target: "crm_marts::plan", table = %path, rows, parquet_write_ms = writing.as_millis() as u64, "plan with metrics:\n{text}");
+    }
     Ok(rows)
 }
 

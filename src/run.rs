@@ -977,8 +977,7 @@ async fn step_frame(
                     .map_err(located)?;
                 let (store, path, url) =
                     placement.table_target(work_dir, &table).map_err(located)?;
-                let props =
-                    datafusion::parquet::file::properties::WriterProperties::builder().build();
+                let props = crate::publish::scratch_props();
                 let rows =
                     crate::publish::write_stream(store, path, DataFrame::new(state, plan), props)
                         .await
@@ -1083,7 +1082,7 @@ async fn step_tables(
     // shared storage. Its main table is then materialised like any table.
     let client_table = |name: String, frame: DataFrame| async move {
         let (store, path, url) = placement.table_target(work_dir, &name)?;
-        let props = datafusion::parquet::file::properties::WriterProperties::builder().build();
+        let props = crate::publish::scratch_props();
         crate::publish::write_stream(store, path, placement.client_frame(frame), props).await?;
         ctx.register_parquet(name.as_str(), &url, ParquetReadOptions::default())
             .await
@@ -1171,7 +1170,7 @@ async fn step_tables(
         let (store, path, url) = placement
             .table_target(work_dir, &step.name)
             .map_err(|e| located(&e))?;
-        let props = datafusion::parquet::file::properties::WriterProperties::builder().build();
+        let props = crate::publish::scratch_props();
         let rows = crate::publish::write_stream(store, path, df, props)
             .await
             .map_err(|e| located(&e))?;

@@ -70,7 +70,7 @@ impl crate::identity::engine::Materialize for StepEnv<'_> {
             } else {
                 frame
             };
-            let props = datafusion::parquet::file::properties::WriterProperties::builder().build();
+            let props = crate::publish::scratch_props();
             crate::publish::write_stream(store, path, frame, props).await?;
             let _ = ctx.deregister_table(name);
             ctx.register_parquet(
