@@ -691,9 +691,17 @@ fn the_engine_compares_and_scores_pairs_exactly_as_the_client_does() {
                     text.contains(&format!("\"pairs_compared_in\": \"{on}\"")),
                     "{text}"
                 );
-                common::mart_contents(&p.path("marts"))
+                (
+                    common::mart_contents(&p.path("marts")),
+                    identity_schemas(&p),
+                )
             })
             .collect();
+        let (marts, schemas): (Vec<_>, Vec<_>) = marts.into_iter().unzip();
+        assert_eq!(
+            schemas[0], schemas[1],
+            "{link}: the published schemas differ"
+        );
         let pairs = read_parquet_rows_count(&marts[0]);
         assert!(
             pairs > 1000,
@@ -702,6 +710,33 @@ fn the_engine_compares_and_scores_pairs_exactly_as_the_client_does() {
         let differ = common::mart_differences(&marts[0], &marts[1]);
         assert!(differ.is_empty(), "{link}: {differ:#?}");
     }
+}
+
+/// Each identity mart's columns as published: name, type and whether it may be NULL.
+fn identity_schemas(p: &Project) -> Vec<(String, Vec<(String, String, bool)>)> {
+    [
+        "mart_identity_map",
+        "mart_identity_pairs",
+        "mart_identity_quality",
+        "mart_customer",
+    ]
+    .iter()
+    .map(|mart| {
+        let file = std::fs::File::open(p.path(&format!("marts/{mart}.parquet"))).unwrap();
+        let reader =
+            datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                file,
+            )
+            .unwrap();
+        let fields = reader
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().to_string(), f.is_nullable()))
+            .collect();
+        (mart.to_string(), fields)
+    })
+    .collect()
 }
 
 fn read_parquet_rows_count(marts: &BTreeMap<String, (String, BTreeMap<String, String>)>) -> u64 {

@@ -476,6 +476,15 @@ impl IdentityConfig {
                         problems.push(format!("a {what} rule names no attribute"));
                         continue;
                     }
+                    if let Some(twice) = attrs
+                        .iter()
+                        .enumerate()
+                        .find(|(i, a)| attrs[..*i].contains(a))
+                        .map(|(_, a)| a)
+                    {
+                        problems.push(format!("a {what} rule names `{twice}` twice"));
+                        continue;
+                    }
                     let idx: Vec<usize> = attrs
                         .iter()
                         .filter_map(|a| index(a, &format!("{what} rule"), problems))

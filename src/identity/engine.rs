@@ -563,9 +563,9 @@ pub async fn resolve(
     };
     let mut out = vec![
         format!("{} AS source_a", source("ra")),
-        "arrow_cast(ra.id, 'Utf8') AS record_id_a".to_string(),
+        "nullif(arrow_cast(ra.id, 'Utf8'), '') AS record_id_a".to_string(),
         format!("{} AS source_b", source("rb")),
-        "arrow_cast(rb.id, 'Utf8') AS record_id_b".to_string(),
+        "nullif(arrow_cast(rb.id, 'Utf8'), '') AS record_id_b".to_string(),
     ];
     let mut rule = "arrow_cast(CASE p.blk".to_string();
     for (j, (name, _)) in settings.blocking.iter().enumerate() {
@@ -589,14 +589,22 @@ pub async fn resolve(
         } else {
             "CAST(0.0 AS DOUBLE)".into()
         };
+        // Never NULL; `coalesce` with a literal says so in the schema, as the in-process
+        // path's does (and `nullif(.., '')` below keeps texts nullable as there).
         out.push(format!(
-            "{weight} AS {}",
+            "coalesce({weight}, CAST(0.0 AS DOUBLE)) AS {}",
             quote_ident(&format!("weight_{}", comparison.name))
         ));
     }
-    out.push("p.match_weight AS match_weight".into());
-    out.push("match_probability(p.match_weight) AS match_probability".into());
-    out.push("arrow_cast(coalesce(d.decision, 'below_threshold'), 'Utf8') AS decision".into());
+    out.push("coalesce(p.match_weight, CAST(0.0 AS DOUBLE)) AS match_weight".into());
+    out.push(
+        "coalesce(match_probability(p.match_weight), CAST(0.0 AS DOUBLE)) AS match_probability"
+            .into(),
+    );
+    out.push(
+        "nullif(arrow_cast(coalesce(d.decision, 'below_threshold'), 'Utf8'), '') AS decision"
+            .into(),
+    );
     let keep = match settings.raw.keep_pairs {
         KeepPairs::None => "false",
         _ if model.is_none() => "false",

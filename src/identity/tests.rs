@@ -183,6 +183,8 @@ fn configuration_errors_are_named_together() {
     let bad = r#"
 inputs:
   - { table: people, source: s, id: id, attributes: { email: email } }
+deterministic:
+  - { attributes: [email, email] }
 comparisons:
   - { name: name, attribute: nmae, levels: [exact, { jaro_winkler: 1.5 }, fuzzy] }
 threshold: 1.2
@@ -199,6 +201,7 @@ guards: { exclusive: [nope] }
         "threshold must be",
         "guards.exclusive names `nope`",
         "at least one blocking rule",
+        "a deterministic rule names `email` twice",
     ] {
         assert!(err.contains(expected), "{expected} missing from: {err}");
     }
@@ -301,4 +304,140 @@ async fn link_types_choose_the_pairs_and_the_prior() {
     .check()
     .unwrap_err();
     assert!(err.contains("at least two inputs"), "{err}");
+}
+
+/// Records from small name pools, so that blocks repeat, some past the size guard, with
+/// swapped names, near spellings, shared and missing e-mails, in two inputs.
+fn pooled(input: &str, n: usize, seed: u64) -> RecordBatch {
+    const FIRST: [&str; 8] = [
+        "anna", "ana", "jon", "john", "smith", "smyth", "berg", "lars",
+    ];
+    const LAST: [&str; 7] = ["berg", "smith", "smyth", "jensen", "jenson", "lars", "anna"];
+    let mut state = seed;
+    let mut next = move |m: usize| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as usize) % m
+    };
+    let rows: Vec<(String, Option<String>, Option<String>, Option<String>)> = (0..n)
+        .map(|i| {
+            let email = match next(4) {
+                0 => None,
+                1 => Some(format!("shared{}@x.dk", next(3))),
+                _ => Some(format!("p{}@x.dk", next(40))),
+            };
+            let first = (next(10) > 0).then(|| FIRST[next(FIRST.len())].to_string());
+            let last = (next(10) > 0).then(|| LAST[next(LAST.len())].to_string());
+            (format!("{input}{i}"), email, first, last)
+        })
+        .collect();
+    let schema = Schema::new(vec![
+        Field::new("id", DataType::Utf8, true),
+        Field::new("email", DataType::Utf8, true),
+        Field::new("first", DataType::Utf8, true),
+        Field::new("last", DataType::Utf8, true),
+    ]);
+    let col = |f: &dyn Fn(
+        &(String, Option<String>, Option<String>, Option<String>),
+    ) -> Option<String>| {
+        Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>())) as Arc<dyn Array>
+    };
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            col(&|r| Some(r.0.clone())),
+            col(&|r| r.1.clone()),
+            col(&|r| r.2.clone()),
+            col(&|r| r.3.clone()),
+        ],
+    )
+    .unwrap()
+}
+
+/// The engine path against the in-process one on every link type, with every kind of
+/// level, term frequencies on a comparison whose first level is not exact, blocks past
+/// the size guard and a deterministic rule: the same tables, value for value and in the
+/// same order, with the same schemas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_path_gives_the_in_process_tables_on_every_link_type() {
+    for link in ["link_and_dedupe", "dedupe_only", "link_only"] {
+        let config = format!(
+            r#"
+inputs:
+  - {{ table: a, source: sa, id: id, attributes: {{ email: email, first: first, last: last }} }}
+  - {{ table: b, source: sb, id: id, attributes: {{ email: email, first: first, last: last }} }}
+deterministic:
+  - {{ attributes: [email] }}
+comparisons:
+  - {{ name: first, attribute: first, levels: [exact, {{ swapped: last }}, metaphone, {{ jaro_winkler: 0.85 }}], term_frequency: true }}
+  - {{ name: last, attribute: last, levels: [{{ levenshtein: 1 }}, {{ swapped: first }}, {{ token_set: 0.8 }}], term_frequency: true }}
+  - {{ name: email, attribute: email, levels: [exact, {{ damerau_levenshtein: 2 }}] }}
+blocking: [[last], [first], [email], [first, last]]
+guards: {{ max_records_per_value: 6, max_cluster_size: 25, exclusive: [first] }}
+training: {{ u_sample_pairs: 3000 }}
+threshold: 0.6
+link_type: {link}
+keep_pairs: all
+"#
+        );
+        let ctx = SessionContext::new();
+        crate::functions::register_all(&ctx, &Default::default());
+        ctx.register_batch("a", pooled("a", 70, 1)).unwrap();
+        ctx.register_batch("b", pooled("b", 50, 2)).unwrap();
+        let settings = serde_yaml::from_str::<IdentityConfig>(&config)
+            .unwrap()
+            .check()
+            .unwrap();
+        let (recs, load) = records::load(&ctx, &settings).await.unwrap();
+        let client = resolve(&settings, &recs, &load, &Context::default()).unwrap();
+
+        let work = tempfile::tempdir().unwrap();
+        let placement = crate::engine::Placement::local();
+        let env = crate::steps::StepEnv {
+            name: "identity",
+            placement: &placement,
+            work_dir: work.path(),
+        };
+        let engine = super::engine::resolve(
+            &ctx,
+            &env,
+            "__identity",
+            &settings,
+            &recs,
+            &load,
+            &Context::default(),
+        )
+        .await
+        .unwrap();
+        let finished = engine.finished;
+        assert_eq!(finished.map, client.map, "{link}: map");
+        assert_eq!(finished.golden, client.golden, "{link}: golden records");
+        assert_eq!(finished.quality, client.quality, "{link}: quality");
+        let pairs = engine.pairs.collect().await.unwrap();
+        let pairs = datafusion::arrow::compute::concat_batches(&pairs[0].schema(), &pairs).unwrap();
+        assert!(
+            client.pairs.num_rows() > 30,
+            "{link}: {} pairs",
+            client.pairs.num_rows()
+        );
+        assert_eq!(pairs.num_rows(), client.pairs.num_rows(), "{link}: pairs");
+        for (i, field) in client.pairs.schema().fields().iter().enumerate() {
+            let other = pairs.schema().field(i).clone();
+            assert_eq!(
+                (other.name(), other.data_type(), other.is_nullable()),
+                (field.name(), field.data_type(), field.is_nullable()),
+                "{link}"
+            );
+            assert_eq!(
+                pairs.column(i).as_ref(),
+                client.pairs.column(i).as_ref(),
+                "{link}: column {}",
+                field.name()
+            );
+        }
+        let oversized = metric(&client, "oversized_blocks", "blocking:last").unwrap()
+            + metric(&client, "oversized_blocks", "blocking:first").unwrap();
+        assert!(oversized > 0.0, "{link}: no block passed the guard");
+    }
 }
