@@ -3,10 +3,20 @@
 
 /// Peak resident set size since start or the last [`reset_peak`], in bytes.
 pub fn peak_rss() -> Option<u64> {
-    std::fs::read_to_string("/proc/self/status")
+    status_bytes("self", "VmHWM:")
+}
+
+/// Peak resident set size of another process (a child), in bytes.
+pub fn peak_rss_of(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmHWM:")
+}
+
+/// A figure in kB of `/proc/<process>/status`, in bytes.
+fn status_bytes(process: impl std::fmt::Display, key: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{process}/status"))
         .ok()?
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
+        .find(|l| l.starts_with(key))?
         .split_whitespace()
         .nth(1)?
         .parse::<u64>()
@@ -21,15 +31,7 @@ pub fn reset_peak() {
 
 /// Resident set size now, in bytes (Linux).
 pub fn current_rss() -> Option<u64> {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()?
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse::<u64>()
-        .ok()
-        .map(|kb| kb * 1024)
+    status_bytes("self", "VmRSS:")
 }
 
 /// Share of `memory_limit` given to the query engine's memory pool. The rest is for what

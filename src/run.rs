@@ -1080,17 +1080,18 @@ async fn step_tables(
     let builtin = matches!(step.kind, StepKind::Builtin { .. });
     // A built-in step's tables are computed here, in memory; a cluster reads them from
     // shared storage. Its main table is then materialised like any table.
-    let client_table = |name: String, frame: DataFrame| async move {
-        let (store, path, url) = placement.table_target(work_dir, &name)?;
-        let props = crate::publish::scratch_props();
-        crate::publish::write_stream(store, path, placement.client_frame(frame), props).await?;
-        ctx.register_parquet(name.as_str(), &url, ParquetReadOptions::default())
-            .await
+    let env = crate::steps::StepEnv {
+        name: &step.name,
+        placement,
+        work_dir,
     };
     for (suffix, frame) in tables {
         let name = format!("{}_{suffix}", step.name);
         if builtin && placement.is_shared() && !engine_tables.contains(&suffix) {
-            client_table(name, frame).await.map_err(|e| located(&e))?;
+            use crate::identity::engine::Materialize;
+            env.table(ctx, &name, frame, true)
+                .await
+                .map_err(|e| located(&e))?;
         } else {
             ctx.register_table(name.as_str(), frame.into_view())
                 .map_err(|e| located(&e))?;

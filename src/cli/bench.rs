@@ -59,22 +59,7 @@ fn peak_rss() -> u64 {
 
 /// CPU seconds this process has used, all threads, user and system (Linux; 0 elsewhere).
 fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line, in clock ticks of 1/100 s.
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
+    process_cpu_seconds("self")
 }
 
 fn reset_peak() {
@@ -548,7 +533,7 @@ async fn cluster_bench(
         .map(|(c, before)| {
             (
                 process_cpu_seconds(c.0.id()) - before,
-                process_peak_rss(c.0.id()),
+                crm_marts::memory::peak_rss_of(c.0.id()).unwrap_or(0),
             )
         })
         .collect();
@@ -636,9 +621,10 @@ async fn cluster_bench(
     Ok(ExitCode::SUCCESS)
 }
 
-/// CPU seconds (user and system) a child process has used so far (Linux; 0 elsewhere).
-fn process_cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+/// CPU seconds (user and system) a process (`self` or a pid) has used so far, all threads
+/// (Linux; 0 elsewhere).
+fn process_cpu_seconds(process: impl std::fmt::Display) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{process}/stat")) else {
         return 0.0;
     };
     // Fields after the command name, which is in parentheses and may hold spaces.
@@ -655,23 +641,6 @@ fn process_cpu_seconds(pid: u32) -> f64 {
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; the
     // kernel counts them in USER_HZ, 100 on Linux.
     (ticks(11) + ticks(12)) / 100.0
-}
-
-/// Peak resident memory of a child process (VmHWM; Linux, 0 elsewhere).
-fn process_peak_rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_string)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
 }
 
 /// A child process killed when dropped.

@@ -358,6 +358,11 @@ impl Comparison {
         self.levels.len() + 2
     }
 
+    /// Whether exact agreement (its first level) weighs by the value's frequency.
+    pub fn weighs_by_frequency(&self) -> bool {
+        self.term_frequency && self.levels.first() == Some(&Level::Exact)
+    }
+
     pub fn else_level(&self) -> u8 {
         (self.levels.len() + 1) as u8
     }

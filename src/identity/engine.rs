@@ -124,9 +124,7 @@ impl Layout {
         for (c, comparison) in settings.comparisons.iter().enumerate() {
             texts.insert(comparison.attribute);
             texts.extend(comparison.swapped_with.iter().flatten().copied());
-            if comparison.term_frequency
-                && comparison.levels.first() == Some(&super::config::Level::Exact)
-            {
+            if comparison.weighs_by_frequency() {
                 tf.push(c);
             }
         }
@@ -166,15 +164,15 @@ fn records_batch(settings: &Settings, records: &Records, layout: &Layout) -> Res
         ));
     }
     for &c in &layout.tf {
-        // As the model computes it: records with the value over records with any value.
+        // The frequencies the model weighs with.
         let column = &records.attrs[settings.comparisons[c].attribute];
-        let total = column.non_null().max(1) as f64;
+        let frequency = column.frequencies();
         fields.push(Field::new(format!("tf{c}"), DataType::Float64, true));
         columns.push(Arc::new(
             column
                 .values
                 .iter()
-                .map(|&v| (v != 0).then(|| column.counts[v as usize] as f64 / total))
+                .map(|&v| (v != 0).then(|| frequency[v as usize]))
                 .collect::<Float64Array>(),
         ));
     }

@@ -64,6 +64,13 @@ impl Column {
         self.counts.iter().skip(1).map(|&c| c as u64).sum()
     }
 
+    /// Per value (same indexes as `dict`): records with it over records with any value,
+    /// the term frequency of the identity model.
+    pub fn frequencies(&self) -> Vec<f64> {
+        let total = self.non_null().max(1) as f64;
+        self.counts.iter().map(|&n| n as f64 / total).collect()
+    }
+
     fn seal(&mut self) {
         self.lookup = HashMap::new();
     }

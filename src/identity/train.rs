@@ -51,10 +51,7 @@ impl Model {
             return 0.0;
         }
         let m = self.m[c][level as usize];
-        if level == 1
-            && comparisons[c].term_frequency
-            && comparisons[c].levels[0] == super::config::Level::Exact
-        {
+        if level == 1 && comparisons[c].weighs_by_frequency() {
             if let Some(tf) = &self.tf[c] {
                 let f = tf[value as usize].max(FLOOR);
                 return (m / f).log2();
@@ -455,11 +452,8 @@ pub fn train_on_patterns(
     let tf = comparisons
         .iter()
         .map(|c| {
-            c.term_frequency.then(|| {
-                let column = &cmp.records.attrs[c.attribute];
-                let total = column.non_null().max(1) as f64;
-                column.counts.iter().map(|&n| n as f64 / total).collect()
-            })
+            c.term_frequency
+                .then(|| cmp.records.attrs[c.attribute].frequencies())
         })
         .collect();
     Model {
