@@ -38,16 +38,26 @@ use datafusion::logical_expr::{
 };
 
 /// The exact running sum of a set of doubles.
+///
+/// A hash aggregation holds one per group and per sum (millions of them), so the common
+/// case is kept small: 32 bytes, with the rarely needed partial sums behind a box.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ExactF64 {
     /// The part held in units of 2^-64.
     fixed: i128,
+    /// What `fixed` cannot hold; `None` until a value needs it.
+    rest: Option<Box<Rest>>,
+    /// NaN, +inf and -inf seen ([`NAN`], [`POS_INF`], [`NEG_INF`]).
+    special: u8,
+}
+
+/// The parts of an [`ExactF64`] beyond its fixed-point total.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Rest {
     /// Non-overlapping partial sums of what `fixed` cannot hold, smallest magnitude first.
     partials: Vec<f64>,
     /// The same for values of magnitude [`HUGE`] and more, each times [`SCALE_DOWN`].
     huge: Vec<f64>,
-    /// NaN, +inf and -inf seen ([`NAN`], [`POS_INF`], [`NEG_INF`]).
-    special: u8,
 }
 
 const NAN: u8 = 1;
@@ -156,6 +166,25 @@ fn fixed_pieces(fixed: i128) -> [f64; 3] {
 }
 
 impl ExactF64 {
+    fn partials(&self) -> &[f64] {
+        self.rest.as_ref().map_or(&[], |r| &r.partials)
+    }
+
+    fn huge(&self) -> &[f64] {
+        self.rest.as_ref().map_or(&[], |r| &r.huge)
+    }
+
+    fn rest_mut(&mut self) -> &mut Rest {
+        self.rest.get_or_insert_with(Box::default)
+    }
+
+    /// Bytes held on the heap, for memory accounting.
+    fn heap_size(&self) -> usize {
+        self.rest.as_ref().map_or(0, |r| {
+            std::mem::size_of::<Rest>() + (r.partials.capacity() + r.huge.capacity()) * 8
+        })
+    }
+
     pub fn add(&mut self, x: f64) {
         if !x.is_finite() {
             self.special |= if x.is_nan() {
@@ -174,15 +203,16 @@ impl ExactF64 {
             }
         }
         if x.abs() >= HUGE {
-            add_partial(&mut self.huge, x * SCALE_DOWN);
+            add_partial(&mut self.rest_mut().huge, x * SCALE_DOWN);
             return;
         }
         // Below 2^960, more than 2^63 values would be needed to overflow.
-        add_partial(&mut self.partials, x);
-        if let Some(&top) = self.partials.last().filter(|p| !p.is_finite()) {
+        let partials = &mut self.rest_mut().partials;
+        add_partial(partials, x);
+        if let Some(&top) = partials.last().filter(|p| !p.is_finite()) {
             // The exact sum left the range of doubles: the result is that infinity.
+            partials.clear();
             self.special |= if top > 0.0 { POS_INF } else { NEG_INF };
-            self.partials.clear();
         }
     }
 
@@ -191,21 +221,25 @@ impl ExactF64 {
         match self.fixed.checked_add(fixed) {
             Some(sum) => self.fixed = sum,
             None => {
+                let rest = self.rest_mut();
                 for piece in fixed_pieces(fixed) {
-                    add_partial(&mut self.partials, piece);
+                    add_partial(&mut rest.partials, piece);
                 }
             }
         }
         for &p in partials {
             self.add(p);
         }
-        for &h in huge {
-            add_partial(&mut self.huge, h);
+        if !huge.is_empty() {
+            let rest = self.rest_mut();
+            for &h in huge {
+                add_partial(&mut rest.huge, h);
+            }
         }
     }
 
     pub fn merge(&mut self, other: &ExactF64) {
-        self.merge_parts(other.fixed, &other.partials, &other.huge, other.special);
+        self.merge_parts(other.fixed, other.partials(), other.huge(), other.special);
     }
 
     /// The sum, rounded once to the nearest double.
@@ -219,11 +253,11 @@ impl ExactF64 {
         if self.special & NEG_INF != 0 {
             return f64::NEG_INFINITY;
         }
-        if !self.huge.is_empty() && round_partials(&self.huge) != 0.0 {
+        if !self.huge().is_empty() && round_partials(self.huge()) != 0.0 {
             // Scaled down, the rest joins the huge values; scaling the rounded sum back up
             // is exact (or overflows, as the true sum would).
-            let mut all = self.huge.clone();
-            for &p in &self.partials {
+            let mut all = self.huge().to_vec();
+            for &p in self.partials() {
                 add_partial(&mut all, p * SCALE_DOWN);
             }
             for piece in fixed_pieces(self.fixed) {
@@ -231,11 +265,11 @@ impl ExactF64 {
             }
             return round_partials(&all) * SCALE_UP;
         }
-        if self.partials.is_empty() {
+        if self.partials().is_empty() {
             // `as f64` rounds to nearest, ties to even; scaling by 2^-64 is exact.
             return self.fixed as f64 * UNIT;
         }
-        let mut all = self.partials.clone();
+        let mut all = self.partials().to_vec();
         for piece in fixed_pieces(self.fixed) {
             add_partial(&mut all, piece);
         }
@@ -474,7 +508,7 @@ impl Accumulator for ExactAccumulator {
     }
 
     fn size(&self) -> usize {
-        std::mem::size_of_val(self) + (self.sum.partials.capacity() + self.sum.huge.capacity()) * 8
+        std::mem::size_of_val(self) + self.sum.heap_size()
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
@@ -483,9 +517,9 @@ impl Accumulator for ExactAccumulator {
             ScalarValue::UInt64(Some(self.count)),
             ScalarValue::Int64(Some(hi)),
             ScalarValue::UInt64(Some(lo)),
-            ScalarValue::List(Arc::new(list_of([&self.sum.partials]))),
+            ScalarValue::List(Arc::new(list_of([self.sum.partials()]))),
             ScalarValue::UInt8(Some(self.sum.special)),
-            ScalarValue::List(Arc::new(list_of([&self.sum.huge]))),
+            ScalarValue::List(Arc::new(list_of([self.sum.huge()]))),
         ])
     }
 
@@ -499,7 +533,7 @@ impl Accumulator for ExactAccumulator {
 }
 
 /// One list per sum, null where it is empty.
-fn list_of<'a>(lists: impl IntoIterator<Item = &'a Vec<f64>>) -> ListArray {
+fn list_of<'a>(lists: impl IntoIterator<Item = &'a [f64]>) -> ListArray {
     ListArray::from_iter_primitive::<Float64Type, _, _>(
         lists
             .into_iter()
@@ -565,6 +599,9 @@ struct ExactGroups {
     kind: Kind,
     counts: Vec<u64>,
     sums: Vec<ExactF64>,
+    /// The sums' heap bytes, kept up to date so that [`GroupsAccumulator::size`], which
+    /// the aggregation asks after every batch, does not walk every group.
+    heap: usize,
 }
 
 impl ExactGroups {
@@ -573,7 +610,16 @@ impl ExactGroups {
             kind,
             counts: Vec::new(),
             sums: Vec::new(),
+            heap: 0,
         }
+    }
+
+    /// Takes the groups `emit_to` names, and their heap bytes off the total.
+    fn take(&mut self, emit_to: EmitTo) -> (Vec<u64>, Vec<ExactF64>) {
+        let counts = emit_to.take_needed(&mut self.counts);
+        let sums = emit_to.take_needed(&mut self.sums);
+        self.heap -= sums.iter().map(ExactF64::heap_size).sum::<usize>();
+        (counts, sums)
     }
 
     fn resize(&mut self, total_num_groups: usize) {
@@ -596,15 +642,17 @@ impl GroupsAccumulator for ExactGroups {
             if values.is_null(i) || opt_filter.is_some_and(|f| !f.is_valid(i) || !f.value(i)) {
                 continue;
             }
-            self.sums[g].add(values.value(i));
+            let sum = &mut self.sums[g];
+            let before = sum.heap_size();
+            sum.add(values.value(i));
+            self.heap += sum.heap_size() - before;
             self.counts[g] += 1;
         }
         Ok(())
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let counts = emit_to.take_needed(&mut self.counts);
-        let sums = emit_to.take_needed(&mut self.sums);
+        let (counts, sums) = self.take(emit_to);
         let out: Float64Array = counts
             .iter()
             .zip(&sums)
@@ -614,11 +662,10 @@ impl GroupsAccumulator for ExactGroups {
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let counts = emit_to.take_needed(&mut self.counts);
-        let sums = emit_to.take_needed(&mut self.sums);
+        let (counts, sums) = self.take(emit_to);
         let (hi, lo): (Vec<i64>, Vec<u64>) = sums.iter().map(|s| split(s.fixed)).unzip();
-        let partials = list_of(sums.iter().map(|s| &s.partials));
-        let huge = list_of(sums.iter().map(|s| &s.huge));
+        let partials = list_of(sums.iter().map(|s| s.partials()));
+        let huge = list_of(sums.iter().map(|s| s.huge()));
         let special: UInt8Array = sums.iter().map(|s| Some(s.special)).collect();
         Ok(vec![
             Arc::new(UInt64Array::from(counts)),
@@ -639,7 +686,10 @@ impl GroupsAccumulator for ExactGroups {
         self.resize(total_num_groups);
         let state = StateArrays::new(values);
         for (i, &g) in group_indices.iter().enumerate() {
-            state.merge_row(i, &mut self.counts[g], &mut self.sums[g]);
+            let sum = &mut self.sums[g];
+            let before = sum.heap_size();
+            state.merge_row(i, &mut self.counts[g], sum);
+            self.heap += sum.heap_size() - before;
         }
         Ok(())
     }
@@ -661,11 +711,13 @@ impl GroupsAccumulator for ExactGroups {
                 (1, sum)
             })
             .collect();
-        let (counts, sums) = sums.into_iter().unzip();
+        let (counts, sums): (Vec<u64>, Vec<ExactF64>) = sums.into_iter().unzip();
+        let heap = sums.iter().map(ExactF64::heap_size).sum();
         ExactGroups {
             kind: self.kind,
             counts,
             sums,
+            heap,
         }
         .state(EmitTo::All)
     }
@@ -673,11 +725,7 @@ impl GroupsAccumulator for ExactGroups {
     fn size(&self) -> usize {
         self.counts.capacity() * std::mem::size_of::<u64>()
             + self.sums.capacity() * std::mem::size_of::<ExactF64>()
-            + self
-                .sums
-                .iter()
-                .map(|s| (s.partials.capacity() + s.huge.capacity()) * 8)
-                .sum::<usize>()
+            + self.heap
     }
 }
 
@@ -704,6 +752,28 @@ mod tests {
         let mut s = ExactF64::default();
         values.iter().for_each(|&x| s.add(x));
         s.value()
+    }
+
+    #[test]
+    fn a_groups_accumulator_counts_its_heap_as_sums_grow_and_leave() {
+        // Money-like sums stay in 32 bytes; the partials live behind a box.
+        assert_eq!(std::mem::size_of::<ExactF64>(), 32);
+        let mut groups = ExactGroups::new(Kind::Sum);
+        let walked = |g: &ExactGroups| g.sums.iter().map(ExactF64::heap_size).sum::<usize>();
+        // 1e-300 needs the partials, 1e300 the huge list, 0.1 and 2.5 neither.
+        let values: ArrayRef = Arc::new(Float64Array::from(vec![1e-300, 0.1, 1e300, 2.5, 3e-300]));
+        groups.update_batch(&[values], &[0, 1, 0, 2, 1], None, 3).unwrap();
+        assert!(groups.heap > 0);
+        assert_eq!(groups.heap, walked(&groups));
+        // Group 0 leaves as a state (the others move up) and comes back as group 2.
+        let state = groups.state(EmitTo::First(1)).unwrap();
+        assert_eq!(groups.heap, walked(&groups));
+        groups.merge_batch(&state, &[2], 3).unwrap();
+        assert_eq!(groups.heap, walked(&groups));
+        let sums = groups.evaluate(EmitTo::All).unwrap();
+        assert_eq!(groups.heap, 0);
+        let sums = sums.as_primitive::<Float64Type>();
+        assert_eq!(sums.values().to_vec(), vec![0.1, 2.5, 1e300]);
     }
 
     #[test]
