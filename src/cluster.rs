@@ -85,7 +85,10 @@ pub fn function_registry(settings: &FunctionSettings) -> BallistaFunctionRegistr
             registry.aggregate_functions.insert(name, f.clone());
         }
     }
-    for f in crate::functions::ignore_nulls::functions() {
+    for f in crate::functions::ignore_nulls::functions()
+        .into_iter()
+        .chain(crate::functions::running_value::functions())
+    {
         registry.window_functions.insert(f.name().to_string(), f);
     }
     registry

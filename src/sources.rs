@@ -9,6 +9,7 @@
 //! that are new, changed, or modified within the late-data window before the last
 //! successful run started; the others are read from their staged copy.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -28,7 +29,7 @@ use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions, S
 use futures::StreamExt;
 use globset::Glob;
 use object_store::{GetResultPayload, ObjectMeta, ObjectStoreExt};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::config::params::{render_path, Params};
 use crate::config::pipeline::{Column, ColumnType, Source, SourceFormat, SourceLocation};
@@ -1051,29 +1052,20 @@ impl Stager {
                 continue;
             }
             rows += 1;
-            let object: serde_json::Map<String, serde_json::Value> =
-                match serde_json::from_str(text) {
-                    Ok(o) => o,
-                    Err(e) => {
-                        bad += 1;
-                        self.reject(
-                            url,
-                            line_no,
-                            "invalid JSON",
-                            format!("invalid JSON: {e}"),
-                            text,
-                        )?;
-                        continue;
-                    }
-                };
-            let mut texts: Vec<Option<String>> = Vec::with_capacity(self.columns.len());
-            for c in &self.columns {
-                texts.push(match object.get(&c.name) {
-                    None | Some(serde_json::Value::Null) => None,
-                    Some(serde_json::Value::String(s)) => Some(s.clone()),
-                    Some(other) => Some(other.to_string()),
-                });
-            }
+            let texts = match json_row_texts(text, &self.columns) {
+                Ok(texts) => texts,
+                Err(e) => {
+                    bad += 1;
+                    self.reject(
+                        url,
+                        line_no,
+                        "invalid JSON",
+                        format!("invalid JSON: {e}"),
+                        text,
+                    )?;
+                    continue;
+                }
+            };
             if !self.take_row(url, line_no, |i| Ok(texts[i].as_deref()), &|| {
                 text.to_string()
             })? {
@@ -1167,6 +1159,108 @@ impl Stager {
             bad: self.bad,
             reasons: self.reasons,
         })
+    }
+}
+
+/// The texts of the declared columns in one NDJSON line (an object), in column order:
+/// `None` for a missing key or `null`, a string's value (borrowed from the line when it
+/// has no escapes), and any other value as its JSON text. Keys that are not declared are
+/// skipped without building their values; a repeated key keeps its last value.
+fn json_row_texts<'t>(
+    text: &'t str,
+    columns: &[Column],
+) -> Result<Vec<Option<Cow<'t, str>>>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let texts = de.deserialize_map(JsonRow { columns })?;
+    de.end()?;
+    Ok(texts)
+}
+
+struct JsonRow<'c> {
+    columns: &'c [Column],
+}
+
+impl<'de> serde::de::Visitor<'de> for JsonRow<'_> {
+    type Value = Vec<Option<Cow<'de, str>>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut texts = vec![None; self.columns.len()];
+        while let Some(key) = map.next_key_seed(JsonText)? {
+            let key = key.unwrap_or_default();
+            match self.columns.iter().position(|c| c.name == key) {
+                Some(i) => texts[i] = map.next_value_seed(JsonText)?,
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(texts)
+    }
+}
+
+/// One JSON value as text: see [`json_row_texts`].
+struct JsonText;
+
+impl<'de> serde::de::DeserializeSeed<'de> for JsonText {
+    type Value = Option<Cow<'de, str>>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for JsonText {
+    type Value = Option<Cow<'de, str>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(v.to_string())))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(v)))
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(v.to_string())))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(v.to_string())))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(v.to_string())))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        // As serde_json writes a number it read, e.g. `1e2` as `100.0`.
+        Ok(Some(Cow::Owned(serde_json::Value::from(v).to_string())))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        let value = serde_json::Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+        Ok(Some(Cow::Owned(value.to_string())))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        let value = serde_json::Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        Ok(Some(Cow::Owned(value.to_string())))
     }
 }
 
@@ -1437,6 +1531,49 @@ mod tests {
             required,
             formats: vec![],
         }
+    }
+
+    #[test]
+    fn ndjson_cells_are_the_texts_a_parsed_json_object_gives() {
+        let columns = [
+            col("id", ColumnType::String, true),
+            col("n", ColumnType::Float, false),
+            col("tags", ColumnType::String, false),
+            col("gone", ColumnType::String, false),
+            col("ok", ColumnType::Bool, false),
+        ];
+        // The reference: the whole object parsed to a map, values rendered as JSON text.
+        let reference = |text: &str| -> Result<Vec<Option<String>>, ()> {
+            let object: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(text).map_err(|_| ())?;
+            Ok(columns
+                .iter()
+                .map(|c| match object.get(&c.name) {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(serde_json::Value::String(s)) => Some(s.clone()),
+                    Some(other) => Some(other.to_string()),
+                })
+                .collect())
+        };
+        for line in [
+            r#"{"id":"A1","n":1e2,"tags":["x",{"y": 1}],"extra":{"deep":[1,2]},"ok":true}"#,
+            r#"{"id":"caf\u00e9 \"q\"","n":-0.5,"tags":null,"ok":false,"id2":"z"}"#,
+            r#"{"n":12345678901234567890,"id":"a","id":"last wins","gone":null}"#,
+            r#"{ "\u0069d" : "escaped key" , "n" : 3 }"#,
+            r#"{}"#,
+            r#"{"id":"A1","n":1,}"#,
+            r#"{"id":"A1"} trailing"#,
+            r#"["id","A1"]"#,
+            r#""A1""#,
+        ] {
+            let ours = json_row_texts(line, &columns)
+                .map(|t| t.into_iter().map(|c| c.map(|c| c.into_owned())).collect::<Vec<_>>())
+                .map_err(|_| ());
+            assert_eq!(ours, reference(line), "{line}");
+        }
+        // A string without escapes is borrowed from the line, not copied.
+        let texts = json_row_texts(r#"{"id":"A1"}"#, &columns).unwrap();
+        assert!(matches!(texts[0], Some(Cow::Borrowed("A1"))));
     }
 
     #[test]

@@ -9,8 +9,9 @@
 -- against that small table), and only the repeated ones are sorted to pick their copy
 -- (a row_number over the key). One sort of every event by all its columns took three
 -- times as long. Each join is written `small RIGHT ... JOIN large` so that the small
--- table of repeated ids is the one held in memory.
-WITH repeated_ids AS (
+-- table of repeated ids is the one held in memory. Both joins read it: it is computed once
+-- (AS MATERIALIZED) instead of aggregating every event twice.
+WITH repeated_ids AS MATERIALIZED (
     SELECT event_id FROM web_clickstream GROUP BY event_id HAVING count(*) > 1
 ),
 single_copies AS (

@@ -7,9 +7,10 @@
 -- a single copy pass through (an anti join against that small table), and only the
 -- repeated ones are sorted to pick their copy (a row_number over the key). Each join is
 -- written `small RIGHT ... JOIN large` so that the table of repeated ids is the one held
--- in memory. (A first_value(... ORDER BY ...) aggregate per column would keep every
--- order's ordering values in memory and is many times slower in DataFusion.)
-WITH repeated_ids AS (
+-- in memory; both joins read it, so it is computed once (AS MATERIALIZED). (A
+-- first_value(... ORDER BY ...) aggregate per column would keep every order's ordering
+-- values in memory and is many times slower in DataFusion.)
+WITH repeated_ids AS MATERIALIZED (
     SELECT order_id FROM erp_orders GROUP BY order_id HAVING count(*) > 1
 ),
 copies AS (

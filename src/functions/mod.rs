@@ -12,6 +12,7 @@ mod normalize_email;
 mod normalize_name;
 mod normalize_phone;
 mod normalize_postcode;
+pub mod running_value;
 mod text;
 mod token_set_similarity;
 
@@ -71,4 +72,9 @@ pub fn register_all(ctx: &SessionContext, settings: &FunctionSettings) {
     for f in exact_sum::functions() {
         ctx.register_udaf(f);
     }
+    // Running `first_value`/`last_value ... IGNORE NULLS` in constant time per row.
+    for f in running_value::functions() {
+        ctx.register_udwf(f.as_ref().clone());
+    }
+    ctx.add_analyzer_rule(Arc::new(running_value::RunningValues));
 }
