@@ -81,6 +81,10 @@ pub struct StepReport {
     /// Peak resident memory of the process during the step (Linux).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_rss_bytes: Option<u64>,
+    /// CPU time the process used during the step, all threads (Linux): over
+    /// `duration_ms`, how many cores the step kept busy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_ms: Option<u64>,
     pub checks: Vec<CheckResult>,
     pub warnings: Vec<String>,
     /// What a built-in step reports about itself (e.g. a model fit's convergence).
@@ -118,6 +122,9 @@ pub struct Manifest {
     /// Wall-clock time of loading every source (they load concurrently).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sources_duration_ms: Option<u64>,
+    /// CPU time the process used loading the sources, all threads (Linux).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sources_cpu_ms: Option<u64>,
     pub steps: Vec<StepReport>,
     pub outputs: Vec<WrittenMart>,
     pub quarantine: Vec<QuarantineReport>,
@@ -161,6 +168,7 @@ impl Manifest {
             engine: "local".into(),
             inputs: Vec::new(),
             sources_peak_rss_bytes: None,
+            sources_cpu_ms: None,
             sources_duration_ms: None,
             steps: Vec::new(),
             outputs: Vec::new(),

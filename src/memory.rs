@@ -24,6 +24,24 @@ fn status_bytes(process: impl std::fmt::Display, key: &str) -> Option<u64> {
         .map(|kb| kb * 1024)
 }
 
+/// CPU seconds (user and system) a process (`"self"` or a pid) has used so far, all
+/// threads (Linux).
+pub fn cpu_seconds_of(process: impl std::fmt::Display) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{process}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; the
+    // kernel counts them in USER_HZ, 100 on Linux.
+    Some((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+/// CPU milliseconds this process has used so far (Linux).
+pub fn cpu_ms() -> Option<u64> {
+    cpu_seconds_of("self").map(|s| (s * 1000.0).round() as u64)
+}
+
 /// Starts a new peak measurement (resets VmHWM to the current resident size).
 pub fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");

@@ -582,6 +582,7 @@ async fn execute(
     progress.stage(&format!("loading {} sources", sources_to_load.len()));
     crate::memory::reset_peak();
     let loading = Instant::now();
+    let loading_cpu_ms = crate::memory::cpu_ms();
     let loads = sources_to_load.into_iter().map(|s| {
         let ctx = &ctx;
         async move {
@@ -600,6 +601,9 @@ async fn execute(
         .map_err(|rss| over("loading the sources", rss))?;
     manifest.sources_peak_rss_bytes = crate::memory::peak_rss();
     manifest.sources_duration_ms = Some(loading.elapsed().as_millis() as u64);
+    manifest.sources_cpu_ms = crate::memory::cpu_ms()
+        .zip(loading_cpu_ms)
+        .map(|(now, then)| now.saturating_sub(then));
     let mut errors = Vec::new();
     for (source, result, elapsed) in results {
         match result {
@@ -709,6 +713,7 @@ async fn execute(
     for (i, step) in steps.iter().enumerate() {
         progress.stage(&format!("step {}/{}: {}", i + 1, steps.len(), step.name));
         let started = Instant::now();
+        let cpu_before = crate::memory::cpu_ms();
         crate::memory::reset_peak();
         let publish = plan.is_none_or(|p| p.publishes(&step.name));
         let report = crate::memory::within(
@@ -725,6 +730,9 @@ async fn execute(
         };
         report.duration_ms = started.elapsed().as_millis() as u64;
         report.peak_rss_bytes = crate::memory::peak_rss();
+        report.cpu_ms = crate::memory::cpu_ms()
+            .zip(cpu_before)
+            .map(|(now, then)| now.saturating_sub(then));
         info!(
             step = %step.name,
             output = %report.output,
@@ -1208,6 +1216,7 @@ async fn step_tables(
         rows,
         duration_ms: 0,
         peak_rss_bytes: None,
+        cpu_ms: None,
         checks,
         warnings,
         details,

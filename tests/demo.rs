@@ -671,11 +671,19 @@ fn bench_runs_every_model_on_the_duckdb_peer_beside_crm_marts() {
         }
     }
     assert!(compared >= 12, "only {compared} marts compared:\n{peer}");
+    // The CPU the loading used, from the manifest, as a share of its wall time.
+    let load = stdout
+        .lines()
+        .find(|l| l.starts_with("load sources"))
+        .unwrap_or_else(|| panic!("no load line:\n{stdout}"));
+    let cpu: f64 = load.split_whitespace().last().unwrap().parse().expect(load);
+    assert!(cpu > 0.0 && cpu < 1000.0, "{load}");
     for figure in [
         "loading all sources",
         "SQL models (both ran)",
         "pipeline w/o identity, CLV",
         "us/row",
+        "% CPU",
         "DuckDB CPU",
         "run report: ",
     ] {

@@ -83,8 +83,8 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
         args.customers, args.orders_per_customer, args.memory_limit
     );
     println!(
-        "{:<28} {:>14} {:>10} {:>14}",
-        "stage", "rows", "seconds", "peak RSS MiB"
+        "{:<28} {:>14} {:>10} {:>14} {:>7}",
+        "stage", "rows", "seconds", "peak RSS MiB", "CPU %"
     );
     if !args.reuse {
         reset_peak();
@@ -164,8 +164,12 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
         .map(|b| format!("{:.0}", mib(b)))
         .unwrap_or_default();
     println!(
-        "{:<28} {:>14} {:>10.1} {:>14}",
-        "load sources", export_rows, load_s, load_peak
+        "{:<28} {:>14} {:>10.1} {:>14} {:>7}",
+        "load sources",
+        export_rows,
+        load_s,
+        load_peak,
+        cpu_share(manifest.sources_cpu_ms, manifest.sources_duration_ms.unwrap_or(0))
     );
     for step in &manifest.steps {
         let rows = step
@@ -177,11 +181,12 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
             .map(|b| format!("{:.0}", mib(b)))
             .unwrap_or_default();
         println!(
-            "{:<28} {:>14} {:>10.1} {:>14}",
+            "{:<28} {:>14} {:>10.1} {:>14} {:>7}",
             format!("step {}", step.name),
             rows,
             step.duration_ms as f64 / 1000.0,
-            peak
+            peak,
+            cpu_share(step.cpu_ms, step.duration_ms)
         );
     }
     println!(
@@ -200,19 +205,21 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
         100.0 * cpu / total.max(1e-9)
     );
     println!();
-    println!("cost per export row ({export_rows} rows):");
-    for (name, seconds) in [
-        ("load sources", load_s),
-        ("SQL models", stages.sql),
-        ("identity", stages.identity),
-        ("CLV fit", stages.clv_fit),
-        ("pipeline total", total),
+    println!("cost per export row ({export_rows} rows), and the CPU each stage used of {cores} cores:");
+    let load_cpu = manifest.sources_cpu_ms.unwrap_or(0) as f64 / 1000.0;
+    for (name, seconds, cpu) in [
+        ("load sources", load_s, load_cpu),
+        ("SQL models", stages.sql, stages.sql_cpu),
+        ("identity", stages.identity, stages.identity_cpu),
+        ("CLV fit", stages.clv_fit, stages.clv_fit_cpu),
+        ("pipeline total", total, cpu),
     ] {
         println!(
-            "  {:<26} {:>10.1} s {:>10.3} us/row",
+            "  {:<26} {:>10.1} s {:>10.3} us/row {:>7.0} % CPU",
             name,
             seconds,
-            per_row_us(seconds, export_rows)
+            per_row_us(seconds, export_rows),
+            100.0 * cpu / seconds.max(1e-9)
         );
     }
     // The run report, which every run writes: its size and the time it takes, again.
@@ -245,28 +252,39 @@ fn per_row_us(seconds: f64, rows: u64) -> f64 {
     }
 }
 
-/// Seconds of a run by kind of step.
+/// A step's CPU time over its wall time, as a percentage (100 % = one core busy).
+fn cpu_share(cpu_ms: Option<u64>, wall_ms: u64) -> String {
+    match cpu_ms {
+        Some(cpu) if wall_ms >= 50 => format!("{:.0}", 100.0 * cpu as f64 / wall_ms as f64),
+        _ => String::new(),
+    }
+}
+
+/// Seconds and CPU seconds of a run by kind of step.
+#[derive(Default)]
 struct Stages {
     sql: f64,
+    sql_cpu: f64,
     identity: f64,
+    identity_cpu: f64,
     clv_fit: f64,
+    clv_fit_cpu: f64,
 }
 
 impl Stages {
     fn of(manifest: &crm_marts::manifest::Manifest) -> Self {
-        let mut stages = Stages {
-            sql: 0.0,
-            identity: 0.0,
-            clv_fit: 0.0,
-        };
+        let mut stages = Stages::default();
         for step in &manifest.steps {
             let s = step.duration_ms as f64 / 1000.0;
-            match step.kind.as_str() {
-                "sql" => stages.sql += s,
-                "identity" => stages.identity += s,
-                "clv_fit" => stages.clv_fit += s,
-                _ => {}
-            }
+            let cpu = step.cpu_ms.unwrap_or(0) as f64 / 1000.0;
+            let (wall, used) = match step.kind.as_str() {
+                "sql" => (&mut stages.sql, &mut stages.sql_cpu),
+                "identity" => (&mut stages.identity, &mut stages.identity_cpu),
+                "clv_fit" => (&mut stages.clv_fit, &mut stages.clv_fit_cpu),
+                _ => continue,
+            };
+            *wall += s;
+            *used += cpu;
         }
         stages
     }
@@ -621,26 +639,8 @@ async fn cluster_bench(
     Ok(ExitCode::SUCCESS)
 }
 
-/// CPU seconds (user and system) a process (`self` or a pid) has used so far, all threads
-/// (Linux; 0 elsewhere).
 fn process_cpu_seconds(process: impl std::fmt::Display) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{process}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; the
-    // kernel counts them in USER_HZ, 100 on Linux.
-    (ticks(11) + ticks(12)) / 100.0
+    crm_marts::memory::cpu_seconds_of(process).unwrap_or(0.0)
 }
 
 /// A child process killed when dropped.
