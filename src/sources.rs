@@ -794,7 +794,7 @@ struct Stager {
     schema: SchemaRef,
     builders: Vec<Box<dyn ArrayBuilder>>,
     pending: usize,
-    writer: ArrowWriter<File>,
+    writer: StagedWriter,
     quarantine: Quarantine,
     rows: u64,
     bad: u64,
@@ -815,9 +815,7 @@ impl Stager {
             .map(|c| Field::new(&c.name, arrow_type(c.kind), !c.required))
             .collect();
         let schema = Arc::new(Schema::new(fields));
-        let file = File::create(staged).map_err(|e| format!("cannot create staging file: {e}"))?;
-        let writer = ArrowWriter::try_new(file, schema.clone(), Some(staging_props()))
-            .map_err(|e| e.to_string())?;
+        let writer = StagedWriter::create(staged, schema.clone())?;
         Ok(Self {
             source: source.to_string(),
             columns: columns.to_vec(),
@@ -836,12 +834,8 @@ impl Stager {
     /// Closes the current staged file and writes the next rows to `staged`.
     fn rotate(&mut self, staged: &Path) -> Result<(), String> {
         self.flush()?;
-        let file = File::create(staged).map_err(|e| format!("cannot create staging file: {e}"))?;
-        let writer = ArrowWriter::try_new(file, self.schema.clone(), Some(staging_props()))
-            .map_err(|e| e.to_string())?;
-        let old = std::mem::replace(&mut self.writer, writer);
-        old.close().map_err(|e| e.to_string())?;
-        Ok(())
+        let writer = StagedWriter::create(staged, self.schema.clone())?;
+        std::mem::replace(&mut self.writer, writer).close()
     }
 
     fn read_csv(
@@ -1145,14 +1139,14 @@ impl Stager {
             .check(&format!("reading source `{}`", self.source))?;
         let arrays: Vec<ArrayRef> = self.builders.iter_mut().map(|b| b.finish()).collect();
         let batch = RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| e.to_string())?;
-        self.writer.write(&batch).map_err(|e| e.to_string())?;
+        self.writer.write(batch)?;
         self.pending = 0;
         Ok(())
     }
 
     fn finish(mut self) -> Result<StageSummary, String> {
         self.flush()?;
-        self.writer.close().map_err(|e| e.to_string())?;
+        self.writer.close()?;
         self.quarantine.finish()?;
         Ok(StageSummary {
             rows: self.rows,
@@ -1261,6 +1255,69 @@ impl<'de> serde::de::Visitor<'de> for JsonText {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
         let value = serde_json::Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
         Ok(Some(Cow::Owned(value.to_string())))
+    }
+}
+
+/// A staged Parquet file written by a thread of its own: encoding and compressing a batch
+/// overlaps the parsing of the next rows, which is the other half of a source's reading.
+struct StagedWriter {
+    batches: Option<std::sync::mpsc::SyncSender<RecordBatch>>,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl StagedWriter {
+    fn create(path: &Path, schema: SchemaRef) -> Result<Self, String> {
+        let file = File::create(path).map_err(|e| format!("cannot create staging file: {e}"))?;
+        let mut writer = ArrowWriter::try_new(file, schema, Some(staging_props()))
+            .map_err(|e| e.to_string())?;
+        // Two batches in flight: the parser runs ahead of the writer by little memory.
+        let (batches, received) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
+        let thread = std::thread::Builder::new()
+            .name("crm-marts-stage".into())
+            .spawn(move || {
+                for batch in received {
+                    writer.write(&batch).map_err(|e| e.to_string())?;
+                }
+                writer.close().map(|_| ()).map_err(|e| e.to_string())
+            })
+            .map_err(|e| format!("cannot start the staging writer: {e}"))?;
+        Ok(Self {
+            batches: Some(batches),
+            thread: Some(thread),
+        })
+    }
+
+    fn write(&mut self, batch: RecordBatch) -> Result<(), String> {
+        let sent = self.batches.as_ref().is_some_and(|b| b.send(batch).is_ok());
+        if sent {
+            return Ok(());
+        }
+        // The writer stopped on an error: that error.
+        Err(self
+            .join()
+            .err()
+            .unwrap_or_else(|| "the staging writer stopped".into()))
+    }
+
+    /// Waits for the writer to write what it was sent and close the file.
+    fn close(mut self) -> Result<(), String> {
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<(), String> {
+        self.batches.take();
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .unwrap_or_else(|_| Err("the staging writer panicked".into())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for StagedWriter {
+    fn drop(&mut self) {
+        let _ = self.join();
     }
 }
 
