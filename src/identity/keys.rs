@@ -68,13 +68,15 @@ pub fn assign(
     previous: &HashMap<(String, String), String>,
     prefix: &str,
 ) -> Keys {
-    let previous_of: Vec<Option<String>> = (0..records.len())
-        .map(|r| {
+    let previous_of: Vec<Option<String>> = if previous.is_empty() {
+        vec![None; records.len()]
+    } else {
+        super::par_map(records.len(), |r| {
             previous
                 .get(&(records.source(r).to_string(), records.ids[r].clone()))
                 .cloned()
         })
-        .collect();
+    };
     let n = clustering.clusters.len();
     // Claims: (records carrying the key, cluster, key).
     let mut claims: Vec<(usize, usize, String)> = Vec::new();
@@ -114,6 +116,25 @@ pub fn assign(
             key[c] = Some(k);
         }
     }
+    // The first candidate key of every cluster that keeps no previous key, on every core:
+    // a hash of its smallest (source, id).
+    let mut fresh: Vec<Option<(String, String)>> = super::par_map(n, |c| {
+        key[c].is_none().then(|| {
+            let seed = clustering.clusters[c]
+                .iter()
+                .map(|&m| {
+                    format!(
+                        "{}\u{1f}{}",
+                        records.source(m as usize),
+                        records.ids[m as usize]
+                    )
+                })
+                .min()
+                .unwrap_or_default();
+            let first = derived_key(prefix, &seed, 0);
+            (seed, first)
+        })
+    });
     let mut report = KeyReport::default();
     let mut status = Vec::with_capacity(n);
     let mut out = Vec::with_capacity(n);
@@ -139,25 +160,14 @@ pub fn assign(
             }
             None => {
                 report.new_keys += 1;
-                let seed = clustering.clusters[c]
-                    .iter()
-                    .map(|&m| {
-                        format!(
-                            "{}\u{1f}{}",
-                            records.source(m as usize),
-                            records.ids[m as usize]
-                        )
-                    })
-                    .min()
-                    .unwrap_or_default();
+                let (seed, first) = fresh[c].take().expect("computed for every keyless cluster");
+                let mut k = first;
                 let mut attempt = 0;
-                loop {
-                    let k = derived_key(prefix, &seed, attempt);
-                    if !taken.contains(&k) {
-                        break k;
-                    }
+                while taken.contains(&k) {
                     attempt += 1;
+                    k = derived_key(prefix, &seed, attempt);
                 }
+                k
             }
         };
         taken.insert(k.clone());

@@ -451,6 +451,29 @@ pub fn resolve(
     })
 }
 
+/// `f(0), f(1), ... f(n - 1)` computed on every core, in order: each thread takes one
+/// contiguous range, so the result does not depend on how the work was split.
+pub fn par_map<R: Send>(n: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .clamp(1, 16);
+    if threads == 1 || n < 4096 {
+        return (0..n).map(f).collect();
+    }
+    let chunk = n.div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..n)
+            .step_by(chunk)
+            .map(|start| scope.spawn(move || (start..(start + chunk).min(n)).map(f).collect::<Vec<R>>()))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("an identity worker thread panicked"))
+            .collect()
+    })
+}
+
 /// A stopwatch: each call records the time since the previous one under a phase's name.
 pub fn laps() -> impl FnMut(&'static str, &mut Vec<(&'static str, u64)>) {
     let mut last = Instant::now();
@@ -954,6 +977,14 @@ fn quality_batch(q: &Metrics) -> Result<RecordBatch, String> {
 mod quality_tests {
     use super::config::LinkType;
     use super::pairwise_quality;
+
+    #[test]
+    fn par_map_keeps_the_order_on_every_core_and_below_its_threshold() {
+        for n in [0, 1, 4095, 4096, 100_003] {
+            let got = super::par_map(n, |i| i * 3 + 1);
+            assert_eq!(got, (0..n).map(|i| i * 3 + 1).collect::<Vec<_>>(), "n = {n}");
+        }
+    }
 
     #[test]
     fn pairwise_quality_counts_pairs_by_hand() {

@@ -116,6 +116,7 @@ impl BuiltinStep for Identity {
     ) -> BoxFuture<'a, datafusion::error::Result<BuiltinOutput>> {
         async move {
             let settings = self.settings.clone();
+            let reading = std::time::Instant::now();
             let (records, load) = identity::records::load(ctx, &settings).await?;
             let mut context = Context::default();
             if let Some(previous) = &settings.raw.previous {
@@ -138,6 +139,15 @@ impl BuiltinStep for Identity {
                 tracing::warn!("identity: the inputs hold no records");
             }
             context.stop = crate::memory::Stop::current();
+            // Reading the inputs (their SQL, the previous map, the ground truth), beside the
+            // phases the resolution times.
+            let reading_ms = reading.elapsed().as_millis() as u64;
+            let with_reading = |mut details: serde_json::Value| {
+                if let Some(phases) = details.get_mut("phases_ms").and_then(|p| p.as_object_mut()) {
+                    phases.insert("reading_inputs".into(), reading_ms.into());
+                }
+                details
+            };
             let on_engine = match settings.raw.compare_on {
                 CompareOn::Client => false,
                 CompareOn::Engine => true,
@@ -158,7 +168,7 @@ impl BuiltinStep for Identity {
                 let finished = resolution.finished;
                 return Ok(BuiltinOutput {
                     frame: ctx.read_batch(finished.map)?,
-                    details: Some(finished.details),
+                    details: Some(with_reading(finished.details)),
                     tables: vec![
                         ("golden".into(), ctx.read_batch(finished.golden)?),
                         ("quality".into(), ctx.read_batch(finished.quality)?),
@@ -180,7 +190,7 @@ impl BuiltinStep for Identity {
             .map_err(|e| DataFusionError::Execution(format!("identity: {e}")))?;
             Ok(BuiltinOutput {
                 frame: ctx.read_batch(resolution.map)?,
-                details: Some(resolution.details),
+                details: Some(with_reading(resolution.details)),
                 tables: vec![
                     ("golden".into(), ctx.read_batch(resolution.golden)?),
                     ("quality".into(), ctx.read_batch(resolution.quality)?),
