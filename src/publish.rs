@@ -25,16 +25,16 @@ use datafusion::parquet::arrow::arrow_writer::{
     compute_leaves, ArrowColumnChunk, ArrowLeafColumn, ArrowRowGroupWriterFactory,
 };
 use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::parquet::file::writer::SerializedFileWriter;
-use tokio::io::AsyncWriteExt;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::metadata::KeyValue;
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use datafusion::parquet::file::writer::SerializedFileWriter;
 use futures::{StreamExt, TryStreamExt};
 use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::Serialize;
+use tokio::io::AsyncWriteExt;
 
 use crate::storage::{StorageError, Store};
 
@@ -475,9 +475,8 @@ impl ParallelWriter {
         let buffer = SharedBuffer::default();
         // Through ArrowWriter, so that the file has the same schema and metadata
         // (the embedded Arrow schema) as one ArrowWriter writes alone.
-        let (file, columns) =
-            ArrowWriter::try_new(buffer.clone(), schema.clone(), Some(props))?
-                .into_serialized_writer()?;
+        let (file, columns) = ArrowWriter::try_new(buffer.clone(), schema.clone(), Some(props))?
+            .into_serialized_writer()?;
         Ok(Self {
             file,
             columns,
@@ -681,10 +680,13 @@ mod tests {
                     rows.clone().map(|i| (i % 7 != 0).then_some(i as i64 * 31)),
                 ));
                 let names: ArrayRef = Arc::new(StringArray::from_iter(
-                    rows.clone().map(|i| (i % 5 != 0).then(|| format!("name {}", i % 97))),
+                    rows.clone()
+                        .map(|i| (i % 5 != 0).then(|| format!("name {}", i % 97))),
                 ));
                 let lists: ArrayRef = Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>(
-                    rows.map(|i| (i % 3 != 0).then(|| (0..i % 4).map(|j| Some(j as i64)).collect::<Vec<_>>())),
+                    rows.map(|i| {
+                        (i % 3 != 0).then(|| (0..i % 4).map(|j| Some(j as i64)).collect::<Vec<_>>())
+                    }),
                 ));
                 RecordBatch::try_new(schema.clone(), vec![ids, names, lists]).unwrap()
             })
@@ -710,16 +712,20 @@ mod tests {
                 .build();
             let input = batches(&schema, &sizes);
             let mut expected = Vec::new();
-            let mut one = ArrowWriter::try_new(&mut expected, schema.clone(), Some(props.clone())).unwrap();
+            let mut one =
+                ArrowWriter::try_new(&mut expected, schema.clone(), Some(props.clone())).unwrap();
             for batch in &input {
                 one.write(batch).unwrap();
             }
             one.close().unwrap();
 
             let path = ObjectPath::from("t.parquet");
-            let mut writer =
-                ParallelWriter::try_new(BufWriter::new(store.clone(), path.clone()), schema.clone(), props)
-                    .unwrap();
+            let mut writer = ParallelWriter::try_new(
+                BufWriter::new(store.clone(), path.clone()),
+                schema.clone(),
+                props,
+            )
+            .unwrap();
             for batch in &input {
                 writer.write(batch).await.unwrap();
             }

@@ -1248,12 +1248,14 @@ impl<'de> serde::de::Visitor<'de> for JsonText {
     }
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        let value = serde_json::Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+        let value =
+            serde_json::Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
         Ok(Some(Cow::Owned(value.to_string())))
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        let value = serde_json::Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        let value =
+            serde_json::Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
         Ok(Some(Cow::Owned(value.to_string())))
     }
 }
@@ -1268,8 +1270,8 @@ struct StagedWriter {
 impl StagedWriter {
     fn create(path: &Path, schema: SchemaRef) -> Result<Self, String> {
         let file = File::create(path).map_err(|e| format!("cannot create staging file: {e}"))?;
-        let mut writer = ArrowWriter::try_new(file, schema, Some(staging_props()))
-            .map_err(|e| e.to_string())?;
+        let mut writer =
+            ArrowWriter::try_new(file, schema, Some(staging_props())).map_err(|e| e.to_string())?;
         // Two batches in flight: the parser runs ahead of the writer by little memory.
         let (batches, received) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
         let thread = std::thread::Builder::new()
@@ -1624,7 +1626,11 @@ mod tests {
             r#""A1""#,
         ] {
             let ours = json_row_texts(line, &columns)
-                .map(|t| t.into_iter().map(|c| c.map(|c| c.into_owned())).collect::<Vec<_>>())
+                .map(|t| {
+                    t.into_iter()
+                        .map(|c| c.map(|c| c.into_owned()))
+                        .collect::<Vec<_>>()
+                })
                 .map_err(|_| ());
             assert_eq!(ours, reference(line), "{line}");
         }

@@ -169,7 +169,10 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
         export_rows,
         load_s,
         load_peak,
-        cpu_share(manifest.sources_cpu_ms, manifest.sources_duration_ms.unwrap_or(0))
+        cpu_share(
+            manifest.sources_cpu_ms,
+            manifest.sources_duration_ms.unwrap_or(0)
+        )
     );
     for step in &manifest.steps {
         let rows = step
@@ -205,7 +208,9 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
         100.0 * cpu / total.max(1e-9)
     );
     println!();
-    println!("cost per export row ({export_rows} rows), and the CPU each stage used of {cores} cores:");
+    println!(
+        "cost per export row ({export_rows} rows), and the CPU each stage used of {cores} cores:"
+    );
     let load_cpu = manifest.sources_cpu_ms.unwrap_or(0) as f64 / 1000.0;
     for (name, seconds, cpu) in [
         ("load sources", load_s, load_cpu),

@@ -825,7 +825,9 @@ mod tests {
         let walked = |g: &ExactGroups| g.rest.values().map(rest_bytes).sum::<usize>();
         // 1e-300 needs the partials, 1e300 the huge list, 0.1 and 2.5 neither.
         let values: ArrayRef = Arc::new(Float64Array::from(vec![1e-300, 0.1, 1e300, 2.5, 3e-300]));
-        groups.update_batch(&[values.clone()], &[0, 1, 0, 2, 1], None, 3).unwrap();
+        groups
+            .update_batch(&[values.clone()], &[0, 1, 0, 2, 1], None, 3)
+            .unwrap();
         assert!(groups.heap > 0);
         assert_eq!(groups.heap, walked(&groups));
         assert!(groups.size() >= 3 * 24 + groups.heap);
@@ -837,16 +839,27 @@ mod tests {
         let sums = groups.evaluate(EmitTo::All).unwrap();
         assert_eq!(groups.heap, 0);
         let sums = sums.as_primitive::<Float64Type>();
-        assert_eq!(sums.values().to_vec(), vec![0.1 + 3e-300, 2.5, 1e300 + 1e-300]);
+        assert_eq!(
+            sums.values().to_vec(),
+            vec![0.1 + 3e-300, 2.5, 1e300 + 1e-300]
+        );
 
         // Rows turned into states one by one and merged give the sums of one pass.
         let mut direct = ExactGroups::new(Kind::Avg);
-        direct.update_batch(&[values.clone()], &[0, 1, 0, 2, 1], None, 3).unwrap();
+        direct
+            .update_batch(&[values.clone()], &[0, 1, 0, 2, 1], None, 3)
+            .unwrap();
         let mut merged = ExactGroups::new(Kind::Avg);
         let states = merged.convert_to_state(&[values], None).unwrap();
         merged.merge_batch(&states, &[0, 1, 0, 2, 1], 3).unwrap();
-        let (a, b) = (direct.evaluate(EmitTo::All).unwrap(), merged.evaluate(EmitTo::All).unwrap());
-        assert_eq!(a.as_primitive::<Float64Type>().values(), b.as_primitive::<Float64Type>().values());
+        let (a, b) = (
+            direct.evaluate(EmitTo::All).unwrap(),
+            merged.evaluate(EmitTo::All).unwrap(),
+        );
+        assert_eq!(
+            a.as_primitive::<Float64Type>().values(),
+            b.as_primitive::<Float64Type>().values()
+        );
     }
 
     #[test]

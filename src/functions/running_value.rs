@@ -86,7 +86,10 @@ impl WindowUDFImpl for RunningValue {
                 _ => None,
             });
         let Some(offset) = offset else {
-            return exec_err!("{}: the second argument must be a non-negative integer literal", self.name);
+            return exec_err!(
+                "{}: the second argument must be a non-negative integer literal",
+                self.name
+            );
         };
         Ok(Box::new(Carry {
             kind: self.kind,
@@ -229,7 +232,10 @@ fn rewrite(expr: &Expr) -> Result<Option<Expr>> {
     };
     if params.null_treatment != Some(NullTreatment::IgnoreNulls)
         || frame.units != WindowFrameUnits::Rows
-        || !matches!(frame.start_bound, WindowFrameBound::Preceding(ScalarValue::UInt64(None)))
+        || !matches!(
+            frame.start_bound,
+            WindowFrameBound::Preceding(ScalarValue::UInt64(None))
+        )
         || params.filter.is_some()
         || params.distinct
         || params.args.len() != 1
@@ -292,13 +298,19 @@ mod tests {
         }
         ctx.add_analyzer_rule(Arc::new(RunningValues));
         let df = ctx.sql(&sql).await.unwrap();
-        let plan = format!("{}", df.clone().into_optimized_plan().unwrap().display_indent());
+        let plan = format!(
+            "{}",
+            df.clone().into_optimized_plan().unwrap().display_indent()
+        );
         assert_eq!(plan.matches("running_last_value").count(), 2, "{plan}");
         assert_eq!(plan.matches("running_first_value").count(), 2, "{plan}");
         let got = pretty(&df.collect().await.unwrap());
         assert_eq!(got, expected);
         // Partition 0 at t = 6: v3 carried (t = 6 itself is null), v0 first, v3 before it.
-        let line = expected.lines().find(|l| l.starts_with("| 0 | 6 ")).unwrap();
+        let line = expected
+            .lines()
+            .find(|l| l.starts_with("| 0 | 6 "))
+            .unwrap();
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
         assert_eq!(&cells[3..6], ["v3", "v0", "v3"], "{line}");
     }

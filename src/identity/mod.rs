@@ -465,7 +465,9 @@ pub fn par_map<R: Send>(n: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..n)
             .step_by(chunk)
-            .map(|start| scope.spawn(move || (start..(start + chunk).min(n)).map(f).collect::<Vec<R>>()))
+            .map(|start| {
+                scope.spawn(move || (start..(start + chunk).min(n)).map(f).collect::<Vec<R>>())
+            })
             .collect();
         workers
             .into_iter()
@@ -982,7 +984,11 @@ mod quality_tests {
     fn par_map_keeps_the_order_on_every_core_and_below_its_threshold() {
         for n in [0, 1, 4095, 4096, 100_003] {
             let got = super::par_map(n, |i| i * 3 + 1);
-            assert_eq!(got, (0..n).map(|i| i * 3 + 1).collect::<Vec<_>>(), "n = {n}");
+            assert_eq!(
+                got,
+                (0..n).map(|i| i * 3 + 1).collect::<Vec<_>>(),
+                "n = {n}"
+            );
         }
     }
 
