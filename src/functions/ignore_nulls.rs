@@ -13,7 +13,6 @@ use std::sync::Arc;
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{DataType, FieldRef};
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::Transformed;
 use datafusion::error::Result;
 use datafusion::logical_expr::expr::WindowFunction;
 use datafusion::logical_expr::function::{PartitionEvaluatorArgs, WindowUDFFieldArgs};
@@ -111,35 +110,16 @@ impl AnalyzerRule for IgnoreNullsOnCluster {
     }
 
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        plan.transform_up_with_subqueries(|node| match node {
-            LogicalPlan::Window(_) => node.map_expressions(|e| match e {
-                Expr::Alias(mut alias) => match rewrite(alias.expr.as_ref().clone())? {
-                    Some(call) => {
-                        alias.expr = Box::new(call);
-                        Ok(Transformed::yes(Expr::Alias(alias)))
-                    }
-                    None => Ok(Transformed::no(Expr::Alias(alias))),
-                },
-                e => {
-                    let name = e.schema_name().to_string();
-                    match rewrite(e.clone())? {
-                        Some(call) => Ok(Transformed::yes(call.alias(name))),
-                        None => Ok(Transformed::no(e)),
-                    }
-                }
-            }),
-            other => Ok(Transformed::no(other)),
-        })
-        .map(|t| t.data)
+        super::rewrite_window_calls(plan, rewrite)
     }
 }
 
 /// `expr` with its window function replaced, when it is one that ignores nulls.
-fn rewrite(expr: Expr) -> Result<Option<Expr>> {
+fn rewrite(expr: &Expr) -> Result<Option<Expr>> {
     let Expr::WindowFunction(call) = expr else {
         return Ok(None);
     };
-    let WindowFunction { fun, params } = *call;
+    let WindowFunction { fun, params } = call.as_ref();
     match fun {
         WindowFunctionDefinition::WindowUDF(udf)
             if params.null_treatment
@@ -147,8 +127,8 @@ fn rewrite(expr: Expr) -> Result<Option<Expr>> {
                 && WRAPPED.contains(&udf.name()) =>
         {
             Ok(Some(Expr::WindowFunction(Box::new(WindowFunction {
-                fun: WindowFunctionDefinition::WindowUDF(ignoring_nulls(udf)),
-                params,
+                fun: WindowFunctionDefinition::WindowUDF(ignoring_nulls(udf.clone())),
+                params: params.clone(),
             }))))
         }
         _ => Ok(None),

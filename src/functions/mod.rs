@@ -64,6 +64,35 @@ pub fn functions(settings: &FunctionSettings) -> Vec<Arc<ScalarUDF>> {
     all
 }
 
+/// `plan` with every window expression `rewrite` replaces swapped for its replacement,
+/// under the column name it had: the walk both window analyzer rules share.
+pub(crate) fn rewrite_window_calls(
+    plan: datafusion::logical_expr::LogicalPlan,
+    rewrite: impl Fn(
+        &datafusion::logical_expr::Expr,
+    ) -> datafusion::error::Result<Option<datafusion::logical_expr::Expr>>,
+) -> datafusion::error::Result<datafusion::logical_expr::LogicalPlan> {
+    use datafusion::common::tree_node::Transformed;
+    use datafusion::logical_expr::{Expr, LogicalPlan};
+    plan.transform_up_with_subqueries(|node| match node {
+        LogicalPlan::Window(_) => node.map_expressions(|e| match e {
+            Expr::Alias(mut alias) => match rewrite(alias.expr.as_ref())? {
+                Some(call) => {
+                    alias.expr = Box::new(call);
+                    Ok(Transformed::yes(Expr::Alias(alias)))
+                }
+                None => Ok(Transformed::no(Expr::Alias(alias))),
+            },
+            e => match rewrite(&e)? {
+                Some(call) => Ok(Transformed::yes(call.alias(e.schema_name().to_string()))),
+                None => Ok(Transformed::no(e)),
+            },
+        }),
+        other => Ok(Transformed::no(other)),
+    })
+    .map(|t| t.data)
+}
+
 pub fn register_all(ctx: &SessionContext, settings: &FunctionSettings) {
     for f in functions(settings) {
         ctx.register_udf(f.as_ref().clone());

@@ -22,7 +22,6 @@ use std::sync::Arc;
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::Transformed;
 use datafusion::common::{exec_err, Result, ScalarValue};
 use datafusion::logical_expr::expr::{NullTreatment, WindowFunction};
 use datafusion::logical_expr::function::{PartitionEvaluatorArgs, WindowUDFFieldArgs};
@@ -190,23 +189,7 @@ impl AnalyzerRule for RunningValues {
     }
 
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        plan.transform_up_with_subqueries(|node| match node {
-            LogicalPlan::Window(_) => node.map_expressions(|e| match e {
-                Expr::Alias(mut alias) => match rewrite(alias.expr.as_ref())? {
-                    Some(call) => {
-                        alias.expr = Box::new(call);
-                        Ok(Transformed::yes(Expr::Alias(alias)))
-                    }
-                    None => Ok(Transformed::no(Expr::Alias(alias))),
-                },
-                e => match rewrite(&e)? {
-                    Some(call) => Ok(Transformed::yes(call.alias(e.schema_name().to_string()))),
-                    None => Ok(Transformed::no(e)),
-                },
-            }),
-            other => Ok(Transformed::no(other)),
-        })
-        .map(|t| t.data)
+        super::rewrite_window_calls(plan, rewrite)
     }
 }
 
