@@ -26,6 +26,7 @@ pub mod model_tests;
 pub mod publish;
 pub mod report;
 pub mod run;
+pub mod running_window;
 pub mod scaffold;
 pub mod scratch;
 pub mod selection;

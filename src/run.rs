@@ -270,7 +270,15 @@ pub fn session(
     spill_dir: PathBuf,
 ) -> datafusion::error::Result<SessionContext> {
     let config = session_config(execution, SessionConfig::new())?;
-    let ctx = SessionContext::new_with_config_rt(config, runtime_env(execution, spill_dir)?);
+    let state = datafusion::execution::SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime_env(execution, spill_dir)?)
+        .with_default_features()
+        // Running windows a batch at a time (see `running_window`); a cluster plans
+        // DataFusion's own operator.
+        .with_physical_optimizer_rule(Arc::new(crate::running_window::RunningWindows))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     crate::functions::register_all(&ctx, &execution.functions);
     Ok(ctx)
 }
