@@ -17,11 +17,8 @@ impl<'a> Comparator<'a> {
             .iter()
             .map(|c| {
                 c.levels.contains(&Level::Metaphone).then(|| {
-                    records.attrs[c.attribute]
-                        .dict
-                        .iter()
-                        .map(|v| crm_text::double_metaphone(v))
-                        .collect()
+                    let dict = &records.attrs[c.attribute].dict;
+                    super::par_map(dict.len(), |i| crm_text::double_metaphone(&dict[i]))
                 })
             })
             .collect();

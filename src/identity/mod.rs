@@ -289,12 +289,14 @@ pub fn link<'a>(
     );
     stop("blocking")?;
     let mut levels = vec![0u8; blocked.pairs.len() * c];
-    for (p, &(a, b)) in blocked.pairs.iter().enumerate() {
+    par_rows(&mut levels, c, |p, row| {
         if p % (1 << 16) == 0 {
             stop("comparing")?;
         }
-        cmp.levels(a as usize, b as usize, &mut levels[p * c..(p + 1) * c]);
-    }
+        let (a, b) = blocked.pairs[p];
+        cmp.levels(a as usize, b as usize, row);
+        Ok::<(), String>(())
+    })?;
     lap("blocking_and_comparison", timings);
 
     // The model and each pair's weight.
@@ -326,14 +328,22 @@ pub fn link<'a>(
     let mut weights = vec![0.0f64; blocked.pairs.len() * c];
     let mut match_weight = vec![0.0f64; blocked.pairs.len()];
     if let Some(model) = &model {
-        for (p, &pair) in blocked.pairs.iter().enumerate() {
-            match_weight[p] = train::score(
+        // Each pair's row: its match weight, then one weight per comparison.
+        let mut scored = vec![0.0f64; blocked.pairs.len() * (c + 1)];
+        par_rows(&mut scored, c + 1, |p, row| {
+            let (total, per) = row.split_first_mut().expect("a row has c + 1 values");
+            *total = train::score(
                 model,
                 &cmp,
-                pair,
+                blocked.pairs[p],
                 &levels[p * c..(p + 1) * c],
-                &mut weights[p * c..(p + 1) * c],
+                per,
             );
+            Ok::<(), String>(())
+        })?;
+        for (p, row) in scored.chunks_exact(c + 1).enumerate() {
+            match_weight[p] = row[0];
+            weights[p * c..(p + 1) * c].copy_from_slice(&row[1..]);
         }
     }
 
@@ -473,6 +483,50 @@ pub fn par_map<R: Send>(n: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
             .into_iter()
             .flat_map(|w| w.join().expect("an identity worker thread panicked"))
             .collect()
+    })
+}
+
+/// Fills `out`, rows of `width` values, with `f(row index, row)` on every core: each thread
+/// takes one contiguous range of rows. Rows are independent, so the result does not depend
+/// on how the work was split; the first error (by row) is returned.
+pub fn par_rows<T: Send, E: Send>(
+    out: &mut [T],
+    width: usize,
+    f: impl Fn(usize, &mut [T]) -> Result<(), E> + Sync,
+) -> Result<(), E> {
+    if width == 0 {
+        return Ok(());
+    }
+    let n = out.len() / width;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .clamp(1, 16);
+    if threads == 1 || n < 4096 {
+        return out
+            .chunks_mut(width)
+            .enumerate()
+            .try_for_each(|(i, row)| f(i, row));
+    }
+    let chunk = n.div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = out
+            .chunks_mut(chunk * width)
+            .enumerate()
+            .map(|(t, rows)| {
+                scope.spawn(move || {
+                    rows.chunks_mut(width)
+                        .enumerate()
+                        .try_for_each(|(i, row)| f(t * chunk + i, row))
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("an identity worker thread panicked"))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .collect::<Result<(), E>>()
     })
 }
 
@@ -990,6 +1044,33 @@ mod quality_tests {
                 "n = {n}"
             );
         }
+    }
+
+    #[test]
+    fn par_rows_fills_every_row_from_its_index_and_returns_the_first_error() {
+        for (n, width) in [(0, 3), (1, 3), (4095, 2), (4096, 1), (100_003, 4)] {
+            let mut out = vec![0usize; n * width];
+            super::par_rows(&mut out, width, |p, row| {
+                for (k, v) in row.iter_mut().enumerate() {
+                    *v = p * 10 + k;
+                }
+                Ok::<(), String>(())
+            })
+            .unwrap();
+            let want: Vec<usize> = (0..n)
+                .flat_map(|p| (0..width).map(move |k| p * 10 + k))
+                .collect();
+            assert_eq!(out, want, "n = {n}, width = {width}");
+        }
+        let mut out = vec![0u8; 50_000];
+        let err = super::par_rows(&mut out, 1, |p, _| {
+            if p % 7_000 == 6_999 {
+                Err(p)
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(err, Err(6_999));
     }
 
     #[test]

@@ -171,35 +171,85 @@ struct RawRecord {
     attrs: Vec<Option<String>>,
 }
 
+/// One source's rows, cleaned and with one row per id, in id order.
+struct SourceRows {
+    rows: Vec<RawRecord>,
+    missing_ids: u64,
+    duplicate_ids: u64,
+}
+
+/// Cleans one source's rows and keeps one per id.
+///
+/// Records are numbered in a canonical order (id, newest first, then every attribute), not
+/// in the order partitions deliver them: record numbers break ties in sampling, pair
+/// orientation, clustering and keys, so the step's results depend on the input rows alone.
+/// Of the copies of one id, the most recently updated is kept; of copies updated at the
+/// same time, the one with the most attributes filled, then the first by value.
+fn source_rows(
+    batches: &[datafusion::arrow::array::RecordBatch],
+    attrs: &[String],
+) -> Result<SourceRows> {
+    let mut missing_ids = 0;
+    let mut rows: Vec<RawRecord> = Vec::new();
+    for batch in batches {
+        let ids = strings(batch.column_by_name("__id").expect("selected"))?;
+        let updated = batch
+            .column_by_name("__updated_at")
+            .map(|a| strings(a))
+            .transpose()?;
+        let columns: Vec<Option<StringArray>> = attrs
+            .iter()
+            .map(|a| {
+                batch
+                    .column_by_name(&format!("__attr_{a}"))
+                    .map(|c| strings(c))
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
+        for row in 0..batch.num_rows() {
+            let Some(id) = (!ids.is_null(row)).then(|| ids.value(row)).and_then(clean) else {
+                missing_ids += 1;
+                continue;
+            };
+            let text = |c: &StringArray| {
+                (!c.is_null(row))
+                    .then(|| c.value(row))
+                    .and_then(clean)
+                    .map(str::to_string)
+            };
+            rows.push(RawRecord {
+                id: id.to_string(),
+                updated_at: updated.as_ref().and_then(text),
+                attrs: columns.iter().map(|c| c.as_ref().and_then(text)).collect(),
+            });
+        }
+    }
+    let filled = |r: &RawRecord| r.attrs.iter().filter(|a| a.is_some()).count();
+    rows.sort_unstable_by(|a, b| {
+        a.id.cmp(&b.id)
+            .then_with(|| b.updated_at.cmp(&a.updated_at))
+            .then_with(|| filled(b).cmp(&filled(a)))
+            .then_with(|| a.attrs.cmp(&b.attrs))
+    });
+    let before = rows.len();
+    rows.dedup_by(|later, first| later.id == first.id);
+    Ok(SourceRows {
+        duplicate_ids: (before - rows.len()) as u64,
+        rows,
+        missing_ids,
+    })
+}
+
 /// Reads every input table. A record without an id is skipped and a repeated (source, id)
 /// keeps its most recently updated row; both are counted, never silently dropped.
+///
+/// The inputs' queries run at once, each source's rows are cleaned and sorted on a thread
+/// of its own, and each attribute's values are interned on a thread of its own: the result
+/// is the same as one pass in order (sources in their declared order, then ids).
 pub async fn load(ctx: &SessionContext, settings: &Settings) -> Result<(Records, LoadReport)> {
     let attrs = &settings.attributes;
-    let mut records = Records {
-        sources: Vec::new(),
-        trust: Vec::new(),
-        source_of: Vec::new(),
-        ids: Vec::new(),
-        updated_at: Vec::new(),
-        attrs: attrs.iter().map(|_| Column::new()).collect(),
-    };
-    let mut report = LoadReport::default();
-    let patterns: Vec<Vec<Pattern>> = attrs
-        .iter()
-        .map(|a| {
-            settings
-                .raw
-                .guards
-                .ignore_values
-                .get(a)
-                .map(|v| v.iter().map(|p| Pattern::new(p)).collect())
-                .unwrap_or_default()
-        })
-        .collect();
-    let mut ignored = vec![0u64; attrs.len()];
-    for (source_idx, input) in settings.raw.inputs.iter().enumerate() {
-        records.sources.push(input.source.clone());
-        records.trust.push(input.trust);
+    let inputs = &settings.raw.inputs;
+    let batches = futures::future::try_join_all(inputs.iter().map(|input| async move {
         let table = input.table.to_lowercase();
         let mut exprs = vec![ident(input.id.as_str()).alias("__id")];
         if let Some(u) = &input.updated_at {
@@ -213,87 +263,90 @@ pub async fn load(ctx: &SessionContext, settings: &Settings) -> Result<(Records,
             .await?
             .select(exprs)
             .map_err(|e| DataFusionError::Plan(format!("identity input `{}`: {e}", input.table)))?;
-        // Records are numbered in a canonical order (id, newest first, then every
-        // attribute), not in the order partitions deliver them: record numbers break ties
-        // in sampling, pair orientation, clustering and keys, so the step's results
-        // depend on the input rows alone. Of two rows with one id the newest is kept.
-        let mut rows: Vec<RawRecord> = Vec::new();
-        for batch in df.collect().await? {
-            let ids = strings(batch.column_by_name("__id").expect("selected"))?;
-            let updated = batch
-                .column_by_name("__updated_at")
-                .map(|a| strings(a))
-                .transpose()?;
-            let columns: Vec<Option<StringArray>> = attrs
-                .iter()
-                .map(|a| {
-                    batch
-                        .column_by_name(&format!("__attr_{a}"))
-                        .map(|c| strings(c))
-                        .transpose()
-                })
-                .collect::<Result<_>>()?;
-            for row in 0..batch.num_rows() {
-                let Some(id) = (!ids.is_null(row)).then(|| ids.value(row)).and_then(clean) else {
-                    report.missing_ids += 1;
-                    continue;
-                };
-                let text = |c: &StringArray| {
-                    (!c.is_null(row))
-                        .then(|| c.value(row))
-                        .and_then(clean)
-                        .map(str::to_string)
-                };
-                rows.push(RawRecord {
-                    id: id.to_string(),
-                    updated_at: updated.as_ref().and_then(text),
-                    attrs: columns.iter().map(|c| c.as_ref().and_then(text)).collect(),
-                });
-            }
-        }
-        // Of the copies of one id, the most recently updated is kept; of copies updated at
-        // the same time, the one with the most attributes filled, then the first by value.
-        let filled = |r: &RawRecord| r.attrs.iter().filter(|a| a.is_some()).count();
-        rows.sort_unstable_by(|a, b| {
-            a.id.cmp(&b.id)
-                .then_with(|| b.updated_at.cmp(&a.updated_at))
-                .then_with(|| filled(b).cmp(&filled(a)))
-                .then_with(|| a.attrs.cmp(&b.attrs))
-        });
-        let mut loaded = 0u64;
-        let mut last_id: Option<String> = None;
-        for row in rows {
-            if last_id.as_deref() == Some(row.id.as_str()) {
-                report.duplicate_ids += 1;
-                continue;
-            }
-            records.source_of.push(source_idx as u16);
-            records.ids.push(row.id.clone());
-            records.updated_at.push(row.updated_at);
-            for (i, value) in row.attrs.into_iter().enumerate() {
-                let value = match value {
-                    Some(v) if patterns[i].iter().any(|p| p.matches(&v)) => {
-                        ignored[i] += 1;
-                        None
+        df.collect().await
+    }))
+    .await?;
+    let sources: Vec<SourceRows> = std::thread::scope(|scope| {
+        let handles: Vec<_> = batches
+            .iter()
+            .map(|b| scope.spawn(|| source_rows(b, attrs)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .expect("a source's rows are read without panicking")
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    drop(batches);
+
+    let mut report = LoadReport::default();
+    for (input, source) in inputs.iter().zip(&sources) {
+        report.missing_ids += source.missing_ids;
+        report.duplicate_ids += source.duplicate_ids;
+        report
+            .per_source
+            .push((input.source.clone(), source.rows.len() as u64));
+    }
+    // Each attribute's column, with the values its guards ignore dropped and counted.
+    let columns: Vec<(Column, u64)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = attrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let sources = &sources;
+                scope.spawn(move || {
+                    let patterns: Vec<Pattern> = settings
+                        .raw
+                        .guards
+                        .ignore_values
+                        .get(a)
+                        .map(|v| v.iter().map(|p| Pattern::new(p)).collect())
+                        .unwrap_or_default();
+                    let mut column = Column::new();
+                    let mut ignored = 0u64;
+                    for row in sources.iter().flat_map(|s| &s.rows) {
+                        let value = match row.attrs[i].as_deref() {
+                            Some(v) if patterns.iter().any(|p| p.matches(v)) => {
+                                ignored += 1;
+                                None
+                            }
+                            other => other,
+                        };
+                        column.push(value);
                     }
-                    other => other,
-                };
-                records.attrs[i].push(value.as_deref());
-            }
-            last_id = Some(row.id);
-            loaded += 1;
-        }
-        report.per_source.push((input.source.clone(), loaded));
-    }
-    for c in &mut records.attrs {
-        c.seal();
-    }
+                    column.seal();
+                    (column, ignored)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a column is built without panicking"))
+            .collect()
+    });
     report.ignored = attrs
         .iter()
-        .cloned()
-        .zip(ignored)
-        .filter(|(_, n)| *n > 0)
+        .zip(&columns)
+        .filter(|(_, (_, n))| *n > 0)
+        .map(|(a, (_, n))| (a.clone(), *n))
         .collect();
+    let mut records = Records {
+        sources: inputs.iter().map(|i| i.source.clone()).collect(),
+        trust: inputs.iter().map(|i| i.trust).collect(),
+        source_of: Vec::new(),
+        ids: Vec::new(),
+        updated_at: Vec::new(),
+        attrs: columns.into_iter().map(|(c, _)| c).collect(),
+    };
+    for (source_idx, source) in sources.into_iter().enumerate() {
+        for row in source.rows {
+            records.source_of.push(source_idx as u16);
+            records.ids.push(row.id);
+            records.updated_at.push(row.updated_at);
+        }
+    }
     Ok((records, report))
 }
 

@@ -117,24 +117,44 @@ impl BuiltinStep for Identity {
         async move {
             let settings = self.settings.clone();
             let reading = std::time::Instant::now();
-            let (records, load) = identity::records::load(ctx, &settings).await?;
-            let mut context = Context::default();
-            if let Some(previous) = &settings.raw.previous {
-                context.previous = pairs_by_record(
-                    ctx,
-                    &previous.to_lowercase(),
-                    ["source", "source_record_id", "customer_key"],
-                )
-                .await?;
-            }
-            if let Some(truth) = &settings.raw.ground_truth {
-                context.truth = pairs_by_record(
-                    ctx,
-                    &truth.to_lowercase(),
-                    ["source", "record_id", "person_id"],
-                )
-                .await?;
-            }
+            // The inputs, the previous map and the ground truth are read at once.
+            let previous = async {
+                match &settings.raw.previous {
+                    Some(previous) => {
+                        pairs_by_record(
+                            ctx,
+                            &previous.to_lowercase(),
+                            ["source", "source_record_id", "customer_key"],
+                        )
+                        .await
+                    }
+                    None => Ok(HashMap::new()),
+                }
+            };
+            let truth = async {
+                match &settings.raw.ground_truth {
+                    Some(truth) => {
+                        pairs_by_record(
+                            ctx,
+                            &truth.to_lowercase(),
+                            ["source", "record_id", "person_id"],
+                        )
+                        .await
+                    }
+                    None => Ok(HashMap::new()),
+                }
+            };
+            let ((records, load), previous, truth) = futures::future::try_join3(
+                identity::records::load(ctx, &settings),
+                previous,
+                truth,
+            )
+            .await?;
+            let mut context = Context {
+                previous,
+                truth,
+                ..Context::default()
+            };
             if records.is_empty() && !crate::validate::planning() {
                 tracing::warn!("identity: the inputs hold no records");
             }
