@@ -85,46 +85,73 @@ pub fn agree(records: &Records, attrs: &[usize], a: usize, b: usize) -> bool {
 }
 
 /// Candidate pairs of every rule, each pair once, of the pairs `link` allows.
+///
+/// Every rule groups the records on a thread of its own, then finds its pairs on a thread
+/// of its own (a pair is the rule's unless an earlier rule's group holds it too); the
+/// pairs are concatenated in rule order, as one pass would list them.
 pub fn candidate_pairs(
     records: &Records,
     rules: &[(String, Vec<usize>)],
     max_group: usize,
     link: LinkType,
 ) -> Blocked {
+    let groups: Vec<Groups> = std::thread::scope(|scope| {
+        let workers: Vec<_> = rules
+            .iter()
+            .map(|(_, attrs)| scope.spawn(move || group(records, attrs, max_group)))
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a blocking rule's grouping panicked"))
+            .collect()
+    });
+    let per_rule: Vec<Vec<(u32, u32)>> = std::thread::scope(|scope| {
+        let groups = &groups;
+        let workers: Vec<_> = (0..rules.len())
+            .map(|r| {
+                scope.spawn(move || {
+                    let mut pairs = Vec::new();
+                    for members in &groups[r].groups {
+                        for (i, &a) in members.iter().enumerate() {
+                            for &b in &members[i + 1..] {
+                                let (a, b) = (a as usize, b as usize);
+                                if !link.allows(records.source_of[a], records.source_of[b]) {
+                                    continue;
+                                }
+                                let earlier = (0..r).any(|e| {
+                                    groups[e].grouped[a] && agree(records, &rules[e].1, a, b)
+                                });
+                                if !earlier {
+                                    pairs.push((a as u32, b as u32));
+                                }
+                            }
+                        }
+                    }
+                    pairs
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a blocking rule's pairing panicked"))
+            .collect()
+    });
     let mut out = Blocked {
-        pairs: Vec::new(),
+        pairs: Vec::with_capacity(per_rule.iter().map(Vec::len).sum()),
         rule_of: Vec::new(),
         stats: Vec::new(),
     };
-    let mut grouped_by: Vec<Vec<bool>> = Vec::new();
-    for (r, (name, attrs)) in rules.iter().enumerate() {
-        let g = group(records, attrs, max_group);
-        let mut count = 0u64;
-        for members in &g.groups {
-            for (i, &a) in members.iter().enumerate() {
-                for &b in &members[i + 1..] {
-                    let (a, b) = (a as usize, b as usize);
-                    if !link.allows(records.source_of[a], records.source_of[b]) {
-                        continue;
-                    }
-                    let earlier =
-                        (0..r).any(|e| grouped_by[e][a] && agree(records, &rules[e].1, a, b));
-                    if !earlier {
-                        out.pairs.push((a as u32, b as u32));
-                        out.rule_of.push(r as u8);
-                        count += 1;
-                    }
-                }
-            }
-        }
+    for (r, (((name, _), g), pairs)) in rules.iter().zip(&groups).zip(per_rule).enumerate() {
+        out.rule_of
+            .extend(std::iter::repeat_n(r as u8, pairs.len()));
         out.stats.push(RuleStats {
             name: name.clone(),
-            pairs: count,
+            pairs: pairs.len() as u64,
             oversized_groups: g.oversized_groups,
             oversized_records: g.oversized_records,
             largest_oversized: g.largest_oversized,
         });
-        grouped_by.push(g.grouped);
+        out.pairs.extend(pairs);
     }
     out
 }
