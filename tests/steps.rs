@@ -76,3 +76,45 @@ fn unknown_builtin_kinds_and_bad_settings_are_config_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn a_view_s_materialized_cte_is_computed_once_and_read_by_later_steps() {
+    let p = Project::from_fixture("mini");
+    // stg_orders stays a view; its CTE is written once, when the view's step runs, and the
+    // mart that reads the view later finds it.
+    p.write(
+        "sql/staging/stg_orders.sql",
+        "WITH dated AS MATERIALIZED (\n    SELECT order_id, customer_id, order_date, quantity FROM orders WHERE order_date <= $as_of\n)\nSELECT order_id, customer_id, order_date, quantity FROM dated\n",
+    );
+    p.run(&[
+        "run",
+        "pipelines/mini.yaml",
+        "--config",
+        "config/env.yaml",
+        "--as-of",
+        "2026-11-22",
+    ])
+    .expect_code(0);
+    let mut rows = read_parquet_rows(&p.path("marts/mart_totals.parquet"));
+    rows.sort_by(|a, b| a["customer_id"].cmp(&b["customer_id"]));
+    let totals: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (r["customer_id"].clone(), r["quantity"].clone()))
+        .collect();
+    let manifest = common::manifest_files(&p.path("marts/_runs"))
+        .pop()
+        .unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+    let view = &manifest["steps"][0];
+    assert_eq!(view["name"], "stg_orders");
+    assert_eq!(view["output"], "view");
+    assert_eq!(view["details"]["materialized_ctes"]["dated"], 3, "{view}");
+    assert_eq!(
+        totals,
+        vec![
+            ("C1".to_string(), "5".to_string()),
+            ("C3".to_string(), "4".to_string())
+        ]
+    );
+}

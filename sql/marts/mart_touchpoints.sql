@@ -37,10 +37,14 @@ session_channels AS (
     ) r
     WHERE rule_rank = 1
 ),
+web_events AS (
+    SELECT e.*, 'web:' || coalesce(nullif(lower(trim(e.page_type)), ''), '(none)') AS type_key
+    FROM int_web_sessions e
+),
 web_channels AS (
     SELECT e.*, sc.entry_channel, sc.creator AS session_creator, sc.visit_type
     FROM session_channels sc
-    RIGHT JOIN int_web_sessions e ON sc.utm_source_key = e.utm_source_key AND sc.utm_medium_key = e.utm_medium_key
+    RIGHT JOIN web_events e ON sc.utm_source_key = e.utm_source_key AND sc.utm_medium_key = e.utm_medium_key
 ),
 web_session_keys AS (
     -- The person the session logs in as.
@@ -64,7 +68,7 @@ web_touchpoints AS (
     SELECT
         'web:' || e.event_id AS touchpoint_id,
         'web' AS source_system,
-        'web:' || coalesce(nullif(lower(trim(e.page_type)), ''), '(none)') AS type_key,
+        e.type_key,
         CASE WHEN e.session_event_no = 1 THEN coalesce(e.visit_type, 'web_visit') END AS entry_touchpoint_type,
         -- The person the session logs in as, else the person of the cookie (its first login
         -- or the e-mail typed at checkout, as the identity step linked them).
@@ -144,8 +148,7 @@ survey_touchpoints AS (
         s.answered_on AS occurred_on
     FROM int_survey_answers s
 ),
-all_touchpoints AS MATERIALIZED (
-    -- Read twice (its distinct type keys, then every touchpoint): computed once.
+all_touchpoints AS (
     SELECT
         touchpoint_id, source_system, type_key, entry_touchpoint_type, customer_key, cookie_id, member_id,
         session_id, is_session_entry, entry_channel, session_creator, page_type, order_id, occurred_at, occurred_on, amount
@@ -184,7 +187,17 @@ type_rules AS (
                 PARTITION BY k.type_key
                 ORDER BY m.priority, m.touchpoint_type, m.stage, m.channel, m.creator, m.is_pain_point
             ) AS rule_rank
-        FROM (SELECT DISTINCT type_key FROM all_touchpoints) k
+        -- The type keys, each from the columns it is made of: web events' before they
+        -- are joined to the people, so this reads one column of int_web_sessions.
+        FROM (
+            SELECT type_key FROM web_events
+            UNION
+            SELECT type_key FROM erp_touchpoints
+            UNION
+            SELECT type_key FROM app_touchpoints
+            UNION
+            SELECT type_key FROM survey_touchpoints
+        ) k
         JOIN touchpoint_types m ON k.type_key LIKE lower(m.event_pattern)
     ) r
     WHERE rule_rank = 1

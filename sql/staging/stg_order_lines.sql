@@ -3,8 +3,9 @@
 -- A re-exported line (its order_id and line_no again) is one line: exact copies collapse,
 -- and of copies that differ the first by SKU, category, quantity, unit price, discount and
 -- unit cost is kept, as a whole. Only the lines whose key repeats are sorted to pick their
--- copy (see stg_orders).
-WITH repeated_keys AS (
+-- copy (see stg_orders). Both joins read the repeated keys: they are computed once, when
+-- this view's step runs (AS MATERIALIZED), not twice where int_order_values reads it.
+WITH repeated_keys AS MATERIALIZED (
     SELECT order_id, line_no FROM erp_order_lines GROUP BY order_id, line_no HAVING count(*) > 1
 ),
 copies AS (
