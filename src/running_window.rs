@@ -179,6 +179,12 @@ fn classify(expr: &Arc<dyn WindowExpr>) -> Result<Option<RunningExpr>> {
             return Ok(None);
         };
         let args = udf.args();
+        // DataFusion 55 keeps these flags private; the derived debug form prints them. A
+        // reversed `lag` reads the next row, and IGNORE NULLS skips rows: neither is here.
+        let debug = format!("{udf:?}");
+        if debug.contains("is_reversed: true") || debug.contains("ignore_nulls: true") {
+            return Ok(None);
+        }
         let func = match udf.fun().name() {
             "row_number" if args.is_empty() => Func::RowNumber,
             "lag" => {
@@ -240,7 +246,12 @@ fn classify(expr: &Arc<dyn WindowExpr>) -> Result<Option<RunningExpr>> {
         }
         let out = field.data_type();
         let func = match aggregate.fun().name() {
-            "sum" if matches!(out, DataType::Int64 | DataType::UInt64 | DataType::Float64) => {
+            "sum" if matches!(out, DataType::Int64 | DataType::UInt64) => Func::Sum,
+            // A sum of doubles is exact only with crm-marts' `sum` (`functions::exact_sum`).
+            "sum"
+                if out == &DataType::Float64
+                    && crate::functions::exact_sum::is_exact(aggregate.fun()) =>
+            {
                 Func::Sum
             }
             "count" if out == &DataType::Int64 => Func::Count,
@@ -272,7 +283,11 @@ impl RunningWindowExec {
     /// The running form of `window`, or `None` when one of its functions or its input
     /// order has none.
     pub fn try_new(window: &BoundedWindowAggExec) -> Result<Option<Self>> {
-        if window.input_order_mode != InputOrderMode::Sorted || window.window_expr().is_empty() {
+        if window.input_order_mode != InputOrderMode::Sorted
+            || window.window_expr().is_empty()
+            || window.state_observer().is_some()
+            || window.partition_by_sort_keys().is_err()
+        {
             return Ok(None);
         }
         let input_schema = window.input().schema();
@@ -527,12 +542,15 @@ fn evaluate(
         }
         Func::Count => {
             let values = values.expect("count has an argument");
+            // Logical nulls, as DataFusion's count: a NULL-typed or dictionary argument
+            // has nulls its validity buffer does not show.
+            let nulls = values.logical_nulls();
             let mut out = Vec::with_capacity(n);
             for (i, &start) in starts.iter().enumerate() {
                 if start {
                     state.rows = 0;
                 }
-                if values.is_valid(i) {
+                if nulls.as_ref().is_none_or(|b| b.is_valid(i)) {
                     state.rows += 1;
                 }
                 out.push(state.rows);
@@ -850,6 +868,27 @@ mod tests {
         assert!(!plan.contains("BoundedWindowAggExec"), "{plan}");
         assert_eq!(running, plain);
         assert!(plain.lines().count() > 8000, "{}", plain.lines().count());
+
+        // lag over the reverse of the input's order (DataFusion reverses it, reading the
+        // next row, instead of sorting again), and count of a NULL-typed argument.
+        for (sql, operator) in [
+            (
+                "SELECT id, t, rn, nxt FROM (SELECT id, g, t, rn, \
+                 lag(x) OVER (PARTITION BY g ORDER BY t DESC, id DESC) AS nxt \
+                 FROM (SELECT id, g, t, x, row_number() OVER (PARTITION BY g ORDER BY t, id) AS rn FROM e)) \
+                 ORDER BY id",
+                "BoundedWindowAggExec: wdw=[lag",
+            ),
+            (
+                "SELECT id, count(NULL) OVER (PARTITION BY g ORDER BY t, id ROWS UNBOUNDED PRECEDING) AS nothing \
+                 FROM e ORDER BY id",
+                "RunningWindowExec: wdw=[count(NULL)",
+            ),
+        ] {
+            let (plain, running, plan) = both(sql).await;
+            assert!(plan.contains(operator), "{plan}");
+            assert_eq!(running, plain);
+        }
 
         // One partition over the whole input, in reverse order.
         let o = "ORDER BY t DESC, id";

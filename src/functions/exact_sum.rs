@@ -792,6 +792,11 @@ fn state_arrays(counts: Vec<u64>, sums: &[ExactF64]) -> Vec<ArrayRef> {
     ]
 }
 
+/// True when `udf` is one of this module's functions (a `sum` of doubles is exact).
+pub fn is_exact(udf: &AggregateUDF) -> bool {
+    udf.inner().is::<ExactAggregate>()
+}
+
 /// `sum` and `avg` to register over the built-in ones.
 pub fn functions() -> Vec<AggregateUDF> {
     use datafusion::functions_aggregate::{average::avg_udaf, sum::sum_udaf};
