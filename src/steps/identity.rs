@@ -86,6 +86,18 @@ async fn pairs_by_record(
         .collect())
 }
 
+/// [`pairs_by_record`] of `table`, or nothing without one.
+async fn optional_pairs(
+    ctx: &SessionContext,
+    table: Option<&str>,
+    columns: [&str; 3],
+) -> datafusion::error::Result<HashMap<(String, String), String>> {
+    match table {
+        Some(table) => pairs_by_record(ctx, &table.to_lowercase(), columns).await,
+        None => Ok(HashMap::new()),
+    }
+}
+
 impl BuiltinStep for Identity {
     fn inputs(&self) -> Vec<String> {
         let raw = &self.settings.raw;
@@ -118,36 +130,19 @@ impl BuiltinStep for Identity {
             let settings = self.settings.clone();
             let reading = std::time::Instant::now();
             // The inputs, the previous map and the ground truth are read at once.
-            let previous = async {
-                match &settings.raw.previous {
-                    Some(previous) => {
-                        pairs_by_record(
-                            ctx,
-                            &previous.to_lowercase(),
-                            ["source", "source_record_id", "customer_key"],
-                        )
-                        .await
-                    }
-                    None => Ok(HashMap::new()),
-                }
-            };
-            let truth = async {
-                match &settings.raw.ground_truth {
-                    Some(truth) => {
-                        pairs_by_record(
-                            ctx,
-                            &truth.to_lowercase(),
-                            ["source", "record_id", "person_id"],
-                        )
-                        .await
-                    }
-                    None => Ok(HashMap::new()),
-                }
-            };
+            let raw = &settings.raw;
             let ((records, load), previous, truth) = futures::future::try_join3(
                 identity::records::load(ctx, &settings),
-                previous,
-                truth,
+                optional_pairs(
+                    ctx,
+                    raw.previous.as_deref(),
+                    ["source", "source_record_id", "customer_key"],
+                ),
+                optional_pairs(
+                    ctx,
+                    raw.ground_truth.as_deref(),
+                    ["source", "record_id", "person_id"],
+                ),
             )
             .await?;
             let mut context = Context {
