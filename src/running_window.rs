@@ -307,16 +307,12 @@ impl RunningWindowExec {
                 None => return Ok(None),
             }
         }
-        // Arguments the value-carrying functions take by row must have the result's type.
+        // Functions that return their argument's values (or sums of them) need the
+        // argument to have the result's type.
         for e in &exprs {
-            if let (Func::Lag | Func::Carry { .. } | Func::Max | Func::Min, Some(arg)) =
+            if let (Func::Lag | Func::Carry { .. } | Func::Max | Func::Min | Func::Sum, Some(arg)) =
                 (e.func, &e.arg)
             {
-                if &arg.data_type(&input_schema)? != e.field.data_type() {
-                    return Ok(None);
-                }
-            }
-            if let (Func::Sum, Some(arg)) = (e.func, &e.arg) {
                 if &arg.data_type(&input_schema)? != e.field.data_type() {
                     return Ok(None);
                 }
@@ -457,7 +453,7 @@ struct FuncState {
     rows: i64,
     /// The running value of `sum`, `max`, `min` (null before the first value).
     scalar: Option<ScalarValue>,
-    /// The running exact sum of doubles and whether a value was added.
+    /// The running exact sum of doubles (none before the first value).
     exact: Option<ExactF64>,
     /// The value carried (the previous row for `lag`), a one-row array.
     carried: Option<ArrayRef>,

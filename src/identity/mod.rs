@@ -461,12 +461,17 @@ pub fn resolve(
     })
 }
 
+/// Threads for [`par_map`] and [`par_rows`]: one per core, at most 16.
+fn worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .clamp(1, 16)
+}
+
 /// `f(0), f(1), ... f(n - 1)` computed on every core, in order: each thread takes one
 /// contiguous range, so the result does not depend on how the work was split.
 pub fn par_map<R: Send>(n: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |t| t.get())
-        .clamp(1, 16);
+    let threads = worker_threads();
     if threads == 1 || n < 4096 {
         return (0..n).map(f).collect();
     }
@@ -498,9 +503,7 @@ pub fn par_rows<T: Send, E: Send>(
         return Ok(());
     }
     let n = out.len() / width;
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |t| t.get())
-        .clamp(1, 16);
+    let threads = worker_threads();
     if threads == 1 || n < 4096 {
         return out
             .chunks_mut(width)
